@@ -1,0 +1,1 @@
+"""The serving graph: what every source becomes before export (see :mod:`.serving_graph`)."""

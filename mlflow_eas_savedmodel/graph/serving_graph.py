@@ -1,0 +1,74 @@
+"""The one in-memory form every source is converted to before export.
+
+A :class:`ServingGraph` is a *frozen* TF1 ``GraphDef``: inputs are ``Placeholder`` nodes, weights
+are ``Const`` nodes, control flow is lowered to v1 ops (``Switch``/``Merge``/``Enter``...) and the
+function library is inlined. That form is version-neutral, which is what old EAS runtimes need;
+:mod:`mlflow_eas_savedmodel.export` then turns the weight constants back into reference variables
+(``VariableV2``) restored from ``variables/``, so ``saved_model.pb`` stays small.
+
+Sources (Keras, session, checkpoint, SavedModel folder) only ever produce this object; nothing
+after export knows which source a model came from.
+"""
+
+import dataclasses
+import re
+
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+METHOD_ALIASES = {"predict": PREDICT_METHOD, "classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}
+
+DEFAULT_SIGNATURE_NAME = "serving_default"
+SERVING_TAG = "serve"
+
+_NODE_NAME_RE = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-/>]*$")
+
+
+@dataclasses.dataclass
+class SignatureSpec:
+    """One SignatureDef of the serving graph: keys mapped to tensor names (``"node:0"``)."""
+
+    inputs: dict
+    outputs: dict
+    method_name: str = PREDICT_METHOD
+
+
+@dataclasses.dataclass
+class ServingGraph:
+    """A frozen serving graph plus everything the SavedModel needs besides the nodes.
+
+    Attributes:
+        graph_def: frozen ``GraphDef`` (weights as ``Const``, no function calls).
+        signatures: SignatureDef name -> :class:`SignatureSpec`.
+        default_signature: name of the signature requests use when they name none.
+        weights: ``Const`` node name -> checkpoint variable name it is restored as. Several
+            constants may share one variable name (signatures frozen separately share weights).
+        init_ops: node names to run once at load (table initializers), in order.
+        source: the source kind, recorded in the MLmodel metadata only.
+        notes: human-readable notes on what the conversion changed, recorded in the metadata.
+    """
+
+    graph_def: object
+    signatures: dict
+    default_signature: str = DEFAULT_SIGNATURE_NAME
+    weights: dict = dataclasses.field(default_factory=dict)
+    init_ops: list = dataclasses.field(default_factory=list)
+    source: str = "unknown"
+    notes: list = dataclasses.field(default_factory=list)
+
+
+def node_name(tensor_name):
+    """``"scope/x:0"`` -> ``"scope/x"``; ``"^x"`` -> ``"x"``."""
+    return tensor_name.lstrip("^").split(":")[0]
+
+
+def is_valid_node_name(name):
+    return bool(_NODE_NAME_RE.match(name))
+
+
+def sanitize_node_name(key):
+    """A TensorFlow node name derived from a user's signature key (keys may hold any text)."""
+    name = re.sub(r"[^A-Za-z0-9_.\-/]", "_", key).strip("/")
+    if not name or not re.match(r"[A-Za-z0-9.]", name[0]):
+        name = "t_" + name
+    return name

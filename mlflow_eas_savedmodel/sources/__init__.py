@@ -1,0 +1,77 @@
+"""Sources: each module turns one kind of user model into a :class:`ServingGraph`.
+
+:func:`to_serving_graph` picks the module from the object's type; the modules know nothing of
+MLflow, pyfunc or the SavedModel layout.
+"""
+
+import os
+
+from mlflow_eas_savedmodel.errors import invalid
+
+SUPPORTED = (
+    "a Keras model (Keras 3 or tf_keras), a path to a .keras or .h5 file, "
+    "a tf.compat.v1.Session, a tf.train.Saver checkpoint prefix, or a SavedModel folder"
+)
+
+
+def _is_keras_model(model):
+    for cls in type(model).__mro__:
+        module = cls.__module__ or ""
+        if cls.__name__ in ("Model", "Functional", "Sequential") and (
+            module.startswith("keras") or module.startswith("tf_keras")
+        ):
+            return True
+    return False
+
+
+def _is_session(model):
+    return any(cls.__name__ in ("Session", "BaseSession") for cls in type(model).__mro__) and hasattr(
+        model, "graph"
+    )
+
+
+def source_kind(model):
+    """The source kind of ``model`` ("keras", "session", "checkpoint", "saved_model")."""
+    if _is_keras_model(model):
+        return "keras"
+    if _is_session(model):
+        return "session"
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if path.endswith((".keras", ".h5", ".hdf5")):
+            return "keras"
+        if os.path.isdir(path) and any(
+            os.path.exists(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")
+        ):
+            return "saved_model"
+        if os.path.exists(path + ".index") or os.path.exists(path + ".meta") or os.path.isdir(path):
+            return "checkpoint"
+        raise invalid(
+            f"Cannot log {path!r}: it is not a .keras/.h5 file, a SavedModel folder "
+            "(saved_model.pb or saved_model.pbtxt) or a checkpoint prefix (PREFIX.index). "
+            "Check the path."
+        )
+    raise invalid(
+        f"Cannot log an object of type {type(model).__module__}.{type(model).__name__}. "
+        f"Pass {SUPPORTED}."
+    )
+
+
+def to_serving_graph(model, **options):
+    """Converts any supported source to a :class:`ServingGraph`."""
+    kind = source_kind(model)
+    if kind == "keras":
+        from mlflow_eas_savedmodel.sources import keras
+
+        return keras.keras_to_serving_graph(model, **options)
+    if kind == "session":
+        from mlflow_eas_savedmodel.sources import session
+
+        return session.session_to_serving_graph(model, **options)
+    if kind == "checkpoint":
+        from mlflow_eas_savedmodel.sources import checkpoint
+
+        return checkpoint.checkpoint_to_serving_graph(os.fspath(model), **options)
+    from mlflow_eas_savedmodel.sources import saved_model
+
+    return saved_model.saved_model_to_serving_graph(os.fspath(model), **options)
