@@ -58,20 +58,29 @@ def source_kind(model):
 
 
 def to_serving_graph(model, **options):
-    """Converts any supported source to a :class:`ServingGraph`."""
+    """Converts any supported source to a :class:`ServingGraph`.
+
+    ``options`` left at ``None`` are dropped; one the source kind does not take is an error.
+    """
+    import inspect
+
     kind = source_kind(model)
     if kind == "keras":
-        from mlflow_eas_savedmodel.sources import keras
-
-        return keras.keras_to_serving_graph(model, **options)
-    if kind == "session":
-        from mlflow_eas_savedmodel.sources import session
-
-        return session.session_to_serving_graph(model, **options)
-    if kind == "checkpoint":
-        from mlflow_eas_savedmodel.sources import checkpoint
-
-        return checkpoint.checkpoint_to_serving_graph(os.fspath(model), **options)
-    from mlflow_eas_savedmodel.sources import saved_model
-
-    return saved_model.saved_model_to_serving_graph(os.fspath(model), **options)
+        from mlflow_eas_savedmodel.sources.keras import keras_to_serving_graph as convert
+    elif kind == "session":
+        from mlflow_eas_savedmodel.sources.session import session_to_serving_graph as convert
+    elif kind == "checkpoint":
+        from mlflow_eas_savedmodel.sources.checkpoint import checkpoint_to_serving_graph as convert
+    else:
+        from mlflow_eas_savedmodel.sources.saved_model import saved_model_to_serving_graph as convert
+    options = {k: v for k, v in options.items() if v is not None}
+    accepted = inspect.signature(convert).parameters
+    unsupported = sorted(k for k in options if k not in accepted)
+    if unsupported:
+        raise invalid(
+            f"{', '.join(f'`{k}=`' for k in unsupported)} cannot be used with a {kind} source. "
+            f"It takes: {', '.join(k for k in accepted if k != 'model' and k != 'path')}."
+        )
+    if kind in ("checkpoint", "saved_model") or isinstance(model, (str, os.PathLike)):
+        model = os.fspath(model) if isinstance(model, os.PathLike) else model
+    return convert(model, **options)

@@ -1,0 +1,366 @@
+"""The ``eas_savedmodel`` MLflow flavor: ``save_model``, ``log_model``, ``load_model``.
+
+Produces two flavors: ``eas_savedmodel`` (a plain SavedModel folder that EAS's TensorFlow
+processors load, plus every SignatureDef's metadata and the compatible processor codes) and
+``python_function`` (see :mod:`.pyfunc`). ``save_model`` keeps MLflow's fixed order: validate
+arguments and target path, input example, artifact, ``add_flavor``, ``pyfunc.add_to_model``,
+MLmodel, environment files. It writes into a temporary folder beside ``path`` and moves it into
+place only when complete, so a failed save leaves nothing behind.
+"""
+
+import importlib.metadata
+import logging
+import os
+import shutil
+import tempfile
+
+import yaml
+from mlflow import pyfunc
+from mlflow.models import Model
+from mlflow.models.model import MLMODEL_FILE_NAME
+from mlflow.models.utils import _save_example
+from mlflow.tracking._model_registry import DEFAULT_AWAIT_MAX_SLEEP_SECONDS
+from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+from mlflow.utils.environment import (
+    _CONDA_ENV_FILE_NAME,
+    _CONSTRAINTS_FILE_NAME,
+    _PYTHON_ENV_FILE_NAME,
+    _REQUIREMENTS_FILE_NAME,
+    _mlflow_conda_env,
+    _process_conda_env,
+    _process_pip_requirements,
+    _PythonEnv,
+)
+from mlflow.utils.file_utils import get_total_file_size, write_to
+from mlflow.utils.model_utils import _get_flavor_configuration, _validate_and_copy_code_paths
+from mlflow.utils.requirements_utils import _get_pinned_requirement
+
+from mlflow_eas_savedmodel import metadata as _metadata
+from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.graph.serving_graph import DEFAULT_SIGNATURE_NAME, SERVING_TAG
+
+FLAVOR_NAME = "eas_savedmodel"
+SAVED_MODEL_DIR = "savedmodel"
+CUSTOM_OBJECTS_FILE = "custom_objects.cloudpickle"
+_PACKAGE = "mlflow-eas-savedmodel"
+_TENSORFLOW_DISTRIBUTIONS = ("tensorflow-cpu", "tensorflow", "tensorflow-gpu", "tf-nightly")
+
+_logger = logging.getLogger(__name__)
+
+
+def _tensorflow_requirement():
+    for dist in _TENSORFLOW_DISTRIBUTIONS:
+        try:
+            importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        return _get_pinned_requirement(dist)
+    return "tensorflow"
+
+
+def get_default_pip_requirements(include_cloudpickle=False):
+    """The pinned requirements of a model this flavor saves: TensorFlow, MLflow, this package.
+
+    Pinned from what is installed (the TensorFlow distribution actually in use, e.g.
+    ``tensorflow-cpu``), without MLflow's subprocess-based inference, which costs seconds.
+    """
+    reqs = [_tensorflow_requirement(), _get_pinned_requirement("mlflow"), _package_requirement()]
+    if include_cloudpickle:
+        reqs.append(_get_pinned_requirement("cloudpickle"))
+    return reqs
+
+
+def _package_requirement():
+    try:
+        return f"{_PACKAGE}=={importlib.metadata.version(_PACKAGE)}"
+    except importlib.metadata.PackageNotFoundError:
+        return _PACKAGE
+
+
+def get_default_conda_env(include_cloudpickle=False):
+    """The default Conda environment of a model this flavor saves."""
+    return _mlflow_conda_env(additional_pip_deps=get_default_pip_requirements(include_cloudpickle))
+
+
+def save_model(
+    model,
+    path,
+    inputs=None,
+    outputs=None,
+    signature_name=None,
+    signatures=None,
+    default_signature=None,
+    init_op=None,
+    build_fn=None,
+    custom_objects=None,
+    eas_processor=None,
+    device=None,
+    conda_env=None,
+    code_paths=None,
+    mlflow_model=None,
+    signature=None,
+    input_example=None,
+    pip_requirements=None,
+    extra_pip_requirements=None,
+    metadata=None,
+):
+    """Converts ``model`` to an EAS-loadable SavedModel and saves it as an MLflow model.
+
+    Args:
+        model: a Keras model (Keras 3 or tf_keras), a path to a ``.keras``/``.h5`` file, a
+            ``tf.compat.v1.Session``, a ``tf.train.Saver`` checkpoint prefix, or a SavedModel
+            folder.
+        path: the new MLflow model folder (must not exist, or be empty).
+        inputs: signature inputs: ``{key: tensor | name}`` or a list of keys in the model's
+            order (default: the model's own input names).
+        outputs: signature outputs, same forms as ``inputs``.
+        signature_name: the name of the one SignatureDef (default ``serving_default``).
+        signatures: several SignatureDefs, ``{name: {"inputs": {...}, "outputs": {...},
+            "method": "predict" | "classify" | "regress"}}`` (sessions and checkpoints).
+        default_signature: the SignatureDef requests use when they name none.
+        init_op: an op to run at load (sessions); table initializers are found automatically.
+        build_fn: rebuilds the graph or model for a checkpoint without a ``.meta`` file.
+        custom_objects: Keras custom objects needed to load a ``.keras``/``.h5`` file; stored
+            with cloudpickle (the only thing this flavor ever pickles) and given back at load.
+        eas_processor: an EAS processor code such as ``"tensorflow_cpu_1.15"``: the save fails
+            unless the graph runs there. With ``None`` the compatible processors are recorded,
+            and the save fails only if there is none.
+        device: default device of the ``python_function`` flavor (``model_config["device"]``).
+        conda_env, code_paths, mlflow_model, signature, input_example, pip_requirements,
+            extra_pip_requirements, metadata: as in every MLflow flavor.
+
+    Example:
+        >>> import mlflow_eas_savedmodel as mes
+        >>> mes.save_model(keras_model, "model", inputs={"image": keras_model.input},
+        ...                outputs={"scores": keras_model.output})
+    """
+    from mlflow_eas_savedmodel import export, runtimes, sources
+    from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise invalid(
+            f"Path {path!r} already exists and is not empty. Save to a new path, or delete it first."
+        )
+    if eas_processor is not None:
+        runtimes.processor_version(eas_processor)
+    tf = import_tensorflow()
+
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.partial-")
+    try:
+        mlflow_model = mlflow_model or Model()
+        if input_example is not None:
+            _save_example(mlflow_model, input_example, tmp)
+        code_dir = _validate_and_copy_code_paths(code_paths, tmp)
+
+        options = {
+            "inputs": inputs,
+            "outputs": outputs,
+            "signature_name": signature_name,
+            "signatures": signatures,
+            "default_signature": default_signature,
+            "init_op": init_op,
+            "build_fn": build_fn,
+            "custom_objects": custom_objects,
+            "input_example": input_example,
+        }
+        serving_graph = sources.to_serving_graph(model, **options)
+        meta_graph_def, values = export.build_meta_graph(serving_graph)
+        compatible, problems = runtimes.check_all(meta_graph_def.graph_def)
+        _check_processors(eas_processor, compatible, problems)
+        export.write_saved_model(os.path.join(tmp, SAVED_MODEL_DIR), meta_graph_def, values)
+        export.check_layout(os.path.join(tmp, SAVED_MODEL_DIR))
+        del values
+
+        signature_defs = _metadata.describe_signature_defs(meta_graph_def)
+        default = serving_graph.default_signature
+        if signature is None:
+            signature = _metadata.mlflow_signature(signature_defs, default)
+        mlflow_model.signature = signature
+        if metadata is not None:
+            mlflow_model.metadata = metadata
+        if custom_objects is not None:
+            import cloudpickle
+
+            with open(os.path.join(tmp, CUSTOM_OBJECTS_FILE), "wb") as f:
+                cloudpickle.dump(custom_objects, f)
+
+        flavor_conf = {
+            "saved_model_dir": SAVED_MODEL_DIR,
+            "source": serving_graph.source,
+            "tags": [SERVING_TAG],
+            "default_signature": default,
+            "signature_defs": signature_defs,
+            "tensorflow_version": tf.__version__,
+            "eas_processors": compatible,
+            "eas_incompatibilities": {
+                v: sorted({p.reason for p in ps})[:5] for v, ps in problems.items() if ps
+            },
+            "conversion_notes": serving_graph.notes,
+        }
+        if custom_objects is not None:
+            flavor_conf["custom_objects"] = CUSTOM_OBJECTS_FILE
+        mlflow_model.add_flavor(FLAVOR_NAME, **flavor_conf)
+        pyfunc.add_to_model(
+            mlflow_model,
+            loader_module="mlflow_eas_savedmodel.pyfunc",
+            data=SAVED_MODEL_DIR,
+            code=code_dir,
+            conda_env=_CONDA_ENV_FILE_NAME,
+            python_env=_PYTHON_ENV_FILE_NAME,
+            model_config={"device": device, _metadata.SIGNATURE_NAME_PARAM: default},
+        )
+        if size := get_total_file_size(tmp):
+            mlflow_model.model_size_bytes = size
+        mlflow_model.save(os.path.join(tmp, MLMODEL_FILE_NAME))
+        _write_environment(tmp, conda_env, pip_requirements, extra_pip_requirements, custom_objects)
+        if os.path.isdir(path):
+            os.rmdir(path)  # empty, checked above; rename cannot replace it on every OS
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _logger.info("Saved %s model to %s; EAS processors: %s", serving_graph.source, path, compatible)
+
+
+def _check_processors(eas_processor, compatible, problems):
+    from mlflow_eas_savedmodel import runtimes
+
+    if eas_processor is not None:
+        version = runtimes.processor_version(eas_processor)
+        if problems[version]:
+            raise invalid(
+                f"The model cannot run on EAS processor {eas_processor!r} (TensorFlow {version}):\n  "
+                f"{runtimes.summarize(problems[version])}\n"
+                + (
+                    f"It can run on: {', '.join(compatible)}. Pass one of those as eas_processor=, "
+                    "or eas_processor=None to record all compatible processors."
+                    if compatible
+                    else "No EAS processor can run it: replace the ops above with older ones."
+                )
+            )
+    elif not compatible:
+        lines = "\n  ".join(
+            f"TF {v}: {runtimes.summarize(ps, limit=3)}" for v, ps in problems.items()
+        )
+        raise invalid(
+            "No EAS TensorFlow processor (TF 1.12-2.7) can run this model:\n  "
+            f"{lines}\nReplace these ops with ones older TensorFlow versions have."
+        )
+
+
+def _write_environment(path, conda_env, pip_requirements, extra_pip_requirements, custom_objects):
+    if conda_env is None:
+        default_reqs = None if pip_requirements is not None else get_default_pip_requirements(
+            include_cloudpickle=custom_objects is not None
+        )
+        conda_env, pip_requirements, pip_constraints = _process_pip_requirements(
+            default_reqs, pip_requirements, extra_pip_requirements
+        )
+    else:
+        conda_env, pip_requirements, pip_constraints = _process_conda_env(conda_env)
+    with open(os.path.join(path, _CONDA_ENV_FILE_NAME), "w") as f:
+        yaml.safe_dump(conda_env, stream=f, default_flow_style=False)
+    if pip_constraints:
+        write_to(os.path.join(path, _CONSTRAINTS_FILE_NAME), "\n".join(pip_constraints))
+    write_to(os.path.join(path, _REQUIREMENTS_FILE_NAME), "\n".join(pip_requirements))
+    _PythonEnv.current().to_yaml(os.path.join(path, _PYTHON_ENV_FILE_NAME))
+
+
+def log_model(
+    model,
+    artifact_path=None,
+    *,
+    name=None,
+    registered_model_name=None,
+    await_registration_for=DEFAULT_AWAIT_MAX_SLEEP_SECONDS,
+    params=None,
+    tags=None,
+    model_type=None,
+    step=0,
+    model_id=None,
+    **save_kwargs,
+):
+    """Saves ``model`` with :func:`save_model` and logs it to the active run.
+
+    Takes every argument of :func:`save_model` (but ``path``) plus MLflow's logging arguments
+    (``name``, ``registered_model_name``, ``params``, ``tags``...). Returns ``ModelInfo``.
+
+    Example:
+        >>> with mlflow.start_run():
+        ...     info = mes.log_model(keras_model, name="model", input_example=x[:2],
+        ...                          registered_model_name="mnist")
+    """
+    import mlflow_eas_savedmodel
+
+    return Model.log(
+        artifact_path=artifact_path,
+        name=name,
+        flavor=mlflow_eas_savedmodel,
+        model=model,
+        registered_model_name=registered_model_name,
+        await_registration_for=await_registration_for,
+        params=params,
+        tags=tags,
+        model_type=model_type,
+        step=step,
+        model_id=model_id,
+        **save_kwargs,
+    )
+
+
+def load_model(model_uri, device=None, dst_path=None):
+    """Loads a model saved by this flavor as an :class:`~mlflow_eas_savedmodel.model.EasSavedModel`.
+
+    Args:
+        model_uri: ``runs:/...``, ``models:/name/1``, ``models:/name@alias`` or a local path.
+        device: ``"cpu"``, ``"gpu"``, ``"/GPU:1"``... or ``None`` for
+            ``$MLFLOW_DEFAULT_PREDICTION_DEVICE``, else a GPU if one is visible, else the CPU.
+        dst_path: where to download the model (default: a temporary folder).
+
+    Example:
+        >>> handle = mes.load_model("models:/mnist@champion", device="cpu")
+        >>> handle.signatures["serving_default"]["inputs"]
+        >>> handle.predict({"image": x})["scores"]
+    """
+    local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
+    flavor_conf = _flavor_conf(local_path)
+    return _load_handle(os.path.join(local_path, flavor_conf["saved_model_dir"]), device=device)
+
+
+def _flavor_conf(model_path):
+    try:
+        return _get_flavor_configuration(model_path, FLAVOR_NAME)
+    except Exception as e:  # noqa: BLE001 - MLflow raises MlflowException or OSError here
+        flavors = []
+        try:
+            flavors = list(Model.load(model_path).flavors)
+        except Exception:  # noqa: BLE001
+            pass
+        raise invalid(
+            f"The model at {model_path!r} was not saved by mlflow_eas_savedmodel (its flavors: "
+            f"{flavors or 'none'}). Load it with the flavor that saved it, e.g. "
+            "mlflow.pyfunc.load_model."
+        ) from e
+
+
+def _load_handle(saved_model_dir, device=None):
+    from mlflow_eas_savedmodel.model import EasSavedModel
+
+    conf = _flavor_conf(os.path.dirname(saved_model_dir))
+    handle = EasSavedModel(
+        saved_model_dir, conf["signature_defs"], conf["default_signature"], device=device
+    )
+    handle.custom_objects = _load_custom_objects(os.path.dirname(saved_model_dir), conf)
+    return handle
+
+
+def _load_custom_objects(model_path, conf):
+    if "custom_objects" not in conf:
+        return None
+    import cloudpickle
+
+    with open(os.path.join(model_path, conf["custom_objects"]), "rb") as f:
+        return cloudpickle.load(f)

@@ -1,0 +1,197 @@
+"""The loaded model: one TF1 session on the chosen device, one callable per SignatureDef.
+
+Load once, resolve once: every SignatureDef gets a ``Session.make_callable`` at load, with its
+feed and fetch lists fixed, so ``predict`` only checks and casts the inputs and calls it: no
+Keras ``predict``, no tracing, no graph building per call. ``Session.run`` is thread-safe, so
+one handle serves many threads.
+"""
+
+import logging
+import os
+import re
+
+import numpy as np
+
+from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
+from mlflow_eas_savedmodel.metadata import numpy_dtype
+
+_logger = logging.getLogger(__name__)
+
+DEVICE_ENV = "MLFLOW_DEFAULT_PREDICTION_DEVICE"
+_DEVICE_RE = re.compile(r"^/?(?:device:)?(cpu|gpu|cuda)(?::(\d+))?$", re.IGNORECASE)
+_ACCEPTED_KINDS = {"f": "fiub", "i": "iub", "u": "iub", "b": "b", "c": "fiubc"}
+
+
+def resolve_device(device=None):
+    """A TensorFlow device string for ``device``.
+
+    ``None`` means ``$MLFLOW_DEFAULT_PREDICTION_DEVICE`` if set, else the first GPU if one is
+    visible, else the CPU (the order MLflow's pytorch flavor uses). Accepted spellings: ``"cpu"``,
+    ``"gpu"``, ``"gpu:1"``, ``"cuda:1"``, ``"/GPU:1"``, ``"/device:CPU:0"``.
+    """
+    tf = import_tensorflow()
+    gpus = tf.config.list_physical_devices("GPU")
+    if device is None:
+        device = os.environ.get(DEVICE_ENV) or ("gpu" if gpus else "cpu")
+    match = _DEVICE_RE.match(str(device).strip())
+    if not match:
+        raise invalid(
+            f"Unknown device {device!r}. Use 'cpu', 'gpu', 'gpu:1' or a TensorFlow device "
+            "string such as '/GPU:1' or '/device:CPU:0'."
+        )
+    kind = "CPU" if match.group(1).lower() == "cpu" else "GPU"
+    index = int(match.group(2) or 0)
+    if kind == "GPU" and index >= len(gpus):
+        raise invalid(
+            f"Device {device!r} asks for GPU {index}, but this machine has {len(gpus)} visible "
+            "GPU(s). Load with device='cpu', or install the GPU build: "
+            "`pip install 'mlflow-eas-savedmodel[gpu]'`."
+        )
+    return f"/device:{kind}:{index}"
+
+
+def _session_config(device):
+    tf = import_tensorflow()
+    kind, index = device.split(":")[1], int(device.split(":")[2])
+    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+    if kind == "CPU":
+        # A CPU handle must not grab GPU memory; extra CPU devices make '/CPU:1' placeable.
+        config.device_count["GPU"] = 0
+        config.device_count["CPU"] = index + 1
+    else:
+        config.gpu_options.allow_growth = True
+        for gpu in tf.config.list_physical_devices("GPU"):
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:
+                # The GPU runtime was initialised already (by another model or user code):
+                # growth can no longer change for eager use; the session's allow_growth above
+                # still keeps this model from taking all GPU memory.
+                pass
+    return config
+
+
+class _SignatureRunner:
+    """One SignatureDef: its inputs' checks and a fixed session callable."""
+
+    def __init__(self, session, name, description):
+        self.name = name
+        self.description = description
+        self.input_keys = list(description["inputs"])
+        self.output_keys = list(description["outputs"])
+        self._inputs = [
+            (k, t["dtype"], numpy_dtype(t["dtype"]), t["shape"])
+            for k, t in description["inputs"].items()
+        ]
+        graph = session.graph
+        self._call = session.make_callable(
+            [graph.get_tensor_by_name(t["name"]) for t in description["outputs"].values()],
+            feed_list=[graph.get_tensor_by_name(t["name"]) for t in description["inputs"].values()],
+        )
+
+    def __call__(self, inputs):
+        missing = [k for k in self.input_keys if k not in inputs]
+        unknown = [k for k in inputs if k not in self.description["inputs"]]
+        if missing or unknown:
+            raise invalid(
+                f"Signature {self.name!r} takes inputs {self.input_keys}; got {sorted(inputs)}"
+                + (f" (missing {missing})" if missing else "")
+                + (f" (unknown {unknown})" if unknown else "")
+                + ". Pass a dict with exactly these keys, or pick another signature with "
+                "signature_name=..."
+            )
+        feeds = [self._coerce(inputs[k], k, tf_dtype, dtype, shape) for k, tf_dtype, dtype, shape in self._inputs]
+        return dict(zip(self.output_keys, self._call(*feeds)))
+
+    def _coerce(self, value, key, tf_dtype, dtype, shape):
+        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if array.dtype != dtype:
+            if dtype.kind == "O":
+                if array.dtype.kind not in "OSU":
+                    raise self._dtype_error(key, tf_dtype, array)
+            elif array.dtype.kind not in _ACCEPTED_KINDS.get(dtype.kind, dtype.kind):
+                raise self._dtype_error(key, tf_dtype, array)
+            else:
+                array = array.astype(dtype)
+        if shape is not None and (
+            array.ndim != len(shape) or any(d not in (-1, a) for d, a in zip(shape, array.shape))
+        ):
+            expected = tuple(None if d == -1 else d for d in shape)
+            raise invalid(
+                f"Input {key!r} of signature {self.name!r} has shape {array.shape}, but the "
+                f"signature expects {expected} (None: any size). Reshape the input."
+            )
+        return array
+
+    def _dtype_error(self, key, tf_dtype, array):
+        return invalid(
+            f"Input {key!r} of signature {self.name!r} has dtype {array.dtype}, but the "
+            f"signature expects {tf_dtype}. Pass {tf_dtype} values "
+            f"(e.g. np.asarray(x, dtype={numpy_dtype(tf_dtype).name!r}))."
+        )
+
+
+class EasSavedModel:
+    """A SavedModel loaded for prediction, as returned by :func:`mlflow_eas_savedmodel.load_model`.
+
+    Attributes:
+        signatures: every SignatureDef's metadata by name (method, inputs and outputs with tensor
+            names, dtypes and shapes), as recorded in the MLmodel file.
+        default_signature: the SignatureDef used when a call names none.
+        device: the TensorFlow device the graph was placed on.
+        session: the ``tf.compat.v1.Session`` holding the graph (the raw model).
+    """
+
+    def __init__(self, saved_model_dir, signatures, default_signature, device=None):
+        tf = import_tensorflow()
+        self.device = resolve_device(device)
+        self.signatures = signatures
+        self.default_signature = default_signature
+        graph = tf.Graph()
+        self.session = tf.compat.v1.Session(graph=graph, config=_session_config(self.device))
+        with graph.as_default(), graph.device(self.device):
+            tf.compat.v1.saved_model.loader.load(self.session, [SERVING_TAG], saved_model_dir)
+        graph.finalize()  # nothing may add ops per call: a growing graph is a memory leak
+        self._runners = {
+            name: _SignatureRunner(self.session, name, description)
+            for name, description in signatures.items()
+        }
+        _logger.debug("Loaded %s on %s", saved_model_dir, self.device)
+
+    def predict(self, inputs, signature_name=None):
+        """Runs one SignatureDef.
+
+        Args:
+            inputs: ``{input key: array-like}``; a bare array for a one-input SignatureDef.
+            signature_name: the SignatureDef to run (default: :attr:`default_signature`).
+
+        Returns:
+            ``{output key: numpy.ndarray}``.
+
+        Example:
+            >>> handle = mlflow_eas_savedmodel.load_model(model_uri, device="cpu")
+            >>> handle.predict({"image": x}, signature_name="serving_default")["scores"]
+        """
+        runner = self._runner(signature_name)
+        if not isinstance(inputs, dict):
+            if len(runner.input_keys) != 1:
+                raise invalid(
+                    f"Signature {runner.name!r} takes several inputs {runner.input_keys}; pass a "
+                    "dict {key: array} instead of a single array."
+                )
+            inputs = {runner.input_keys[0]: inputs}
+        return runner(inputs)
+
+    def _runner(self, signature_name):
+        name = signature_name or self.default_signature
+        try:
+            return self._runners[name]
+        except KeyError:
+            raise invalid(
+                f"Unknown signature_name {name!r}. This model has: {sorted(self._runners)}."
+            ) from None
+
+    def close(self):
+        self.session.close()

@@ -1,0 +1,97 @@
+"""The ``python_function`` flavor: ``_load_pyfunc`` and the input/output conversion.
+
+``predict(data, params)`` accepts:
+
+* a numpy array (or list) for a SignatureDef with one input;
+* a dict ``{input key: array-like}``;
+* a pandas DataFrame: columns named after the input keys (cells may hold lists/arrays, one row
+  per example), or, for a one-input SignatureDef, any columns, taken as the rows of that input.
+
+``params={"signature_name": ...}`` picks the SignatureDef per call (default: the model's, or
+``model_config["signature_name"]``).
+
+It returns a numpy array when the SignatureDef has one output, else ``{output key: array}``.
+"""
+
+import numpy as np
+
+from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.metadata import SIGNATURE_NAME_PARAM
+
+
+def dataframe_to_inputs(df, input_keys):
+    """A pandas DataFrame -> ``{key: array}`` for a SignatureDef with ``input_keys``."""
+    if set(input_keys) <= set(df.columns):
+        return {k: _column_to_array(df[k], k) for k in input_keys}
+    if len(input_keys) == 1:
+        if len(df.columns) == 1:
+            return {input_keys[0]: _column_to_array(df[df.columns[0]], input_keys[0])}
+        return {input_keys[0]: df.to_numpy()}
+    raise invalid(
+        f"The DataFrame has columns {list(df.columns)} but the signature takes inputs "
+        f"{list(input_keys)}. Name the columns after the inputs."
+    )
+
+
+def _column_to_array(series, key):
+    values = series.to_list()
+    if values and isinstance(values[0], (list, tuple, np.ndarray)):
+        try:
+            return np.stack([np.asarray(v) for v in values])
+        except ValueError as e:
+            raise invalid(
+                f"Column {key!r} holds arrays of different shapes ({e}). Every row of an input "
+                "must have the same shape."
+            ) from e
+    return series.to_numpy()
+
+
+class _EasSavedModelWrapper:
+    """What ``mlflow.pyfunc.load_model`` wraps: converts inputs and calls the loaded handle."""
+
+    def __init__(self, handle, signature_name=None):
+        self.handle = handle
+        self.signature_name = signature_name or handle.default_signature
+        handle._runner(self.signature_name)  # an unknown configured name fails at load
+
+    def get_raw_model(self):
+        """The :class:`~mlflow_eas_savedmodel.model.EasSavedModel` handle."""
+        return self.handle
+
+    def predict(self, data, params=None):
+        name = (params or {}).get(SIGNATURE_NAME_PARAM) or self.signature_name
+        runner = self.handle._runner(name)
+        inputs = self._to_inputs(data, runner.input_keys)
+        outputs = runner(inputs)
+        if len(outputs) == 1:
+            return next(iter(outputs.values()))
+        return outputs
+
+    @staticmethod
+    def _to_inputs(data, input_keys):
+        import pandas as pd
+
+        if isinstance(data, dict):
+            return data
+        if isinstance(data, pd.DataFrame):
+            return dataframe_to_inputs(data, input_keys)
+        if isinstance(data, (np.ndarray, list, tuple)) or np.isscalar(data):
+            if len(input_keys) != 1:
+                raise invalid(
+                    f"This signature takes several inputs {list(input_keys)}; pass a dict "
+                    "{key: array} or a DataFrame with those columns."
+                )
+            return {input_keys[0]: data}
+        raise invalid(
+            f"Cannot predict on {type(data).__name__}. Pass a numpy array, a dict of arrays "
+            "or a pandas DataFrame."
+        )
+
+
+def _load_pyfunc(path, model_config=None):
+    """Called by ``mlflow.pyfunc.load_model``; ``path`` is the flavor's SavedModel folder."""
+    from mlflow_eas_savedmodel.flavor import _load_handle
+
+    model_config = model_config or {}
+    handle = _load_handle(path, device=model_config.get("device"))
+    return _EasSavedModelWrapper(handle, model_config.get(SIGNATURE_NAME_PARAM))
