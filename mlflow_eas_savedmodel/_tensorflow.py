@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 _LOGS_ENV = "MLFLOW_EAS_SAVEDMODEL_TF_LOGS"
 _INSTALL_HINT = (
     "TensorFlow is required by mlflow-eas-savedmodel for this operation. Install it with "
-    "`pip install 'mlflow-eas-savedmodel'` (CPU, tensorflow-cpu) or "
+    "`pip install 'mlflow-eas-savedmodel[cpu]'` (tensorflow-cpu) or "
     "`pip install 'mlflow-eas-savedmodel[gpu]'` (tensorflow[and-cuda])."
 )
 
