@@ -35,6 +35,7 @@ from mlflow.utils.file_utils import get_total_file_size, write_to
 from mlflow.utils.model_utils import _get_flavor_configuration, _validate_and_copy_code_paths
 from mlflow.utils.requirements_utils import _get_pinned_requirement
 
+from mlflow_eas_savedmodel import integrity
 from mlflow_eas_savedmodel import metadata as _metadata
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph.serving_graph import DEFAULT_SIGNATURE_NAME, SERVING_TAG
@@ -172,6 +173,7 @@ def save_model(
         _check_processors(eas_processor, compatible, problems)
         export.write_saved_model(os.path.join(tmp, SAVED_MODEL_DIR), meta_graph_def, values)
         export.check_layout(os.path.join(tmp, SAVED_MODEL_DIR))
+        file_sha256 = integrity.hash_tree(os.path.join(tmp, SAVED_MODEL_DIR))
         del values
 
         signature_defs = _metadata.describe_signature_defs(meta_graph_def)
@@ -199,6 +201,7 @@ def save_model(
                 v: sorted({p.reason for p in ps})[:5] for v, ps in problems.items() if ps
             },
             "conversion_notes": serving_graph.notes,
+            integrity.FLAVOR_KEY: file_sha256,
         }
         if custom_objects is not None:
             flavor_conf["custom_objects"] = CUSTOM_OBJECTS_FILE
@@ -210,7 +213,12 @@ def save_model(
             code=code_dir,
             conda_env=_CONDA_ENV_FILE_NAME,
             python_env=_PYTHON_ENV_FILE_NAME,
-            model_config={"device": device, _metadata.SIGNATURE_NAME_PARAM: default},
+            # verify_integrity None: $MLFLOW_EAS_SAVEDMODEL_VERIFY decides, on by default.
+            model_config={
+                "device": device,
+                _metadata.SIGNATURE_NAME_PARAM: default,
+                "verify_integrity": None,
+            },
         )
         if size := get_total_file_size(tmp):
             mlflow_model.model_size_bytes = size
@@ -311,7 +319,7 @@ def log_model(
     )
 
 
-def load_model(model_uri, device=None, dst_path=None):
+def load_model(model_uri, device=None, dst_path=None, verify_integrity=None):
     """Loads a model saved by this flavor as an :class:`~mlflow_eas_savedmodel.model.EasSavedModel`.
 
     Args:
@@ -319,6 +327,9 @@ def load_model(model_uri, device=None, dst_path=None):
         device: ``"cpu"``, ``"gpu"``, ``"/GPU:1"``... or ``None`` for
             ``$MLFLOW_DEFAULT_PREDICTION_DEVICE``, else a GPU if one is visible, else the CPU.
         dst_path: where to download the model (default: a temporary folder).
+        verify_integrity: check every SavedModel file against the SHA-256 recorded at save time
+            and fail on a changed, truncated, missing or extra file. ``None`` means on unless
+            ``$MLFLOW_EAS_SAVEDMODEL_VERIFY=0``; pass ``False`` to skip hashing very large models.
 
     Example:
         >>> handle = mes.load_model("models:/mnist@champion", device="cpu")
@@ -327,7 +338,11 @@ def load_model(model_uri, device=None, dst_path=None):
     """
     local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
     flavor_conf = _flavor_conf(local_path)
-    return _load_handle(os.path.join(local_path, flavor_conf["saved_model_dir"]), device=device)
+    return _load_handle(
+        os.path.join(local_path, flavor_conf["saved_model_dir"]),
+        device=device,
+        verify_integrity=verify_integrity,
+    )
 
 
 def _flavor_conf(model_path):
@@ -346,10 +361,18 @@ def _flavor_conf(model_path):
         ) from e
 
 
-def _load_handle(saved_model_dir, device=None):
+def _load_handle(saved_model_dir, device=None, verify_integrity=None):
     from mlflow_eas_savedmodel.model import EasSavedModel
 
     conf = _flavor_conf(os.path.dirname(saved_model_dir))
+    if integrity.should_verify(verify_integrity):
+        if integrity.FLAVOR_KEY in conf:
+            integrity.verify(saved_model_dir, conf[integrity.FLAVOR_KEY])
+        else:
+            _logger.warning(
+                "%s records no file hashes (saved by an older version): not verified.",
+                saved_model_dir,
+            )
     handle = EasSavedModel(
         saved_model_dir, conf["signature_defs"], conf["default_signature"], device=device
     )

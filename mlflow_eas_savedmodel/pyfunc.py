@@ -93,5 +93,9 @@ def _load_pyfunc(path, model_config=None):
     from mlflow_eas_savedmodel.flavor import _load_handle
 
     model_config = model_config or {}
-    handle = _load_handle(path, device=model_config.get("device"))
+    handle = _load_handle(
+        path,
+        device=model_config.get("device"),
+        verify_integrity=model_config.get("verify_integrity"),
+    )
     return _EasSavedModelWrapper(handle, model_config.get(SIGNATURE_NAME_PARAM))

@@ -1,0 +1,125 @@
+"""SHA-256 of every file of a SavedModel folder: recorded at save, checked at load.
+
+A model promoted to production must never load quietly when a file of it was changed, cut short
+by an interrupted copy, lost or added after the save. ``save_model`` records :func:`hash_tree`
+of the SavedModel folder in the flavor's ``file_sha256`` entry of the MLmodel file, and every
+load (``load_model``, ``mlflow.pyfunc.load_model``, ``mlflow models serve``) runs :func:`verify`
+against it first.
+
+Hashing streams each file in 1 MiB blocks into a reused buffer: memory stays flat for
+multi-GB ``variables.data`` shards and ``hashlib`` releases the GIL while it hashes, so the cost
+is close to the disk's read speed (see ``tests/test_integrity.py`` for a measurement). For very
+large models the check can be skipped:
+
+* ``mlflow_eas_savedmodel.load_model(uri, verify_integrity=False)``;
+* ``mlflow.pyfunc.load_model(uri, model_config={"verify_integrity": False})``;
+* ``MLFLOW_EAS_SAVEDMODEL_VERIFY=0`` in the environment (e.g. of ``mlflow models serve``).
+
+Example:
+    >>> from mlflow_eas_savedmodel import integrity
+    >>> expected = integrity.hash_tree("model/savedmodel")
+    >>> integrity.verify("model/savedmodel", expected)  # raises MlflowException if changed
+"""
+
+import hashlib
+import os
+
+from mlflow_eas_savedmodel.errors import invalid
+
+FLAVOR_KEY = "file_sha256"
+VERIFY_ENV = "MLFLOW_EAS_SAVEDMODEL_VERIFY"
+_BLOCK_BYTES = 1024 * 1024
+_FALSE_WORDS = ("0", "false", "no", "off")
+_MAX_LISTED = 10
+
+
+def sha256_file(path):
+    """The hex SHA-256 of the file at ``path``, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    buffer = bytearray(_BLOCK_BYTES)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def _relative_files(root):
+    """Every file under ``root`` as a '/'-separated path relative to it, sorted."""
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in names:
+            full = os.path.join(folder, name)
+            files.append(os.path.relpath(full, root).replace(os.sep, "/"))
+    return sorted(files)
+
+
+def hash_tree(directory):
+    """``{relative path: hex SHA-256}`` of every file under ``directory`` (paths use '/').
+
+    Example:
+        >>> hash_tree("model/savedmodel")
+        {'saved_model.pb': '9f2c...', 'variables/variables.data-00000-of-00001': '51ab...', ...}
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise invalid(f"{directory!r} is not a folder; cannot hash a SavedModel there.")
+    return {rel: sha256_file(os.path.join(directory, rel)) for rel in _relative_files(directory)}
+
+
+def verify(directory, expected):
+    """Checks that ``directory`` holds exactly the files of ``expected``, with those SHA-256s.
+
+    Args:
+        directory: the SavedModel folder.
+        expected: ``{relative path: hex SHA-256}`` as :func:`hash_tree` returned at save time.
+
+    Raises:
+        MlflowException: naming every missing, extra, changed or truncated file (up to ten).
+
+    Example:
+        >>> verify("model/savedmodel", flavor_conf["file_sha256"])
+    """
+    directory = os.fspath(directory)
+    if not isinstance(expected, dict) or not expected:
+        raise invalid(
+            f"The recorded file hashes of {directory!r} are missing or malformed "
+            f"({type(expected).__name__}). Re-save the model, or skip the check with "
+            f"verify_integrity=False."
+        )
+    if not os.path.isdir(directory):
+        raise invalid(f"The SavedModel folder {directory!r} is missing. Re-download the model.")
+    actual = set(_relative_files(directory))
+    problems = [f"missing file {rel!r}" for rel in sorted(set(expected) - actual)]
+    problems += [f"unexpected extra file {rel!r}" for rel in sorted(actual - set(expected))]
+    for rel in sorted(set(expected) & actual):
+        digest = sha256_file(os.path.join(directory, rel))
+        if digest != expected[rel]:
+            size = os.path.getsize(os.path.join(directory, rel))
+            problems.append(
+                f"file {rel!r} was changed or truncated ({size} bytes, SHA-256 {digest[:12]}..., "
+                f"recorded {str(expected[rel])[:12]}...)"
+            )
+    if problems:
+        listed = "\n  ".join(problems[:_MAX_LISTED])
+        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        raise invalid(
+            f"The SavedModel at {directory!r} does not match the SHA-256 hashes recorded when it "
+            f"was saved:\n  {listed}{more}\nThe model files were modified or only partly copied: "
+            "download or copy the model again, or re-log it. (To skip this check for a model you "
+            f"trust, load with verify_integrity=False or set {VERIFY_ENV}=0.)"
+        )
+
+
+def should_verify(verify_integrity=None):
+    """Whether to check hashes: ``verify_integrity`` if given, else ``$MLFLOW_EAS_SAVEDMODEL_VERIFY``.
+
+    The check is on unless switched off explicitly.
+    """
+    if verify_integrity is None:
+        value = os.environ.get(VERIFY_ENV, "1")
+        return value.strip().lower() not in _FALSE_WORDS
+    if isinstance(verify_integrity, str):
+        return verify_integrity.strip().lower() not in _FALSE_WORDS
+    return bool(verify_integrity)
