@@ -117,7 +117,11 @@ def _write_variables(tf, prefix, values):
         current.append(name)
         size += nbytes
     chunks.append(current)
-    with tf.device("/CPU:0"):
+    from tensorflow.python.eager import context
+
+    # Eagerly, whatever the caller's default graph: inside `with tf.compat.v1.Session(graph=g)`
+    # (how session sources are logged) raw ops would only add nodes to the user's graph.
+    with context.eager_mode(), tf.device("/CPU:0"):
         if len(chunks) == 1:
             _save_chunk(tf, prefix, chunks[0], values)
             return
