@@ -1,52 +1,394 @@
 """Rewrites that widen the set of EAS runtimes a frozen graph loads in.
 
-Each rewrite replaces an op that an old runtime lacks by an equivalent of older ops, at the
-``GraphDef`` level, keeping the replaced node's name so consumers are untouched. The runtime
-check still decides compatibility afterwards; a rewrite only makes more runtimes pass it.
+Keras 3 on TF 2.21 emits three ops that old EAS runtimes lack (measured, see the shared
+reference): ``SelectV2`` (TF 1.13+; ``Embedding``, masking), ``BatchMatMulV2`` (1.13+; dense
+layers on 3-D inputs, attention) and ``Einsum`` (1.15+; attention scores). Each has an exact
+equivalent in ops that TF 1.12 registers, so rewriting them lets a model that is otherwise
+1.12-clean run on every processor.
+
+The mechanism is one splice (:func:`_splice`): the replacement is built with ordinary TensorFlow
+calls in a scratch ``tf.Graph`` whose placeholders stand for the replaced node's inputs; its
+``GraphDef`` is grafted in with names prefixed by the replaced node's name, placeholder reads
+rewired to the original inputs, and the final node takes the replaced node's name, so consumers
+are untouched. Builders call only ops 1.12 has (``tf.raw_ops.Select``/``BatchMatMul`` where the
+Python API would emit the V2 op; ``Tile`` rather than ``BroadcastTo`` for broadcasting);
+``tests/test_keras_architectures.py`` checks the rewritten graphs against the 1.12 registry.
+
+A node that needs no rewrite is left alone (``SelectV2`` whose inputs have one static shape is
+only renamed), and a node that cannot be rewritten exactly (unknown rank, an ``Einsum`` with
+repeated labels or more than two operands) is kept and reported in the notes: the runtime check
+still decides compatibility afterwards, so nothing is claimed that the graph cannot do.
 """
 
+import collections
+import functools
+import re
+
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+from mlflow_eas_savedmodel.graph import edit
+from mlflow_eas_savedmodel.graph.serving_graph import node_name
+
+# Scope under the replaced node's name that holds the nodes a splice adds.
+REWRITE_SCOPE = "eas_rewrite"
+
+
+class _Skip(Exception):
+    """A node this rewrite cannot replace exactly; the message says why."""
 
 
 def rewrite_for_old_runtimes(graph_def):
-    """Applies every rewrite in place; returns one note per kind of change made."""
+    """Applies every rewrite in place; returns one note per kind of change made or refused."""
+    rewrites = {
+        "SelectV2": _rewrite_select_v2,
+        "BatchMatMulV2": _rewrite_batch_mat_mul_v2,
+        "Einsum": _rewrite_einsum,
+    }
+    targets = [node for node in graph_def.node if node.op in rewrites]
+    if not targets:
+        return []
+    tensors = _static_tensors(graph_def)
+    done = collections.defaultdict(collections.Counter)
+    skipped = collections.defaultdict(list)
+    for node in targets:
+        op = node.op
+        try:
+            how = rewrites[op](graph_def, node, tensors)
+        except _Skip as reason:
+            skipped[op].append(f"{node.name!r} ({reason})")
+            continue
+        done[op][how] += 1
     notes = []
-    for rewrite in (_select_v2_to_select,):
-        note = rewrite(graph_def)
-        if note:
-            notes.append(note)
+    for op, hows in done.items():
+        detail = ", ".join(f"{n} {how}" for how, n in sorted(hows.items()))
+        notes.append(f"{op} rewritten for TF 1.12: {detail}")
+    for op, nodes in skipped.items():
+        notes.append(f"{op} kept (no exact rewrite): {', '.join(nodes[:5])}")
     return notes
 
 
-def _select_v2_to_select(graph_def):
-    """``SelectV2`` (TF 1.13+) -> ``Select`` when no broadcasting is needed (same shapes).
-
-    Keras 3 emits ``SelectV2`` in ``Embedding`` and masking; TF 1.12 only has ``Select``, which
-    needs ``condition`` of ``t``'s shape (or a vector matching its first dimension).
-    """
-    if not any(node.op == "SelectV2" for node in graph_def.node):
-        return None
-    shapes = _static_shapes(graph_def)
-    changed = 0
-    for node in graph_def.node:
-        if node.op != "SelectV2":
-            continue
-        cond, t, e = (shapes.get(i if ":" in i else f"{i}:0") for i in node.input[:3])
-        if cond is not None and t is not None and e is not None and cond == t == e and None not in cond:
-            node.op = "Select"
-            changed += 1
-    return f"SelectV2 -> Select ({changed} nodes)" if changed else None
+# --------------------------------------------------------------------------- graph surgery
 
 
-def _static_shapes(graph_def):
-    """tensor name -> fully known static shape tuple, from a throwaway import of the graph."""
+def _static_tensors(graph_def):
+    """tensor name (``"node:0"``) -> ``(dtype, TensorShape)`` from a throwaway import."""
     tf = import_tensorflow()
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")
-    shapes = {}
-    for op in graph.get_operations():
-        for t in op.outputs:
-            if t.shape.rank is not None:
-                shapes[t.name] = tuple(t.shape.as_list())
-    return shapes
+    return {t.name: (t.dtype, t.shape) for op in graph.get_operations() for t in op.outputs}
+
+
+def _data_inputs(node):
+    return [i for i in node.input if not i.startswith("^")]
+
+
+def _input_tensors(node, tensors):
+    """``[(dtype, TensorShape)]`` of ``node``'s data inputs."""
+    return [tensors[i if ":" in i else f"{i}:0"] for i in _data_inputs(node)]
+
+
+def _splice(graph_def, node, build, inputs):
+    """Replaces ``node`` by what ``build(tf, *placeholders)`` computes.
+
+    Args:
+        graph_def: the graph, edited in place.
+        node: the node to replace (one output, ``node:0``).
+        build: ``(tf, *placeholders) -> tensor``; placeholders mirror ``inputs``.
+        inputs: ``[(dtype, TensorShape)]`` of ``node``'s data inputs.
+    """
+    tf = import_tensorflow()
+    scratch = tf.Graph()
+    with scratch.as_default():
+        placeholders = [
+            tf.compat.v1.placeholder(dtype, shape, name=f"input_{i}")
+            for i, (dtype, shape) in enumerate(inputs)
+        ]
+        result = build(tf, *placeholders)
+        if result.value_index != 0 or result.op.type == "Placeholder":
+            result = tf.identity(result)
+    sub = scratch.as_graph_def()
+
+    originals = _data_inputs(node)
+    controls = [i for i in node.input if i.startswith("^")]
+    rewired = {p.op.name: originals[i] for i, p in enumerate(placeholders)}
+    taken = {n.name for n in graph_def.node}
+    prefix = edit.unique_name(f"{node.name}/{REWRITE_SCOPE}", taken) + "/"
+    final = result.op.name
+    # Nodes without inputs (constants) would sit in the root frame; a control edge from the
+    # first input keeps them in its frame when the node lives inside a lowered while loop.
+    anchor = "^" + node_name(originals[0])
+
+    def renamed(name):
+        return node.name if name == final else prefix + name
+
+    new_nodes = []
+    for sub_node in sub.node:
+        if sub_node.name in rewired:
+            continue
+        sub_node.name = renamed(sub_node.name)
+        for i, inp in enumerate(sub_node.input):
+            control = inp.startswith("^")
+            name, sep, port = inp.lstrip("^").partition(":")
+            if name in rewired:
+                target = rewired[name]
+            else:
+                target = renamed(name) + sep + port
+            sub_node.input[i] = ("^" + node_name(target)) if control else target
+        if not sub_node.input:
+            sub_node.input.append(anchor)
+        if sub_node.name == node.name:
+            sub_node.input.extend(controls)
+        new_nodes.append(sub_node)
+
+    index = next(i for i, n in enumerate(graph_def.node) if n is node)
+    del graph_def.node[index]
+    graph_def.node.extend(new_nodes)
+
+
+def _rename_op(node, op):
+    """Changes ``node``'s op to ``op`` (same inputs, attrs), dropping attrs ``op`` lacks."""
+    from tensorflow.python.framework import op_def_registry
+
+    known = {a.name for a in op_def_registry.get(op).attr}
+    for attr in [a for a in node.attr if not a.startswith("_") and a not in known]:
+        del node.attr[attr]
+    node.op = op
+
+
+# --------------------------------------------------------------------------- builders' helpers
+
+
+def _broadcast(tf, x, target_shape, rank):
+    """``x`` tiled to ``target_shape`` (a rank-``rank`` int32 vector): broadcasting for 1.12.
+
+    ``BroadcastTo`` is avoided on purpose: ``Reshape`` + ``Tile`` have had CPU and GPU kernels
+    for every dtype since TF 1.0. ``max(dim, 1)`` keeps empty batches (0 / 0) well defined.
+    """
+    if x.shape.rank < rank:
+        ones = tf.ones([rank - x.shape.rank], tf.int32)
+        x = tf.reshape(x, tf.concat([ones, tf.shape(x)], 0))
+    multiples = tf.math.floordiv(target_shape, tf.maximum(tf.shape(x), 1))
+    return tf.tile(x, multiples)
+
+
+def _dim(tf, x, axis):
+    """Size of ``x`` along ``axis``: a Python int when static, else a scalar tensor."""
+    static = x.shape[axis]
+    return static if static is not None else tf.shape(x)[axis]
+
+
+def _product(tf, sizes):
+    static = functools.reduce(lambda a, b: a * b, [s for s in sizes if isinstance(s, int)], 1)
+    dynamic = [s for s in sizes if not isinstance(s, int)]
+    if not dynamic:
+        return static
+    total = functools.reduce(tf.multiply, dynamic)
+    return total * static if static != 1 else total
+
+
+def _shape_vector(tf, sizes):
+    """A shape argument from ints and scalar tensors (``Pack`` only when some are dynamic)."""
+    if all(isinstance(s, int) for s in sizes):
+        return list(sizes)
+    return tf.stack([tf.constant(s, tf.int32) if isinstance(s, int) else s for s in sizes])
+
+
+def _known_rank(shape, what):
+    if shape.rank is None:
+        raise _Skip(f"{what} has unknown rank")
+    return shape.rank
+
+
+# --------------------------------------------------------------------------- SelectV2
+
+
+def _rewrite_select_v2(graph_def, node, tensors):
+    """``SelectV2`` (broadcasting) -> ``Select`` (equal shapes) with inputs tiled to one shape."""
+    inputs = _input_tensors(node, tensors)
+    shapes = [shape for _, shape in inputs]
+    if all(s.is_fully_defined() for s in shapes) and shapes[0] == shapes[1] == shapes[2]:
+        _rename_op(node, "Select")
+        return "renamed"
+    rank = max(_known_rank(s, "an input") for s in shapes)
+
+    def build(tf, condition, t, e):
+        target = tf.raw_ops.BroadcastArgs(
+            s0=tf.raw_ops.BroadcastArgs(s0=tf.shape(condition), s1=tf.shape(t)), s1=tf.shape(e)
+        )
+        return tf.raw_ops.Select(
+            condition=_broadcast(tf, condition, target, rank),
+            x=_broadcast(tf, t, target, rank),
+            y=_broadcast(tf, e, target, rank),
+        )
+
+    _splice(graph_def, node, build, inputs)
+    return "with inputs broadcast"
+
+
+# --------------------------------------------------------------------------- BatchMatMulV2
+
+
+def _rewrite_batch_mat_mul_v2(graph_def, node, tensors):
+    """``BatchMatMulV2`` -> ``MatMul`` (2-D weights) or ``BatchMatMul`` (equal batch dims)."""
+    inputs = _input_tensors(node, tensors)
+    (_, x_shape), (_, y_shape) = inputs
+    x_rank, y_rank = _known_rank(x_shape, "x"), _known_rank(y_shape, "y")
+    adj_x, adj_y = node.attr["adj_x"].b, node.attr["adj_y"].b
+
+    if x_rank == 2 and y_rank == 2:
+
+        def build(tf, x, y):
+            return tf.raw_ops.MatMul(a=x, b=y, transpose_a=adj_x, transpose_b=adj_y)
+
+        _splice(graph_def, node, build, inputs)
+        return "as MatMul"
+    if y_rank == 2 and not adj_x:
+        # A dense layer on a sequence: fold the leading dims into rows, one 2-D MatMul.
+        def build(tf, x, y):
+            rows = tf.reshape(x, _shape_vector(tf, [-1, _dim(tf, x, -1)]))
+            product = tf.raw_ops.MatMul(a=rows, b=y, transpose_a=False, transpose_b=adj_y)
+            leading = [_dim(tf, x, i) for i in range(x_rank - 1)]
+            return tf.reshape(product, _shape_vector(tf, leading + [_dim(tf, product, 1)]))
+
+        _splice(graph_def, node, build, inputs)
+        return "as reshape + MatMul"
+    if (
+        x_rank == y_rank
+        and x_shape[:-2].is_fully_defined()
+        and x_shape[:-2] == y_shape[:-2]
+    ):
+        _rename_op(node, "BatchMatMul")
+        return "renamed"
+    rank = max(x_rank, y_rank)
+
+    def build(tf, x, y):
+        batch = tf.raw_ops.BroadcastArgs(s0=tf.shape(x)[:-2], s1=tf.shape(y)[:-2])
+
+        def tiled(t):
+            target = tf.concat([batch, tf.shape(t)[-2:]], 0)
+            return _broadcast(tf, t, target, rank)
+
+        return tf.raw_ops.BatchMatMul(x=tiled(x), y=tiled(y), adj_x=adj_x, adj_y=adj_y)
+
+    _splice(graph_def, node, build, inputs)
+    return "as BatchMatMul with batch dims broadcast"
+
+
+# --------------------------------------------------------------------------- Einsum
+
+_EINSUM_RE = re.compile(r"^([a-zA-Z.]*)(?:,([a-zA-Z.]*))?(?:->([a-zA-Z.]*))?$")
+
+
+def _parse_einsum(equation, ranks):
+    """``(operand label lists, output labels)`` with ``...`` expanded to fresh labels."""
+    match = _EINSUM_RE.match(equation.replace(" ", ""))
+    if not match or (match.group(2) is None) != (len(ranks) == 1):
+        raise _Skip(f"equation {equation!r} is not a one- or two-operand einsum")
+    terms = [match.group(1)] + ([match.group(2)] if len(ranks) == 2 else [])
+    used = set(re.sub(r"[^a-zA-Z]", "", equation))
+    fresh = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in used]
+    ellipsis_rank = 0
+    operands = []
+    for term, rank in zip(terms, ranks):
+        if term.count("...") > 1 or term.replace("...", "").count(".") > 0:
+            raise _Skip(f"equation {equation!r} has a malformed ellipsis")
+        named = len(term.replace("...", ""))
+        extra = rank - named
+        if "..." not in term and extra:
+            raise _Skip(f"equation {equation!r} does not match the operand ranks {ranks}")
+        ellipsis_rank = max(ellipsis_rank, extra if "..." in term else 0)
+        operands.append((term, extra))
+    ell = fresh[:ellipsis_rank]
+    labels = []
+    for term, extra in operands:
+        before, _, after = term.partition("...")
+        labels.append(list(before) + (ell[ellipsis_rank - extra:] if "..." in term else []) + list(after))
+    if match.group(3) is not None:
+        before, _, after = match.group(3).partition("...")
+        output = list(before) + (ell if "..." in match.group(3) else []) + list(after)
+    else:
+        counts = collections.Counter(l for ls in labels for l in ls if l not in ell)
+        output = ell + sorted(l for l, n in counts.items() if n == 1)
+    for ls in labels + [output]:
+        if len(set(ls)) != len(ls):
+            raise _Skip(f"equation {equation!r} repeats a label in one term (diagonal)")
+    if not set(output) <= {l for ls in labels for l in ls}:
+        raise _Skip(f"equation {equation!r} has output labels no operand has")
+    return labels, output, ell
+
+
+def _rewrite_einsum(graph_def, node, tensors):
+    """``Einsum`` (TF 1.15+) -> ``Sum``/``Transpose``/``Reshape`` + ``MatMul``/``BatchMatMul``."""
+    inputs = _input_tensors(node, tensors)
+    shapes = [shape for _, shape in inputs]
+    ranks = [_known_rank(s, "an operand") for s in shapes]
+    equation = node.attr["equation"].s.decode()
+    labels, output, ellipsis_labels = _parse_einsum(equation, ranks)
+    if len(labels) == 2:
+        sizes = {}
+        for ls, shape in zip(labels, shapes):
+            for label, size in zip(ls, shape.as_list()):
+                if label in sizes and sizes[label] != size and label in ellipsis_labels:
+                    # Broadcasting inside the ellipsis (1 vs n): BatchMatMul needs equal dims.
+                    raise _Skip(f"equation {equation!r} broadcasts ellipsis dims {sizes[label]} vs {size}")
+                sizes.setdefault(label, size)
+        shared_ellipsis = [l for l in ellipsis_labels if l in labels[0] and l in labels[1]]
+        if any(sizes[l] is None for l in shared_ellipsis):
+            raise _Skip(f"equation {equation!r} may broadcast ellipsis dims of unknown size")
+
+    def build(tf, *operands):
+        return _einsum(tf, list(operands), [list(ls) for ls in labels], output)
+
+    _splice(graph_def, node, build, inputs)
+    return "as transpose/reshape + matmul"
+
+
+def _sum_unused(tf, x, labels, keep):
+    """Sums out the labels of ``x`` that no other term uses."""
+    axes = [i for i, l in enumerate(labels) if l not in keep]
+    if not axes:
+        return x, labels
+    return tf.reduce_sum(x, axes), [l for l in labels if l in keep]
+
+
+def _transpose(tf, x, labels, order):
+    perm = [labels.index(l) for l in order]
+    return x if perm == sorted(perm) else tf.transpose(x, perm)
+
+
+def _einsum(tf, operands, labels, output):
+    if len(operands) == 1:
+        x, ls = _sum_unused(tf, operands[0], labels[0], set(output))
+        return _transpose(tf, x, ls, output)
+    (a, b), (la, lb) = operands, labels
+    a, la = _sum_unused(tf, a, la, set(lb) | set(output))
+    b, lb = _sum_unused(tf, b, lb, set(la) | set(output))
+    size = {}
+    for x, ls in ((a, la), (b, lb)):
+        for i, label in enumerate(ls):
+            if not isinstance(size.get(label), int):
+                size[label] = _dim(tf, x, i)
+    batch = [l for l in output if l in la and l in lb]
+    contracted = [l for l in la if l in lb and l not in output]
+    free_a = [l for l in la if l not in lb]
+    free_b = [l for l in lb if l not in la]
+
+    def grouped(x, ls, groups):
+        x = _transpose(tf, x, ls, [l for g in groups for l in g])
+        if [len(g) for g in groups] == [1] * len(groups):
+            return x
+        return tf.reshape(x, _shape_vector(tf, [_product(tf, [size[l] for l in g]) for g in groups]))
+
+    if batch:
+        a3 = grouped(a, la, [batch, free_a, contracted])
+        b3 = grouped(b, lb, [batch, contracted, free_b])
+        product = tf.raw_ops.BatchMatMul(x=a3, y=b3)
+    else:
+        a3 = grouped(a, la, [free_a, contracted])
+        b3 = grouped(b, lb, [contracted, free_b])
+        product = tf.raw_ops.MatMul(a=a3, b=b3)
+    result_labels = batch + free_a + free_b
+    groups = [batch, free_a, free_b] if batch else [free_a, free_b]
+    if [len(g) for g in groups] != [1] * len(groups):
+        product = tf.reshape(product, _shape_vector(tf, [size[l] for l in result_labels]))
+    return _transpose(tf, product, result_labels, output)
