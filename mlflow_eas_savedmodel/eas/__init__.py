@@ -1,0 +1,16 @@
+"""The EAS deployment kit: everything between a logged model and a running PAI-EAS service.
+
+One module per concern, all working on a model saved by this flavor:
+
+- :mod:`.artifact`: the MLmodel metadata and the files of a model URI (no TensorFlow).
+- :mod:`.describe`: ``inspect``, the SignatureDefs and processors from the metadata alone.
+- :mod:`.upload`: ``export``, the plain SavedModel folder or archive EAS reads from OSS.
+- :mod:`.service_config`: ``eas-config``, the EAS service JSON.
+- :mod:`.protocol`: EAS's TensorFlow-processor protobuf (``PredictRequest``/``PredictResponse``).
+- :mod:`.endpoint`: a local HTTP endpoint that speaks that protocol, for smoke tests.
+- :mod:`.warmup`: EAS ``.bin`` and TF Serving ``tf_serving_warmup_requests`` warm-up files.
+- :mod:`.runtime_check`: ``check_runtime``, the model run in the official old TF wheels.
+- :mod:`.commands`: the click commands of the ``mlflow-eas-savedmodel`` CLI.
+
+Importing this package does not import TensorFlow.
+"""

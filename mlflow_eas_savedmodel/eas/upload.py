@@ -1,0 +1,154 @@
+"""``export``: the plain SavedModel folder, or archive, that an EAS service reads from OSS.
+
+EAS's TensorFlow processors take ``model_path`` pointing at a folder holding
+``saved_model.pb``, ``variables/`` (and ``assets/``), or at a ``.tar.gz``/``.zip`` with those
+files at its root. Anything else inside (an MLmodel file, a manifest) is not expected there,
+so the integrity manifest goes *beside* the folder or archive: ``<dest>.sha256``, in
+``sha256sum`` format (``<hex>  <path>``), so ``sha256sum -c`` checks it from the folder that
+holds it. For an archive it lists the archive itself and every member as it will be after
+extracting the archive in that folder. The SavedModel is checked against the SHA-256 recorded
+at save time first, so a changed file is never uploaded. Archives are reproducible (sorted members, fixed
+timestamps and owners), so the same model always uploads the same bytes.
+"""
+
+import gzip
+import os
+import shutil
+import tarfile
+import zipfile
+
+from mlflow_eas_savedmodel import integrity
+from mlflow_eas_savedmodel.eas.artifact import download_model, saved_model_dir
+from mlflow_eas_savedmodel.errors import invalid
+
+ARCHIVE_FORMATS = {"tar.gz": ".tar.gz", "zip": ".zip"}
+MANIFEST_SUFFIX = ".sha256"
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date zip can store
+
+
+sha256_of = integrity.sha256_file
+
+
+def _files_under(root):
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            yield os.path.relpath(path, root).replace(os.sep, "/"), path
+
+
+def export_for_upload(model_uri, dest, archive=None):
+    """Writes the SavedModel of ``model_uri`` to ``dest`` for upload to OSS, plus its manifest.
+
+    Args:
+        model_uri: a model saved by this flavor (any MLflow model URI).
+        dest: the new folder, or the archive path (``.tar.gz``/``.zip`` is appended if
+            missing). It must not exist yet.
+        archive: ``None`` for a folder, ``"tar.gz"`` or ``"zip"`` for an archive with the
+            SavedModel files at its root.
+
+    Returns:
+        ``{"path": folder or archive, "manifest": manifest path, "files": {path: sha256}}``.
+
+    Example:
+        >>> export_for_upload("models:/mnist@champion", "upload/mnist", archive="tar.gz")
+    """
+    if archive is not None and archive not in ARCHIVE_FORMATS:
+        raise invalid(
+            f"Unknown archive format {archive!r}. Use one of {sorted(ARCHIVE_FORMATS)}, or "
+            "leave it out to write a folder."
+        )
+    dest = os.path.abspath(os.fspath(dest))
+    if archive and not dest.endswith(ARCHIVE_FORMATS[archive]):
+        dest += ARCHIVE_FORMATS[archive]
+    manifest = dest + MANIFEST_SUFFIX
+    for path in (dest, manifest):
+        if os.path.exists(path):
+            raise invalid(f"{path!r} already exists. Export to a new path, or delete it first.")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+
+    local, _, conf = download_model(model_uri)
+    source = saved_model_dir(local, conf)
+    if integrity.FLAVOR_KEY in conf:
+        # Never upload a model whose files changed since the save: EAS would serve them.
+        integrity.verify(source, conf[integrity.FLAVOR_KEY])
+    members = list(_files_under(source))
+    if not any(rel == "saved_model.pb" for rel, _ in members):
+        raise invalid(f"{source!r} has no saved_model.pb: the model's artifact is incomplete.")
+    hashes = {rel: sha256_of(path) for rel, path in members}
+
+    partial = dest + ".partial"
+    try:
+        if archive is None:
+            shutil.copytree(source, partial)
+            lines = [f"{h}  {os.path.basename(dest)}/{rel}" for rel, h in hashes.items()]
+        else:
+            (_write_tar if archive == "tar.gz" else _write_zip)(partial, members)
+            lines = [f"{sha256_of(partial)}  {os.path.basename(dest)}"]
+            lines += [f"{h}  {rel}" for rel, h in hashes.items()]
+        os.rename(partial, dest)
+    except BaseException:
+        if os.path.isdir(partial):
+            shutil.rmtree(partial, ignore_errors=True)
+        elif os.path.exists(partial):
+            os.remove(partial)
+        raise
+    with open(manifest, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return {"path": dest, "manifest": manifest, "files": hashes}
+
+
+def _write_tar(path, members):
+    # gzip's header holds a file name and a time: fixed, so the bytes depend on the model only.
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for rel, file_path in members:
+            info = tarfile.TarInfo(rel)
+            info.size = os.path.getsize(file_path)
+            info.mode = 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            with open(file_path, "rb") as f:
+                tar.addfile(info, f)
+
+
+def _write_zip(path, members):
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for rel, file_path in members:
+            info = zipfile.ZipInfo(rel, date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            with open(file_path, "rb") as src, zf.open(info, "w") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+
+
+def verify_manifest(manifest):
+    """Checks every file a manifest lists (relative to the manifest's folder).
+
+    Returns the list of problems (``[]`` when every file is present and matches).
+    """
+    base = os.path.dirname(os.path.abspath(manifest))
+    problems = []
+    with open(manifest) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            expected, rel = line.rstrip("\n").split("  ", 1)
+            path = os.path.join(base, rel)
+            if not os.path.exists(path):
+                problems.append(f"missing: {rel}")
+            elif sha256_of(path) != expected:
+                problems.append(f"checksum mismatch: {rel}")
+    return problems
+
+
+def read_archive_names(path):
+    """The member names of an exported archive (for checks before upload)."""
+    if path.endswith(".zip"):
+        with zipfile.ZipFile(path) as zf:
+            return sorted(zf.namelist())
+    with tarfile.open(path, "r:gz") as tar:
+        return sorted(m.name for m in tar.getmembers() if m.isfile())
+
+
+__all__ = ["export_for_upload", "verify_manifest", "read_archive_names", "sha256_of"]
