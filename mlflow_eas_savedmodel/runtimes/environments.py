@@ -164,20 +164,22 @@ def _matches(python: str, python_minor: str) -> bool:
 def _candidates(python_minor: str) -> List[str]:
     cands: List[str] = []
 
-    # 1. uv's managed (and discovered) interpreters.
+    # 1. uv's managed (and discovered) interpreters; uv on PATH or next to this interpreter.
     uv = shutil.which("uv")
+    if not uv and os.path.exists(os.path.join(os.path.dirname(sys.executable), "uv")):
+        uv = os.path.join(os.path.dirname(sys.executable), "uv")
     if uv:
-        try:
-            res = subprocess.run(
-                [uv, "python", "find", "--no-project", python_minor],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                timeout=60,
-            )
+        for args in (["python", "find", "--no-project", python_minor],
+                     ["python", "find", python_minor]):  # older uv lacks --no-project
+            try:
+                res = subprocess.run(
+                    [uv, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=60
+                )
+            except (OSError, subprocess.SubprocessError):
+                break
             if res.returncode == 0 and res.stdout.strip():
                 cands.append(res.stdout.decode().strip().splitlines()[-1])
-        except (OSError, subprocess.SubprocessError):
-            pass
+                break
 
     # 2. pyenv: ~/.pyenv, $PYENV_ROOT and `pyenv root`, newest patch release first.
     roots = [os.path.join(os.path.expanduser("~"), ".pyenv")]
@@ -214,31 +216,30 @@ def _candidates(python_minor: str) -> List[str]:
     return list(dict.fromkeys(c for c in cands if c and os.path.exists(c)))
 
 
-def _missing_interpreter_error(python_minor: str, why: str = "") -> MlflowException:
+def _missing_interpreter_error(python_minor: str, purpose: Optional[str] = None) -> MlflowException:
     return MlflowException(
-        "No CPython %s interpreter found%s. The official TensorFlow wheels behind the EAS "
-        "runtimes that need it only exist for CPython %s. Install one with "
-        "`pyenv install %s` or `uv python install %s` (looked in `uv python find`, "
-        "~/.pyenv/versions/%s.*, `pyenv root` and python%s on PATH)."
-        % (python_minor, why, python_minor, python_minor, python_minor, python_minor,
-           python_minor),
+        "No CPython %s interpreter found%s. Install one with `pyenv install %s` or "
+        "`uv python install %s` (looked in `uv python find`, ~/.pyenv/versions/%s.*, "
+        "`pyenv root` and python%s on PATH)."
+        % (python_minor, " (%s)" % purpose if purpose else "", python_minor, python_minor,
+           python_minor, python_minor),
         error_code=INVALID_PARAMETER_VALUE,
     )
 
 
-def find_interpreter(python_minor: str) -> str:
+def find_interpreter(python_minor: str, purpose: Optional[str] = None) -> str:
     """Path of a CPython ``python_minor`` (e.g. ``"3.7"``) interpreter.
 
     Looks through ``uv python find``, pyenv (``~/.pyenv/versions/X.Y.*/bin/python`` and
     ``pyenv root``) and ``pythonX.Y`` on PATH, and checks that the candidate runs and is the
     right version.  Raises ``MlflowException(INVALID_PARAMETER_VALUE)`` naming the missing
-    version and how to install it.
+    version and how to install it (``purpose``, if given, says what needs it).
     """
     python_minor = str(python_minor)
     for cand in _candidates(python_minor):
         if _matches(cand, python_minor):
             return cand
-    raise _missing_interpreter_error(python_minor)
+    raise _missing_interpreter_error(python_minor, purpose)
 
 
 # ---------------------------------------------------------------------------------------
@@ -364,7 +365,11 @@ def ensure_runtime(tf_version: str) -> RuntimeEnv:
         with _file_lock(os.path.join(os.path.dirname(path), "tf-%s%s" % (spec.tf_version, _LOCK))):
             marker = _read_marker(path, spec)  # another process may have built it meanwhile
             if marker is None:
-                interpreter = find_interpreter(spec.python_minor)
+                interpreter = find_interpreter(
+                    spec.python_minor,
+                    purpose="needed by the EAS TensorFlow %s runtime: the official wheel %s "
+                    "exists only for CPython %s" % (spec.tf_version, spec.wheel, spec.python_minor),
+                )
                 marker = _build(spec, path, interpreter)
     return RuntimeEnv(
         tf_version=spec.tf_version,
