@@ -70,7 +70,10 @@ def rewrite_for_old_runtimes(graph_def):
 
 
 def _static_tensors(graph_def):
-    """tensor name (``"node:0"``) -> ``(dtype, TensorShape)`` from a throwaway import."""
+    """tensor name (``"node:0"``) -> ``(dtype, TensorShape)`` from a throwaway import.
+
+    The import fills default attrs into ``graph_def``; harmless, the export strips them again.
+    """
     tf = import_tensorflow()
     graph = tf.Graph()
     with graph.as_default():
@@ -138,11 +141,23 @@ def _splice(graph_def, node, build, inputs):
             sub_node.input.append(anchor)
         if sub_node.name == node.name:
             sub_node.input.extend(controls)
+        _strip_default_attrs(sub_node)
         new_nodes.append(sub_node)
 
     index = next(i for i, n in enumerate(graph_def.node) if n is node)
     del graph_def.node[index]
     graph_def.node.extend(new_nodes)
+
+
+def _strip_default_attrs(node):
+    """Drops attrs left at their default, as the export does, so old runtimes never see
+    attrs newer than them (``BatchMatMul.grad_x``) and the spliced graph checks clean at once."""
+    from tensorflow.python.framework import op_def_registry
+
+    for attr_def in op_def_registry.get(node.op).attr:
+        if attr_def.HasField("default_value") and attr_def.name in node.attr:
+            if node.attr[attr_def.name] == attr_def.default_value:
+                del node.attr[attr_def.name]
 
 
 def _rename_op(node, op):
@@ -153,6 +168,7 @@ def _rename_op(node, op):
     for attr in [a for a in node.attr if not a.startswith("_") and a not in known]:
         del node.attr[attr]
     node.op = op
+    _strip_default_attrs(node)
 
 
 # --------------------------------------------------------------------------- builders' helpers
@@ -319,10 +335,20 @@ def _parse_einsum(equation, ranks):
 
 def _rewrite_einsum(graph_def, node, tensors):
     """``Einsum`` (TF 1.15+) -> ``Sum``/``Transpose``/``Reshape`` + ``MatMul``/``BatchMatMul``."""
+    tf = import_tensorflow()
     inputs = _input_tensors(node, tensors)
+    equation = node.attr["equation"].s.decode()
+    # Inside a lowered while loop shape inference stops at the Merge of the back edge; the
+    # equation still gives the rank of a term without an ellipsis.
+    terms = equation.split("->")[0].split(",")
+    inputs = [
+        (dtype, tf.TensorShape([None] * len(term)))
+        if shape.rank is None and "." not in term and len(terms) == len(inputs)
+        else (dtype, shape)
+        for (dtype, shape), term in zip(inputs, terms)
+    ]
     shapes = [shape for _, shape in inputs]
     ranks = [_known_rank(s, "an operand") for s in shapes]
-    equation = node.attr["equation"].s.decode()
     labels, output, ellipsis_labels = _parse_einsum(equation, ranks)
     if len(labels) == 2:
         sizes = {}
