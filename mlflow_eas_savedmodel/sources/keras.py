@@ -12,6 +12,7 @@ frozen, so they are re-created as ``HashTableV2`` plus an ``InitializeTableV2`` 
 
 import logging
 import os
+import zipfile
 
 import numpy as np
 
@@ -35,6 +36,12 @@ def load_keras_file(path, custom_objects=None):
     import_tensorflow()
     if not os.path.exists(path):
         raise invalid(f"Keras model file {path!r} does not exist. Check the path.")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        # Keras reports a non-zip file as "File not found", which sends users the wrong way.
+        raise invalid(
+            f"Keras model file {path!r} is not a zip archive, so it is truncated or not a .keras "
+            "file. Copy it again, or re-save the model with `model.save('model.keras')`."
+        )
     import keras
 
     try:
