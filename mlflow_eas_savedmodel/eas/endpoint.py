@@ -1,0 +1,221 @@
+"""A local endpoint that answers EAS TensorFlow-processor requests, for smoke tests.
+
+``POST /api/predict/<name>`` takes a serialized ``PredictRequest`` (what the official
+``eas-prediction`` client's ``PredictClient.predict(TFRequest)`` sends to
+``http://<endpoint>/api/predict/<service name>``) and answers a ``PredictResponse``;
+``signature_name`` picks the SignatureDef (empty: the default one) and ``output_filter`` the
+outputs (signature output keys; tensor names such as ``"scores/BiasAdd:0"`` work too).
+
+``GET /api/predict/<name>`` describes the default SignatureDef as EAS's TensorFlow processor
+does: ``{"signature_name": ..., "inputs": [{"name", "shape", "type"}], "outputs": [...]}``
+with ``type`` in ``DT_*`` names and ``-1`` for unknown dimensions (``null`` for an unknown
+rank). ``?signature_name=<name>`` describes another SignatureDef; that query parameter is
+our addition, EAS documents only the default description.
+
+Bad requests (not a PredictRequest, unknown signature or output, wrong keys, dtypes or
+shapes) get ``400`` with a plain-text message that says what to fix; a wrong path ``404``.
+The server is stdlib ``ThreadingHTTPServer`` (one thread per connection; the model handle's
+``Session.run`` is thread-safe) and binds the loopback interface unless told otherwise.
+"""
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from mlflow.exceptions import MlflowException
+
+from mlflow_eas_savedmodel.eas import protocol
+from mlflow_eas_savedmodel.errors import invalid
+
+_logger = logging.getLogger(__name__)
+PREDICT_PATH = "/api/predict/"
+MAX_BODY_BYTES = 1 << 30  # EAS's own gateway limit is far lower; this only guards memory
+
+
+def describe_signature(signature_name, description):
+    """EAS's JSON description of one SignatureDef (what ``GET`` answers)."""
+
+    def tensors(kind):
+        return [
+            {"name": key, "shape": t["shape"], "type": protocol.data_type_name(t["dtype"])}
+            for key, t in description[kind].items()
+        ]
+
+    return {"signature_name": signature_name, "inputs": tensors("inputs"), "outputs": tensors("outputs")}
+
+
+class EasEndpoint:
+    """A running local EAS endpoint for one model handle (close it, or use ``with``).
+
+    Attributes:
+        url: the predict URL, ``http://host:port/api/predict/<name>``.
+        endpoint: ``host:port``, what ``PredictClient(endpoint, name)`` takes.
+    """
+
+    def __init__(self, handle, name, host="127.0.0.1", port=0):
+        if not name or "/" in name:
+            raise invalid(f"Service name {name!r} must be non-empty and contain no '/'.")
+        self.handle = handle
+        self.name = name
+        self._output_keys = {
+            sig: {**{t["name"]: k for k, t in d["outputs"].items()}, **{k: k for k in d["outputs"]}}
+            for sig, d in handle.signatures.items()
+        }
+        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._server.daemon_threads = True
+        self.host, self.port = self._server.server_address[:2]
+        self.endpoint = f"{self.host}:{self.port}"
+        self.url = f"http://{self.endpoint}{PREDICT_PATH}{name}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"eas-endpoint-{name}", daemon=True
+        )
+        self._thread.start()
+
+    def predict_bytes(self, body):
+        """Answers one serialized ``PredictRequest`` with a serialized ``PredictResponse``."""
+        signature_name, inputs, output_filter = protocol.decode_request(body)
+        runner_name = signature_name or self.handle.default_signature
+        outputs = self.handle.predict(inputs, signature_name=runner_name)
+        if output_filter:
+            known = self._output_keys[runner_name]
+            unknown = [o for o in output_filter if o not in known]
+            if unknown:
+                raise invalid(
+                    f"output_filter asks for {unknown}, which signature {runner_name!r} does not "
+                    f"output. Its outputs are {sorted(self.handle.signatures[runner_name]['outputs'])}."
+                )
+            outputs = {known[o]: outputs[known[o]] for o in output_filter}
+        return protocol.encode_response(outputs)
+
+    def describe(self, signature_name=None):
+        name = signature_name or self.handle.default_signature
+        if name not in self.handle.signatures:
+            raise invalid(
+                f"Unknown signature_name {name!r}. This model has: {sorted(self.handle.signatures)}."
+            )
+        return describe_signature(name, self.handle.signatures[name])
+
+    def serve_forever(self):
+        """Blocks until interrupted (the CLI's ``serve-eas``)."""
+        try:
+            self._thread.join()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.close()
+
+    def close(self):
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _is_input_error(error):
+    """TensorFlow's run-time complaints about the fed values (bad shape inside the graph...)."""
+    from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+
+    tf = import_tensorflow()
+    return isinstance(error, (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError, ValueError, TypeError))
+
+
+def _handler_for(endpoint):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the client's urllib3 pool expects
+        server_version = "mlflow-eas-savedmodel"
+
+        def _send(self, status, body, content_type):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _text(self, status, message):
+            self._send(status, message.encode("utf-8"), "text/plain; charset=utf-8")
+
+        def _route(self):
+            parts = urlsplit(self.path)
+            if parts.path.rstrip("/") != PREDICT_PATH + endpoint.name:
+                self._text(
+                    404,
+                    f"No service at {parts.path}; this endpoint serves "
+                    f"{PREDICT_PATH}{endpoint.name}.",
+                )
+                return None
+            return parts
+
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            parts = self._route()
+            if parts is None:
+                return
+            query = parse_qs(parts.query)
+            try:
+                body = endpoint.describe((query.get("signature_name") or [None])[0])
+            except MlflowException as e:
+                self._text(400, e.message)
+                return
+            self._send(200, json.dumps(body).encode(), "application/json")
+
+        def do_POST(self):  # noqa: N802
+            length = self.headers.get("Content-Length")
+            body = b""
+            if length is not None and length.isdigit() and int(length) <= MAX_BODY_BYTES:
+                body = self.rfile.read(int(length))
+            if self._route() is None:
+                return
+            if length is None or not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                self.close_connection = True
+                self._text(
+                    400 if length is None or not length.isdigit() else 413,
+                    "Send the PredictRequest bytes with a Content-Length header "
+                    f"(at most {MAX_BODY_BYTES} bytes).",
+                )
+                return
+            try:
+                answer = endpoint.predict_bytes(body)
+            except MlflowException as e:
+                self._text(400, e.message)
+                return
+            except Exception as e:  # noqa: BLE001 - sorted below into the client's or ours
+                if _is_input_error(e):
+                    self._text(400, f"The model rejected the inputs: {e}")
+                    return
+                _logger.exception("EAS endpoint %s failed", endpoint.name)
+                self._text(500, f"Internal error: {type(e).__name__}: {e}")
+                return
+            self._send(200, answer, "application/octet-stream")
+
+        def log_message(self, format, *args):  # noqa: A002 - http.server's signature
+            _logger.debug("%s - %s", self.address_string(), format % args)
+
+    return Handler
+
+
+def serve_eas(model_uri, name, host="127.0.0.1", port=0, device="cpu"):
+    """Loads ``model_uri`` and serves it as EAS service ``name`` on a background thread.
+
+    Args:
+        model_uri: a model saved by this flavor.
+        name: the service name in ``/api/predict/<name>``.
+        host: the interface to bind (loopback by default; ``0.0.0.0`` exposes it).
+        port: the TCP port (``0``: a free one, see ``.port``).
+        device: where the model runs (``"cpu"``, ``"gpu"``...).
+
+    Returns:
+        A running :class:`EasEndpoint`.
+
+    Example:
+        >>> with serve_eas("models:/mnist@champion", "mnist") as ep:
+        ...     client = PredictClient(ep.endpoint, "mnist")  # eas-prediction
+    """
+    from mlflow_eas_savedmodel.flavor import load_model
+
+    return EasEndpoint(load_model(model_uri, device=device), name, host=host, port=port)
