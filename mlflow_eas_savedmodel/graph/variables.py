@@ -43,11 +43,14 @@ def weights_to_variables(graph_def, weights):
             weights[node.name] = f"constants/{node.name}"
 
     # A variable named like its own constant (session sources) takes the name; the read becomes
-    # "<name>/read", as in TF1 graphs.
-    renamed = {name: f"{name}/read" for name, var in weights.items() if name == var}
+    # "<name>/read", as in TF1 graphs (or "<name>/read_1" where a frozen reference variable's
+    # own "<name>/read" Identity is still there).
+    taken = {n.name for n in graph_def.node}
+    renamed = {
+        name: edit.unique_name(f"{name}/read", taken) for name, var in weights.items() if name == var
+    }
     if renamed:
         _rename_inputs(graph_def, renamed)
-    taken = {n.name for n in graph_def.node} | set(renamed.values())
     values, var_nodes = {}, {}
     for node in list(graph_def.node):
         variable = weights.get(node.name)
