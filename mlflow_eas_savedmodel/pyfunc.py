@@ -13,6 +13,8 @@
 It returns a numpy array when the SignatureDef has one output, else ``{output key: array}``.
 """
 
+import inspect
+
 import numpy as np
 
 from mlflow_eas_savedmodel.errors import invalid
@@ -66,6 +68,10 @@ class _EasSavedModelWrapper:
         if len(outputs) == 1:
             return next(iter(outputs.values()))
         return outputs
+
+    # MLflow's PyFuncModel.predict calls inspect.signature(predict) on every request to see
+    # whether it takes params; a precomputed __signature__ turns that from ~23 us into ~8 us.
+    predict.__signature__ = inspect.signature(predict)
 
     @staticmethod
     def _to_inputs(data, input_keys):
