@@ -84,7 +84,9 @@ def _model_inputs(model, input_example):
             structure = "dict"
         else:
             names = getattr(model, "input_names", None)
-            keys = list(names) if names else [t.name for t in tensors]
+            # The InputLayer's name ('input_layer', or the name given to keras.Input), not the
+            # symbolic tensor's auto-generated 'keras_tensor_3'.
+            keys = list(names) if names else [_input_layer_name(t) for t in tensors]
             structure = "single" if len(tensors) == 1 else "list"
         return structure, [
             (k, tuple(t.shape), tf.as_dtype(t.dtype), t) for k, t in zip(keys, tensors)
@@ -107,6 +109,12 @@ def _model_inputs(model, input_example):
         f"The Keras model {model.name!r} has no defined inputs. Build it with `keras.Input(...)`, "
         "call it once on a batch, or pass `input_example=` so the input shapes and dtypes are known."
     )
+
+
+def _input_layer_name(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    layer = getattr(history, "operation", None) or getattr(history, "layer", None)
+    return getattr(layer, "name", None) or tensor.name.split(":")[0]
 
 
 def _model_output_keys(model, n_outputs, struct):
