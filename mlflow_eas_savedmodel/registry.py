@@ -1,0 +1,338 @@
+"""Promotion: move a registered model's alias (e.g. ``champion``) to a checked version.
+
+:func:`promote` moves the alias only after checking that the version is what a server of the
+alias will load without surprise:
+
+1. the artifact was saved by this flavor (``eas_savedmodel`` in its MLmodel file);
+2. the registered version is ``READY`` and its SavedModel folder has the layout EAS's TensorFlow
+   processors accept (:func:`mlflow_eas_savedmodel.export.check_layout`), and every file matches
+   the SHA-256 recorded at save time (:func:`mlflow_eas_savedmodel.integrity.verify`; models
+   saved before hashes were recorded have none to check);
+3. its SignatureDefs match those of the version that holds the alias now: the same signature
+   names, methods, input/output keys, dtypes and shapes, and the same default signature (a
+   holder of another flavor counts as a difference). Clients
+   of the alias send requests shaped for the current holder; any difference would break them,
+   so it is refused unless ``force=True``.
+
+Only aliases are used (``MlflowClient.set_registered_model_alias``): stages are deprecated.
+The ``promote`` command of the ``mlflow-eas-savedmodel`` CLI wraps the function.
+"""
+
+import dataclasses
+import tempfile
+
+import click
+from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+from mlflow_eas_savedmodel.errors import invalid
+
+DEFAULT_ALIAS = "champion"
+_MLMODEL = "MLmodel"
+
+
+@dataclasses.dataclass(frozen=True)
+class SignatureDifference:
+    """One way a candidate's SignatureDefs differ from the alias holder's.
+
+    Attributes:
+        signature: the SignatureDef name (``None`` for model-wide differences).
+        what: e.g. ``"signature added"``, ``"input removed"``, ``"input dtype"``,
+            ``"output shape"``, ``"method"``, ``"default signature"``.
+        key: the input/output key concerned, if any.
+        before: the alias holder's value (``None`` when added).
+        after: the candidate's value (``None`` when removed).
+    """
+
+    signature: str | None
+    what: str
+    key: str | None = None
+    before: object = None
+    after: object = None
+
+    def __str__(self):
+        where = f"signature {self.signature!r}" if self.signature is not None else "model"
+        if self.what in ("signature added", "signature removed"):
+            return f"{where}: {self.what}"
+        subject = f"{self.what} {self.key!r}" if self.key is not None else self.what
+        if self.before is None:
+            change = f"({_show(self.after)})"
+        elif self.after is None:
+            change = f"(was {_show(self.before)})"
+        else:
+            change = f"{_show(self.before)} -> {_show(self.after)}"
+        return f"{where}: {subject} {change}"
+
+
+def _show(value):
+    if isinstance(value, dict):  # a tensor: dtype and shape, as a user reads them
+        return f"{value['dtype']}{_shape(value['shape'])}"
+    return str(value)
+
+
+def _shape(shape):
+    if shape is None:
+        return "[unknown rank]"
+    return "[" + ", ".join("None" if d == -1 else str(d) for d in shape) + "]"
+
+
+@dataclasses.dataclass(frozen=True)
+class PromotionResult:
+    """What :func:`promote` did.
+
+    Attributes:
+        model_name: the registered model.
+        version: the version that now holds the alias.
+        alias: the alias moved.
+        previous_version: the version that held it before (``None`` if none did).
+        differences: how the SignatureDefs differ from the previous holder's (non-empty only
+            when ``force=True`` let the promotion through).
+        forced: whether ``force=True`` was needed.
+    """
+
+    model_name: str
+    version: str
+    alias: str
+    previous_version: str | None
+    differences: tuple = ()
+    forced: bool = False
+
+
+class PromotionRefused(MlflowException):
+    """Raised by :func:`promote` when the SignatureDefs differ and ``force`` is not set.
+
+    Attributes:
+        differences: the :class:`SignatureDifference` list, for display or inspection.
+    """
+
+    def __init__(self, message, differences):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+        self.differences = tuple(differences)
+
+
+def promote(model_name, version, alias=DEFAULT_ALIAS, force=False, client=None):
+    """Moves ``alias`` of ``model_name`` to ``version`` after checking the artifact.
+
+    Args:
+        model_name: the registered model's name.
+        version: the version to promote (``int`` or ``str``).
+        alias: the alias to move (default ``"champion"``).
+        force: promote even if the SignatureDefs differ from the current alias holder's.
+            Flavor, layout and integrity problems are never forced through.
+        client: an ``mlflow.MlflowClient`` (default: one for the current tracking and registry
+            URIs, e.g. ``$MLFLOW_TRACKING_URI``).
+
+    Returns:
+        A :class:`PromotionResult`.
+
+    Raises:
+        PromotionRefused: the SignatureDefs differ from the alias holder's (``.differences``).
+        MlflowException: the version does not exist, is not ready, was not saved by this flavor,
+            or its SavedModel folder is invalid or does not match its recorded SHA-256s.
+
+    Example:
+        >>> from mlflow_eas_savedmodel.registry import promote
+        >>> result = promote("mnist", 2, alias="champion")
+        >>> result.previous_version
+        '1'
+    """
+    from mlflow import MlflowClient
+
+    client = client or MlflowClient()
+    version = str(version)
+    model_version = client.get_model_version(model_name, version)
+    if model_version.status != "READY":
+        raise invalid(
+            f"Version {version} of {model_name!r} is {model_version.status}, not READY: its "
+            "registration has not finished. Wait for it, then promote again."
+        )
+    candidate = _checked_flavor_conf(client, model_name, version)
+    previous = _alias_holder(client, model_name, alias)
+
+    differences = ()
+    if previous is not None and previous != version:
+        differences = tuple(_diff_with_holder(client, model_name, previous, candidate))
+        if differences and not force:
+            listed = "\n".join(f"  - {d}" for d in differences)
+            raise PromotionRefused(
+                f"Refusing to move @{alias} of {model_name!r} from version {previous} to version "
+                f"{version}: their SignatureDefs differ, so clients of @{alias} would break:\n"
+                f"{listed}\nUpdate the clients, then promote with force=True "
+                "(CLI: --force), or promote a version with the same SignatureDefs.",
+                differences,
+            )
+    client.set_registered_model_alias(model_name, alias, version)
+    return PromotionResult(
+        model_name=model_name,
+        version=version,
+        alias=alias,
+        previous_version=previous,
+        differences=differences,
+        forced=bool(differences),
+    )
+
+
+def diff_signature_defs(before, after):
+    """The differences between two flavor configurations' SignatureDefs.
+
+    Args:
+        before: the alias holder's ``eas_savedmodel`` flavor configuration (or any dict with
+            ``signature_defs`` and ``default_signature``).
+        after: the candidate's.
+
+    Returns:
+        A list of :class:`SignatureDifference`, empty when a client of ``before`` can call
+        ``after`` unchanged. Tensor names inside the graph are not compared: clients never
+        see them.
+    """
+    old, new = before["signature_defs"], after["signature_defs"]
+    differences = []
+    if before.get("default_signature") != after.get("default_signature"):
+        differences.append(
+            SignatureDifference(
+                None, "default signature", None, before.get("default_signature"),
+                after.get("default_signature"),
+            )
+        )
+    for name in sorted(old.keys() - new.keys()):
+        differences.append(SignatureDifference(name, "signature removed", before=old[name]))
+    for name in sorted(new.keys() - old.keys()):
+        differences.append(SignatureDifference(name, "signature added", after=new[name]))
+    for name in sorted(old.keys() & new.keys()):
+        o, n = old[name], new[name]
+        if o.get("method_name") != n.get("method_name"):
+            differences.append(
+                SignatureDifference(name, "method", None, o.get("method_name"), n.get("method_name"))
+            )
+        for side in ("inputs", "outputs"):
+            differences.extend(_diff_tensors(name, side[:-1], o[side], n[side]))
+    return differences
+
+
+def _diff_tensors(signature, kind, old, new):
+    for key in sorted(old.keys() - new.keys()):
+        yield SignatureDifference(signature, f"{kind} removed", key, before=old[key])
+    for key in sorted(new.keys() - old.keys()):
+        yield SignatureDifference(signature, f"{kind} added", key, after=new[key])
+    for key in sorted(old.keys() & new.keys()):
+        if old[key]["dtype"] != new[key]["dtype"]:
+            yield SignatureDifference(
+                signature, f"{kind} dtype", key, old[key]["dtype"], new[key]["dtype"]
+            )
+        if old[key]["shape"] != new[key]["shape"]:
+            yield SignatureDifference(
+                signature, f"{kind} shape", key, _shape(old[key]["shape"]),
+                _shape(new[key]["shape"]),
+            )
+
+
+def _alias_holder(client, model_name, alias):
+    registered = client.get_registered_model(model_name)
+    holder = (registered.aliases or {}).get(alias)
+    return str(holder) if holder is not None else None
+
+
+def _download(client, uri, dst):
+    from mlflow.artifacts import download_artifacts
+
+    return download_artifacts(
+        artifact_uri=uri,
+        dst_path=dst,
+        tracking_uri=client.tracking_uri,
+        registry_uri=getattr(client, "_registry_uri", None),
+    )
+
+
+def _flavors(client, model_name, version):
+    """The flavors of a version's MLmodel file (the only file downloaded)."""
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _download(client, f"models:/{model_name}/{version}/{_MLMODEL}", tmp)
+        return Model.load(path).flavors
+
+
+def _flavor_conf(client, model_name, version):
+    """The ``eas_savedmodel`` flavor configuration of a version; raises if it has none."""
+    from mlflow_eas_savedmodel.flavor import FLAVOR_NAME
+
+    flavors = _flavors(client, model_name, version)
+    if FLAVOR_NAME not in flavors:
+        raise invalid(
+            f"Version {version} of {model_name!r} was not saved by mlflow_eas_savedmodel: its "
+            f"MLmodel has the flavor(s) {sorted(flavors)}, not {FLAVOR_NAME!r}. Register a model "
+            "logged with mlflow_eas_savedmodel.log_model."
+        )
+    return flavors[FLAVOR_NAME]
+
+
+def _diff_with_holder(client, model_name, holder_version, candidate):
+    from mlflow_eas_savedmodel.flavor import FLAVOR_NAME
+
+    flavors = _flavors(client, model_name, holder_version)
+    if FLAVOR_NAME not in flavors:
+        # The alias was set by hand or by another tool: a server of it loads another flavor.
+        return [SignatureDifference(None, "flavor", None, ", ".join(sorted(flavors)), FLAVOR_NAME)]
+    return diff_signature_defs(flavors[FLAVOR_NAME], candidate)
+
+
+def _checked_flavor_conf(client, model_name, version):
+    """The candidate's flavor configuration, after its layout and digests are checked."""
+    from mlflow_eas_savedmodel import export, integrity
+
+    conf = _flavor_conf(client, model_name, version)
+    saved_model_dir = conf["saved_model_dir"]
+    with tempfile.TemporaryDirectory() as tmp:
+        local = _download(client, f"models:/{model_name}/{version}/{saved_model_dir}", tmp)
+        try:
+            export.check_layout(local)
+            if integrity.FLAVOR_KEY in conf:
+                integrity.verify(local, conf[integrity.FLAVOR_KEY])
+        except MlflowException as e:
+            raise invalid(
+                f"Version {version} of {model_name!r} cannot be promoted: its SavedModel folder "
+                f"is invalid. {e.message}"
+            ) from e
+    return conf
+
+
+@click.command("promote")
+@click.argument("model_name")
+@click.argument("version")
+@click.option("--alias", default=DEFAULT_ALIAS, show_default=True, help="The alias to move.")
+@click.option(
+    "--force", is_flag=True, help="Promote even if the SignatureDefs differ from the holder's."
+)
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="The MLflow tracking server (default: $MLFLOW_TRACKING_URI).",
+)
+@click.option(
+    "--registry-uri",
+    envvar="MLFLOW_REGISTRY_URI",
+    help="The model registry, if not the tracking server (default: $MLFLOW_REGISTRY_URI).",
+)
+def promote_command(model_name, version, alias, force, tracking_uri, registry_uri):
+    """Move ALIAS of MODEL_NAME to VERSION after checking flavor, layout and SignatureDefs.
+
+    Exits with status 1 and lists the SignatureDef differences when they differ from the current
+    alias holder's (unless --force).
+
+    Example: mlflow-eas-savedmodel promote mnist 2 --alias champion
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+    try:
+        result = promote(model_name, version, alias=alias, force=force, client=client)
+    except MlflowException as e:
+        raise click.ClickException(e.message) from e
+    previous = f" (was version {result.previous_version})" if result.previous_version else ""
+    click.echo(f"Promoted {model_name!r} version {result.version} to @{alias}{previous}.")
+    if result.forced:
+        click.echo("Forced despite these SignatureDef differences:")
+        for difference in result.differences:
+            click.echo(f"  - {difference}")
+
+
+commands = [promote_command]
