@@ -14,8 +14,10 @@ from mlflow_eas_savedmodel.flavor import (
     log_model,
     save_model,
 )
+from mlflow_eas_savedmodel.eas.runtime_check import check_runtime
 
 __all__ = [
+    "check_runtime",
     "FLAVOR_NAME",
     "get_default_conda_env",
     "get_default_pip_requirements",
