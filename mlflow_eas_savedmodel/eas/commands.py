@@ -93,4 +93,25 @@ def serve_eas_command(model_uri, name, host, port, device):
     endpoint.serve_forever()
 
 
-commands = [inspect_command, export_command, eas_config_command, serve_eas_command]
+@click.command("check-runtime")
+@click.argument("model_uri")
+@click.option("--processor", default=None,
+              help="EAS processor whose official TF wheel runs the model, e.g. tensorflow_cpu_1.15 "
+                   "(default: every processor the model's metadata claims).")
+@click.option("--all", "all_runtimes", is_flag=True, help="Check all six runtimes (TF 1.12-2.7).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds per runtime.")
+@_user_errors
+def check_runtime_command(model_uri, processor, all_runtimes, as_json, timeout):
+    """Run MODEL_URI in the real EAS TensorFlow runtime(s) and compare with TF 2.21; exit 1 on failure."""
+    from mlflow_eas_savedmodel.eas.runtime_check import check_runtime
+
+    if processor and all_runtimes:
+        raise click.UsageError("Pass either --processor or --all, not both.")
+    report = check_runtime(model_uri, processor=processor, all=all_runtimes, timeout=timeout)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+    if not report.ok:
+        sys.exit(1)
+
+
+commands = [inspect_command, export_command, eas_config_command, serve_eas_command, check_runtime_command]
