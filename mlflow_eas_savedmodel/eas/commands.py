@@ -114,4 +114,20 @@ def check_runtime_command(model_uri, processor, all_runtimes, as_json, timeout):
         sys.exit(1)
 
 
-commands = [inspect_command, export_command, eas_config_command, serve_eas_command, check_runtime_command]
+@click.command("warmup")
+@click.argument("model_uri")
+@click.argument("out_dir")
+@click.option("--signature", "signatures", multiple=True,
+              help="SignatureDef to warm up (repeatable; default: all).")
+@_user_errors
+def warmup_command(model_uri, out_dir, signatures):
+    """Write EAS warm-up .bin files and TF Serving's assets.extra/tf_serving_warmup_requests."""
+    from mlflow_eas_savedmodel.eas.warmup import write_warmup_files
+
+    written = write_warmup_files(model_uri, out_dir, signatures=signatures or None)
+    for name, path in written["eas"].items():
+        click.echo(f"EAS warm-up ({name}, {written['inputs_from'][name]}): {path}")
+    click.echo(f"TF Serving warm-up: {written['tf_serving']}")
+
+
+commands = [warmup_command, inspect_command, export_command, eas_config_command, serve_eas_command, check_runtime_command]

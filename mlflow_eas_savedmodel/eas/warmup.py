@@ -1,0 +1,127 @@
+"""Warm-up files for EAS and for TensorFlow Serving, from the same requests.
+
+EAS: ``warm_up_data_path`` points at a ``.bin`` file holding one serialized
+``PredictRequest``, written exactly as the official client's ``TFRequest.to_string()``
+writes it (EAS's documented recipe writes that one request to the file; EAS replays it,
+``warm_up_count_per_file`` times). We write one file per SignatureDef,
+``warm_up_<signature>.bin``, so each signature in use can be warmed up; a service config
+takes one of them (usually the default signature's).
+
+TensorFlow Serving: ``assets.extra/tf_serving_warmup_requests`` inside the SavedModel folder,
+a TFRecord file of ``PredictionLog`` records (at most 1000), one ``PredictLog`` per
+SignatureDef with the same inputs. It is written under ``OUT_DIR/assets.extra/``: copy that
+folder into the SavedModel folder TF Serving loads (e.g. the one ``export`` wrote).
+
+Inputs: given inputs, else the saved input example, else synthesised from the recorded
+dtypes and shapes (see :mod:`.inputs`). ``output_filter`` stays empty (all outputs): EAS's
+docs ask warm-up requests to match production requests exactly, and a filter would change
+the fetched tensors.
+
+Needs ``tensorflow-serving-api`` (install with ``pip install --no-deps tensorflow-serving-api``:
+it depends on the full ``tensorflow`` wheel, while TensorFlow here is ``tensorflow-cpu``).
+"""
+
+import os
+
+from mlflow_eas_savedmodel.eas import protocol
+from mlflow_eas_savedmodel.eas.artifact import download_model
+from mlflow_eas_savedmodel.eas.inputs import resolve_inputs
+from mlflow_eas_savedmodel.errors import invalid
+
+TF_SERVING_WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+TF_SERVING_MAX_RECORDS = 1000
+
+
+def eas_warmup_file_name(signature_name):
+    return f"warm_up_{signature_name}.bin"
+
+
+def _serving_apis():
+    try:
+        from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    except ImportError as e:
+        raise invalid(
+            "Writing TF Serving warm-up files needs tensorflow-serving-api: "
+            "`pip install --no-deps tensorflow-serving-api` (--no-deps: it requires the full "
+            "tensorflow wheel, which would replace tensorflow-cpu)."
+        ) from e
+    return model_pb2, predict_pb2, prediction_log_pb2
+
+
+def write_warmup_files(model_uri, out_dir, signatures=None, inputs=None, model_name="model"):
+    """Writes EAS ``.bin`` warm-up requests and TF Serving's warm-up TFRecord for ``model_uri``.
+
+    Args:
+        model_uri: a model saved by this flavor.
+        out_dir: the folder to write to (created if missing; existing files are replaced).
+        signatures: the SignatureDefs to warm up (default: all).
+        inputs: ``{key: array}`` (or one array) to use instead of the saved input example.
+        model_name: ``model_spec.name`` of the TF Serving requests (TF Serving ignores it
+            during warm-up, but it is recorded).
+
+    Returns:
+        ``{"eas": {signature: .bin path}, "tf_serving": TFRecord path, "inputs_from":
+        {signature: "input example" | "given inputs" | "synthesised"}}``.
+
+    Example:
+        >>> write_warmup_files("models:/mnist/1", "warmup")["eas"]["serving_default"]
+        'warmup/warm_up_serving_default.bin'
+    """
+    from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+
+    local, mlmodel, conf = download_model(model_uri)
+    signature_defs = conf["signature_defs"]
+    chosen = list(signatures) if signatures else list(signature_defs)
+    unknown = [s for s in chosen if s not in signature_defs]
+    if unknown:
+        raise invalid(
+            f"Unknown signature(s) {unknown}. This model has: {sorted(signature_defs)}."
+        )
+    if len(chosen) > TF_SERVING_MAX_RECORDS:
+        raise invalid(f"TF Serving reads at most {TF_SERVING_MAX_RECORDS} warm-up records.")
+    selected = {name: signature_defs[name] for name in chosen}
+    feeds, origins = resolve_inputs(selected, mlmodel, local, inputs=inputs)
+
+    out_dir = os.fspath(out_dir)
+    os.makedirs(os.path.join(out_dir, os.path.dirname(TF_SERVING_WARMUP_FILE)), exist_ok=True)
+    eas_files = {}
+    for name in chosen:
+        dtypes = {k: t["dtype"] for k, t in selected[name]["inputs"].items()}
+        body = protocol.encode_request(feeds[name], signature_name=name, dtypes=dtypes)
+        path = os.path.join(out_dir, eas_warmup_file_name(name))
+        with open(path, "wb") as f:
+            f.write(body)
+        eas_files[name] = path
+
+    tf = import_tensorflow()
+    model_pb2, predict_pb2, prediction_log_pb2 = _serving_apis()
+    tf_serving = os.path.join(out_dir, TF_SERVING_WARMUP_FILE)
+    with tf.io.TFRecordWriter(tf_serving) as writer:
+        for name in chosen:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=name)
+            )
+            for key, value in feeds[name].items():
+                dtype = tf.as_dtype(selected[name]["inputs"][key]["dtype"])
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+    return {"eas": eas_files, "tf_serving": tf_serving, "inputs_from": origins}
+
+
+def read_tf_serving_warmup(path):
+    """``[(signature_name, {key: numpy array})]`` of a ``tf_serving_warmup_requests`` file."""
+    from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+
+    tf = import_tensorflow()
+    _, _, prediction_log_pb2 = _serving_apis()
+    requests = []
+    for record in tf.compat.v1.io.tf_record_iterator(path):
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        request = log.predict_log.request
+        requests.append(
+            (request.model_spec.signature_name, {k: tf.make_ndarray(v) for k, v in request.inputs.items()})
+        )
+    return requests
