@@ -1,0 +1,300 @@
+"""Real Keras 3 architectures through the whole pipeline, declared as cases.
+
+Every case runs through one generic round trip: ``save_model`` to a temporary folder,
+``mlflow_eas_savedmodel.load_model`` and the plain TF1 loader by tensor names, both compared
+with ``model(x, training=False)``; the compatible EAS processors recorded must be exactly the
+expected ones (the rewrites widen them, the input-arity check narrows them for while loops).
+The ``runtime`` tests run the same artifacts in the official old TensorFlow wheels, proving the
+compatible list is not a lie: TF 1.15 and 2.3 by default, every runtime (1.12 included, where
+the rewrites matter) with ``MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES=1``.
+"""
+
+import dataclasses
+import os
+from typing import Callable, Tuple
+
+import numpy as np
+import pytest
+from mlflow.models import Model
+
+import mlflow_eas_savedmodel as mes
+from mlflow_eas_savedmodel.runtimes import PROCESSORS, check_graph
+
+ALL_PROCESSORS = list(PROCESSORS)
+NOT_1_12 = [p for p, v in PROCESSORS.items() if v != "1.12"]
+FROM_2_3 = [p for p, v in PROCESSORS.items() if v not in ("1.12", "1.14", "1.15")]
+ALL_RUNTIMES = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
+# float32 within 1e-5 relative (plus a tiny absolute slack for outputs near zero).
+RTOL, ATOL = 1e-5, 1e-6
+
+
+@dataclasses.dataclass
+class Case:
+    """One architecture: how to build it and what the export must say about it."""
+
+    name: str
+    build: Callable[[], Tuple[object, object]]  # -> (model, example batch)
+    processors: list
+    notes: Tuple[str, ...] = ()  # prefixes every conversion note list must contain
+    ops_gone: Tuple[str, ...] = ()  # ops the model emits that the rewrites must remove
+
+
+def _rng():
+    return np.random.default_rng(0)
+
+
+def _mlp():
+    import keras
+
+    inp = keras.Input((4,), name="features")
+    hidden = keras.layers.Dense(16, activation="relu")(inp)
+    return keras.Model(inp, keras.layers.Dense(3, name="scores")(hidden)), _rng().random((5, 4), np.float32)
+
+
+def _cnn():
+    import keras
+
+    L = keras.layers
+    inp = keras.Input((16, 16, 3), name="image")
+    h = L.Conv2D(8, 3, activation="relu")(inp)
+    h = L.BatchNormalization()(h)
+    h = L.MaxPooling2D()(h)
+    h = L.Dropout(0.5)(h)
+    h = L.Conv2D(4, 3, padding="same")(h)
+    h = L.AveragePooling2D(2)(h)
+    h = L.GlobalAveragePooling2D()(L.BatchNormalization()(h))
+    return keras.Model(inp, L.Dense(3, name="scores")(h)), _rng().random((4, 16, 16, 3), np.float32)
+
+
+def _mobilenet_v2():
+    import keras
+
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), classes=5)
+    return model, _rng().random((2, 96, 96, 3), np.float32)
+
+
+def _embedding():
+    import keras
+
+    inp = keras.Input((7,), dtype="int32", name="tokens")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(50, 8)(inp))
+    return keras.Model(inp, keras.layers.Dense(2, name="scores")(h)), _rng().integers(0, 50, (3, 7)).astype(np.int32)
+
+
+def _recurrent(layer, **kwargs):
+    def build():
+        import keras
+
+        inp = keras.Input((5, 4), name="sequence")
+        h = getattr(keras.layers, layer)(6, **kwargs)(inp)
+        return keras.Model(inp, keras.layers.Dense(2, name="scores")(h)), _rng().random((3, 5, 4), np.float32)
+
+    return build
+
+
+def _attention():
+    import keras
+
+    inp = keras.Input((6, 8), name="tokens")
+    h = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)(inp, inp)
+    h = keras.layers.LayerNormalization()(h + inp)
+    return keras.Model(inp, keras.layers.Dense(3, name="scores")(h)), _rng().random((3, 6, 8), np.float32)
+
+
+def _string_lookup():
+    import keras
+
+    L = keras.layers
+    words = keras.Input((1,), dtype="string", name="word")
+    value = keras.Input((1,), name="value")
+    ids = L.StringLookup(vocabulary=["a", "bb", "a longer word"])(words)
+    scaled = L.Normalization(mean=2.0, variance=4.0)(value)
+    out = L.Concatenate(name="features")([keras.ops.cast(ids, "float32"), scaled])
+    x = {
+        "word": np.array([["a"], ["zz"], ["a longer word"], ["bb"]], dtype=object),
+        "value": _rng().random((4, 1), np.float32),
+    }
+    return keras.Model({"word": words, "value": value}, out), x
+
+
+def _integer_lookup():
+    import keras
+
+    inp = keras.Input((2,), dtype="int64", name="ids")
+    out = keras.layers.IntegerLookup(vocabulary=[3, 5, 9], output_mode="multi_hot")(inp)
+    return keras.Model(inp, out), np.array([[3, 4], [9, 9], [5, 0]], np.int64)
+
+
+CASES = [
+    Case("mlp", _mlp, ALL_PROCESSORS),
+    Case("cnn_batchnorm_dropout", _cnn, ALL_PROCESSORS),
+    Case("mobilenet_v2", _mobilenet_v2, ALL_PROCESSORS),
+    Case("embedding", _embedding, ALL_PROCESSORS, ("SelectV2 rewritten",), ("SelectV2",)),
+    Case("lstm", _recurrent("LSTM"), NOT_1_12),
+    Case("gru", _recurrent("GRU"), NOT_1_12),
+    Case("lstm_unrolled", _recurrent("LSTM", unroll=True), ALL_PROCESSORS),
+    Case(
+        "attention",
+        _attention,
+        ALL_PROCESSORS,
+        ("BatchMatMulV2 rewritten", "Einsum rewritten"),
+        ("BatchMatMulV2", "Einsum"),
+    ),
+    Case("string_lookup", _string_lookup, ALL_PROCESSORS),
+    # multi_hot counts with DenseBincount (TF 2.3+), which has no exact rewrite here: honest 2.3+.
+    Case("integer_lookup_multi_hot", _integer_lookup, FROM_2_3),
+]
+BY_NAME = {c.name: c for c in CASES}
+
+
+@dataclasses.dataclass
+class Exported:
+    model: object
+    x: object
+    expected: dict  # output key -> Keras' own output
+    path: str
+    conf: dict  # the flavor's MLmodel configuration
+
+
+@pytest.fixture(scope="module")
+def exported(tf, tmp_path_factory):
+    """``name -> Exported``, built and saved once per module and shared by every test."""
+    import keras
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            keras.utils.set_random_seed(0)
+            model, x = BY_NAME[name].build()
+            path = str(tmp_path_factory.mktemp(name) / "model")
+            mes.save_model(model, path)
+            conf = Model.load(path).flavors[mes.FLAVOR_NAME]
+            outputs = conf["signature_defs"][conf["default_signature"]]["outputs"]
+            result = model(x, training=False)
+            result = result if isinstance(result, (list, tuple)) else [result]
+            assert len(outputs) == len(result) == 1
+            expected = {next(iter(outputs)): np.asarray(result[0])}
+            cache[name] = Exported(model, x, expected, path, conf)
+        return cache[name]
+
+    return get
+
+
+def _feeds(exported):
+    inputs = exported.conf["signature_defs"]["serving_default"]["inputs"]
+    if isinstance(exported.x, dict):
+        assert set(exported.x) == set(inputs)
+        return dict(exported.x)
+    assert len(inputs) == 1
+    return {next(iter(inputs)): exported.x}
+
+
+def _assert_close(actual, expected):
+    assert set(actual) == set(expected)
+    for key in expected:
+        np.testing.assert_allclose(actual[key], expected[key], rtol=RTOL, atol=ATOL, err_msg=key)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_round_trip_matches_keras_and_processors_are_honest(exported, case):
+    e = exported(case.name)
+    handle = mes.load_model(e.path, device="cpu")
+    try:
+        _assert_close(handle.predict(_feeds(e)), e.expected)
+    finally:
+        handle.close()
+    assert e.conf["eas_processors"] == case.processors
+    for prefix in case.notes:
+        assert any(n.startswith(prefix) for n in e.conf["conversion_notes"]), e.conf["conversion_notes"]
+    if not case.notes:
+        assert e.conf["conversion_notes"] == []
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_tf1_loader_runs_the_artifact_by_tensor_names(tf, exported, case):
+    e = exported(case.name)
+    graph = tf.Graph()
+    with tf.compat.v1.Session(graph=graph) as sess:
+        meta_graph = tf.compat.v1.saved_model.loader.load(
+            sess, ["serve"], os.path.join(e.path, e.conf["saved_model_dir"])
+        )
+        signature = meta_graph.signature_def["serving_default"]
+        feeds = {signature.inputs[k].name: v for k, v in _feeds(e).items()}
+        keys = sorted(signature.outputs)
+        values = sess.run([signature.outputs[k].name for k in keys], feeds)
+        graph_ops = {op.type for op in graph.get_operations()}
+    _assert_close(dict(zip(keys, values)), e.expected)
+    # Weights live in variables/, restored into reference variables, never in the protobuf.
+    assert "VarHandleOp" not in graph_ops
+    if e.model.trainable_weights:
+        assert "VariableV2" in graph_ops
+    assert not graph_ops & set(case.ops_gone)
+
+
+def _saved_graph_def(e):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    with open(os.path.join(e.path, e.conf["saved_model_dir"], "saved_model.pb"), "rb") as f:
+        return saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0].graph_def
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_while_loops_are_left_out_of_1_12_by_input_arity_alone(exported, name):
+    """1.12 registers every op of a lowered LSTM/GRU; only TensorList* input arity differs."""
+    e = exported(name)
+    graph_def = _saved_graph_def(e)
+    problems = check_graph(graph_def, "1.12")
+    assert problems
+    assert {p.op for p in problems} <= {"TensorListGetItem", "TensorListStack", "TensorListFromTensor", "TensorListSetItem", "TensorListReserve"}
+    assert all("takes inputs" in p.reason for p in problems)
+    assert any(
+        p.op == "TensorListGetItem" and "(input_handle, index) in TF 1.12" in p.reason for p in problems
+    )
+    assert "Enter" in {n.op for n in graph_def.node}  # control flow lowered, no While op
+    assert "While" not in {n.op for n in graph_def.node}
+    for version in ("1.14", "1.15", "2.3", "2.4", "2.7"):
+        assert check_graph(graph_def, version) == []
+    assert any("takes inputs" in r for r in e.conf["eas_incompatibilities"]["1.12"])
+
+
+def test_unrolled_lstm_has_no_tensor_lists(exported):
+    graph_def = _saved_graph_def(exported("lstm_unrolled"))
+    assert not any(n.op.startswith("TensorList") for n in graph_def.node)
+    assert check_graph(graph_def, "1.12") == []
+
+
+# --------------------------------------------------------------------------- real old runtimes
+
+RUNTIME_CASES = ["mlp", "cnn_batchnorm_dropout", "embedding", "attention", "string_lookup", "lstm"]
+# Old TensorFlow builds use other kernels (Eigen, no oneDNN): allow float32 rounding noise.
+RUNTIME_RTOL, RUNTIME_ATOL = 1e-5, 1e-5
+
+
+def _runtime_params():
+    params = []
+    for name in RUNTIME_CASES:
+        versions = ["1.15", "2.3"] + (["1.12", "1.14", "2.4", "2.7"] if ALL_RUNTIMES else [])
+        params.extend(pytest.param(name, v, id=f"{name}-tf{v}") for v in versions)
+    return params
+
+
+@pytest.mark.runtime
+@pytest.mark.parametrize("name,version", _runtime_params())
+def test_compatible_list_holds_in_the_real_runtime(exported, name, version):
+    from mlflow_eas_savedmodel.runtimes.conformance import run_in_runtime
+
+    e = exported(name)
+    claimed = any(PROCESSORS[p] == version for p in e.conf["eas_processors"])
+    run = run_in_runtime(
+        os.path.join(e.path, e.conf["saved_model_dir"]), version, {"serving_default": _feeds(e)}
+    )
+    if not claimed:
+        # Left out of the list: the runtime must really reject it (C++ loader, what EAS uses).
+        assert not run.ok and not run.c_api_load_ok, run.report
+        return
+    assert run.ok, run.report
+    for outputs in (run.c_api_outputs["serving_default"], run.outputs["serving_default"]):
+        assert set(outputs) == set(e.expected)
+        for key, value in outputs.items():
+            np.testing.assert_allclose(value, e.expected[key], rtol=RUNTIME_RTOL, atol=RUNTIME_ATOL)
