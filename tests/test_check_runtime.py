@@ -56,6 +56,46 @@ def test_keras_artifact_runs_in_the_real_runtime(keras_model_path, version):
     assert text.endswith("PASS")
 
 
+@pytest.fixture(scope="module")
+def session_table_path(tmp_path_factory, tf):
+    """A TF1 session with a hash table: ``serving_default`` (float) and ``lookup`` (strings)."""
+    path = str(tmp_path_factory.mktemp("check_runtime_session") / "model")
+    g = tf.Graph()
+    with g.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="x")
+        w = tf.compat.v1.get_variable("w", initializer=np.linspace(-1, 1, 8, dtype=np.float32).reshape(4, 2))
+        y = tf.identity(tf.nn.softmax(tf.matmul(x, w)), name="y")
+        s = tf.compat.v1.placeholder(tf.string, [None], name="s")
+        keys = ["a", "bb", "a key that is longer than twenty-two bytes"]
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.constant([1, 2, 3], tf.int64)), -1
+        )
+        ids = tf.identity(table.lookup(s), name="ids")
+        echo = tf.identity(s, name="echo")
+        with tf.compat.v1.Session(graph=g) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            mes.save_model(
+                sess, path,
+                signatures={
+                    "serving_default": {"inputs": {"x": x}, "outputs": {"y": y}},
+                    "lookup": {"inputs": {"s": s}, "outputs": {"ids": ids, "echo": echo}},
+                },
+                input_example={"x": X, "s": np.array(keys + ["zz", ""])},
+            )
+    return path
+
+
+@pytest.mark.runtime
+@pytest.mark.parametrize("version", VERSIONS)
+def test_session_with_table_artifact_runs_in_the_real_runtime(session_table_path, version):
+    report = mes.check_runtime(session_table_path, processor=f"tensorflow_cpu_{version}")
+    assert report.ok, report.format()
+    signatures = {s.name: s for s in report.runtimes[0].signatures}
+    assert sorted(signatures) == ["lookup", "serving_default"]
+    assert {s.inputs_from for s in signatures.values()} == {"input example"}
+    assert signatures["lookup"].max_abs_diff == 0.0 and signatures["lookup"].c_api_max_abs_diff == 0.0
+
+
 @pytest.mark.runtime
 def test_cli_check_runtime_json(keras_model_path):
     result = CliRunner().invoke(cli, ["check-runtime", keras_model_path, "--processor", "tensorflow_cpu_2.3", "--json"])
@@ -145,6 +185,17 @@ def test_processor_and_input_errors(keras_model_path):
         mes.check_runtime(keras_model_path, processor="tensorflow_cpu_3.0")
     with pytest.raises(MlflowException, match=r"The given inputs \(keys \['nope'\]\) match no SignatureDef; they take: serving_default: \['image'\]"):
         mes.check_runtime(keras_model_path, inputs={"nope": X})
+
+
+def test_runtimes_to_check():
+    from mlflow_eas_savedmodel.eas.runtime_check import _runtimes_to_check
+
+    claimed = ["tensorflow_cpu_2.3", "tensorflow_gpu_1.15", "tensorflow_cpu_1.15"]
+    assert _runtimes_to_check(None, False, claimed) == ["1.15", "2.3"]
+    assert _runtimes_to_check("tensorflow_gpu_2.7", False, claimed) == ["2.7"]
+    assert _runtimes_to_check(None, True, []) == ["1.12", "1.14", "1.15", "2.3", "2.4", "2.7"]
+    with pytest.raises(MlflowException, match="The model's metadata claims no EAS processor; pass processor="):
+        _runtimes_to_check(None, False, [])
 
 
 def test_compare_rules():
