@@ -9,7 +9,10 @@ One module per concern, all working on a model saved by this flavor:
 - :mod:`.protocol`: EAS's TensorFlow-processor protobuf (``PredictRequest``/``PredictResponse``).
 - :mod:`.endpoint`: a local HTTP endpoint that speaks that protocol, for smoke tests.
 - :mod:`.warmup`: EAS ``.bin`` and TF Serving ``tf_serving_warmup_requests`` warm-up files.
+- :mod:`.inputs`: request inputs per SignatureDef (input example, given, or synthesised).
 - :mod:`.runtime_check`: ``check_runtime``, the model run in the official old TF wheels.
+- :mod:`.official_client`: the official ``eas-prediction`` client in its own cached venv
+  (it pins protobuf<=3.20.3), used by the tests to prove byte compatibility.
 - :mod:`.commands`: the click commands of the ``mlflow-eas-savedmodel`` CLI.
 
 Importing this package does not import TensorFlow.
