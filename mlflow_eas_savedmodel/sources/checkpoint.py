@@ -1,0 +1,277 @@
+"""Checkpoints -> :class:`ServingGraph`: the guide's "restore, then export" recipe.
+
+Three kinds of checkpoint, told apart by what the prefix holds:
+
+* A ``tf.train.Saver`` checkpoint with its ``PREFIX.meta`` graph: the graph is imported into a
+  fresh session (devices cleared), the variables restored, and the session exported like any
+  other (:mod:`.session`); tensors are named by string (``inputs={"image": "x:0"}``).
+* A ``tf.train.Saver`` checkpoint without ``.meta``, plus ``build_fn``: ``build_fn()`` rebuilds
+  the graph (the guide's "variable define ...") in a fresh default graph; the variables it
+  creates are restored by name. It returns the signature tensors, in one of three forms:
+  ``(inputs, outputs)`` (one signature, like ``inputs=``/``outputs=``), a ``signatures=`` dict,
+  or ``None`` when ``inputs=``/``outputs=``/``signatures=`` name the tensors.
+* A TF2 object-based checkpoint (``tf.train.Checkpoint(model=model).save(prefix)``), plus
+  ``build_fn``: ``build_fn()`` returns the object that was saved as ``model=`` (or as the
+  checkpoint's root), built so its variables exist: a Keras model (exported like any Keras
+  model) or a ``tf.Module`` whose ``tf.function`` methods have an ``input_signature`` (each
+  becomes a signature named after the method, ``__call__`` as ``serving_default``).
+
+A prefix may also be a folder with a ``checkpoint`` state file (its latest checkpoint is used).
+"""
+
+import glob
+import os
+import re
+
+from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.graph.serving_graph import DEFAULT_SIGNATURE_NAME
+
+_OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+_SHARD_RE = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
+
+
+def checkpoint_to_serving_graph(
+    model,
+    inputs=None,
+    outputs=None,
+    signatures=None,
+    default_signature=None,
+    signature_name=None,
+    init_op=None,
+    build_fn=None,
+):
+    """Restores the checkpoint at prefix ``model`` and converts it to a :class:`ServingGraph`.
+
+    Args:
+        model: the checkpoint prefix (``./lr_model/model.ckpt``) or a folder holding a
+            ``checkpoint`` state file.
+        inputs, outputs, signature_name, signatures, default_signature, init_op: as for a
+            session (:func:`~mlflow_eas_savedmodel.sources.session.session_to_serving_graph`);
+            tensors by name (``"x:0"``) or, with ``build_fn``, as the tensors it built.
+        build_fn: rebuilds the graph (Saver checkpoint without ``.meta``) or returns the model
+            (TF2 ``tf.train.Checkpoint``); see the module docstring for its contract.
+
+    Example:
+        >>> serving_graph = checkpoint_to_serving_graph(
+        ...     "./lr_model/model.ckpt", inputs={"image": "x:0"}, outputs={"scores": "y:0"})
+    """
+    tf = import_tensorflow()
+    prefix = _resolve_prefix(model)
+    reader = tf.train.load_checkpoint(prefix)
+    if reader.has_tensor(_OBJECT_GRAPH_KEY):
+        if build_fn is None:
+            raise invalid(
+                f"{prefix!r} is a TF2 object-based checkpoint (tf.train.Checkpoint): it holds "
+                "values but no graph. Pass `build_fn=` returning the model it was saved from, "
+                "built (e.g. `lambda: make_model()`), so the values can be restored into it."
+            )
+        if init_op is not None or signatures is not None:
+            raise invalid(
+                "`init_op=` and `signatures=` are for tf.train.Saver checkpoints; with a TF2 "
+                "checkpoint, give the model's tf.function methods an input_signature instead."
+            )
+        return _from_object_checkpoint(prefix, build_fn, inputs, outputs, signature_name, default_signature)
+    return _from_saver_checkpoint(
+        prefix, reader, build_fn, inputs, outputs, signature_name, signatures, default_signature, init_op
+    )
+
+
+def _resolve_prefix(path):
+    tf = import_tensorflow()
+    if os.path.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise invalid(
+                f"{path!r} is a folder without a 'checkpoint' state file naming a checkpoint. Pass "
+                "the checkpoint prefix itself, e.g. './lr_model/model.ckpt' (the part before "
+                "'.index')."
+            )
+        path = latest
+    if not os.path.exists(path + ".index"):
+        candidates = sorted(
+            p[: -len(".index")] for p in glob.glob(os.path.join(os.path.dirname(path) or ".", "*.index"))
+        )
+        raise invalid(
+            f"No checkpoint at prefix {path!r}: {path}.index does not exist. Pass the prefix "
+            f"without a suffix{'; found: ' + str(candidates[:5]) if candidates else ''}."
+        )
+    shards = [_SHARD_RE.search(p) for p in glob.glob(glob.escape(path) + ".data-*-of-*")]
+    shards = [m for m in shards if m]
+    total = int(shards[0].group(2)) if shards else 1
+    present = {int(m.group(1)) for m in shards}
+    missing = [f"{path}.data-{i:05d}-of-{total:05d}" for i in range(total) if i not in present]
+    if missing:
+        raise invalid(
+            f"The checkpoint {path!r} is incomplete: the data shard(s) {missing} are missing. "
+            "Copy every file of the checkpoint (PREFIX.index and all PREFIX.data-*)."
+        )
+    return path
+
+
+def _from_saver_checkpoint(
+    prefix, reader, build_fn, inputs, outputs, signature_name, signatures, default_signature, init_op
+):
+    tf = import_tensorflow()
+    from mlflow_eas_savedmodel.sources.session import session_to_serving_graph
+
+    graph = tf.Graph()
+    built = None
+    with graph.as_default():
+        if build_fn is not None:
+            built = build_fn()
+            variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+            saver = tf.compat.v1.train.Saver(var_list=variables) if variables else None
+        elif os.path.exists(prefix + ".meta"):
+            saver = tf.compat.v1.train.import_meta_graph(prefix + ".meta", clear_devices=True)
+        else:
+            raise invalid(
+                f"The checkpoint {prefix!r} has no {os.path.basename(prefix)}.meta graph. Pass "
+                "`build_fn=` that rebuilds the graph (creates the variables with their training "
+                "names) and returns (inputs, outputs), e.g. `build_fn=lambda: build(...)`."
+            )
+    _check_variables(prefix, reader, graph)
+    if build_fn is not None:
+        inputs, outputs, signatures = _signatures_from_build_fn(built, inputs, outputs, signatures)
+
+    with tf.compat.v1.Session(graph=graph) as sess:
+        if saver is not None:
+            try:
+                saver.restore(sess, prefix)
+            except (tf.errors.OpError, ValueError) as e:
+                raise invalid(f"Restoring the checkpoint {prefix!r} failed: {e}") from e
+        tables = graph.get_collection(tf.compat.v1.GraphKeys.TABLE_INITIALIZERS)
+        if tables:
+            sess.run(tables)
+        serving_graph = session_to_serving_graph(
+            sess,
+            inputs=inputs,
+            outputs=outputs,
+            signature_name=signature_name,
+            signatures=signatures,
+            default_signature=default_signature,
+            init_op=init_op,
+        )
+    serving_graph.source = "checkpoint"
+    return serving_graph
+
+
+def _check_variables(prefix, reader, graph):
+    """Every variable of the graph must be in the checkpoint with the same shape."""
+    tf = import_tensorflow()
+    shapes = reader.get_variable_to_shape_map()
+    missing, mismatched = [], []
+    for variable in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES):
+        name = variable.op.name
+        if name not in shapes:
+            missing.append(name)
+        elif variable.shape.is_fully_defined() and list(variable.shape) != list(shapes[name]):
+            mismatched.append(f"{name}: graph {variable.shape.as_list()}, checkpoint {shapes[name]}")
+    if missing:
+        raise invalid(
+            f"The variables {missing[:10]} are not in the checkpoint {prefix!r}, which holds "
+            f"{sorted(shapes)[:10]}. Create the variables with the names they had in training "
+            "(same variable scopes)."
+        )
+    if mismatched:
+        raise invalid(
+            f"Variables of the graph and the checkpoint {prefix!r} differ in shape: {mismatched[:5]}. "
+            "Rebuild the graph as it was trained."
+        )
+
+
+def _signatures_from_build_fn(built, inputs, outputs, signatures):
+    """Applies ``build_fn``'s return value: ``(inputs, outputs)``, a signatures dict or None."""
+    if built is None:
+        return inputs, outputs, signatures
+    given = inputs is not None or outputs is not None or signatures is not None
+    if given:
+        raise invalid(
+            "`build_fn` returned signature tensors and `inputs=`/`outputs=`/`signatures=` were "
+            "passed too. Do one: return them from build_fn, or return None and pass them."
+        )
+    if isinstance(built, tuple) and len(built) == 2 and all(isinstance(d, dict) for d in built):
+        return built[0], built[1], None
+    if isinstance(built, dict) and all(isinstance(v, dict) or hasattr(v, "method_name") for v in built.values()):
+        return None, None, built
+    raise invalid(
+        f"`build_fn` returned a {type(built).__name__}. For a tf.train.Saver checkpoint it must "
+        "return (inputs_dict, outputs_dict), a signatures dict {name: {'inputs': ..., "
+        "'outputs': ...}}, or None."
+    )
+
+
+def _from_object_checkpoint(prefix, build_fn, inputs, outputs, signature_name, default_signature):
+    tf = import_tensorflow()
+    from mlflow_eas_savedmodel.sources import _is_keras_model
+    from mlflow_eas_savedmodel.sources.keras import keras_to_serving_graph
+
+    model = build_fn()
+    if model is None or not hasattr(model, "_track_trackable") and not _is_keras_model(model):
+        raise invalid(
+            f"`build_fn` returned {type(model).__name__}; for a TF2 checkpoint it must return the "
+            "model that was saved (a Keras model or a tf.Module), with its variables built."
+        )
+    problems = []
+    for make in (lambda: tf.train.Checkpoint(model=model), lambda: tf.train.Checkpoint(model)):
+        status = make().restore(prefix)
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as e:
+            problems.append(str(e))
+            continue
+        status.expect_partial()  # optimizer slots and the like are not needed to serve
+        break
+    else:
+        raise invalid(
+            f"The model from `build_fn` does not match the checkpoint {prefix!r} (neither as "
+            f"`tf.train.Checkpoint(model=...)` nor as its root): {problems[0][:500]}. Build the "
+            "same architecture (same layers, built with the same shapes) as when it was saved."
+        )
+    if _is_keras_model(model):
+        serving_graph = keras_to_serving_graph(
+            model, inputs=inputs, outputs=outputs, signature_name=signature_name or DEFAULT_SIGNATURE_NAME
+        )
+    else:
+        serving_graph = _module_to_serving_graph(model, signature_name, default_signature, inputs, outputs)
+    serving_graph.source = "checkpoint"
+    return serving_graph
+
+
+def _module_to_serving_graph(module, signature_name, default_signature, inputs, outputs):
+    tf = import_tensorflow()
+    from mlflow_eas_savedmodel.sources.saved_model import (
+        concrete_functions_to_serving_graph,
+        variable_names,
+    )
+
+    if inputs is not None or outputs is not None:
+        raise invalid(
+            "`inputs=`/`outputs=` cannot rename a tf.Module's tensors: name its inputs with "
+            "tf.TensorSpec(name=...) and return a dict {key: tensor} from the tf.function."
+        )
+    functions = {}
+    for attr in ["__call__", *sorted(a for a in dir(module) if not a.startswith("_"))]:
+        fn = getattr(module, attr, None)
+        if not isinstance(fn, tf.types.experimental.PolymorphicFunction) or fn.input_signature is None:
+            continue
+        name = DEFAULT_SIGNATURE_NAME if attr == "__call__" else attr
+        if attr == "__call__" and signature_name:
+            name = signature_name
+        concrete = fn.get_concrete_function()
+        specs = tf.nest.flatten(concrete.structured_input_signature)
+        input_keys = [s.name or f"input_{i}" for i, s in enumerate(specs)]
+        structured = concrete.structured_outputs
+        if isinstance(structured, dict):
+            output_keys = sorted(structured)
+        else:
+            flat = tf.nest.flatten(structured)
+            output_keys = [f"output_{i}" for i in range(len(flat))]
+        functions[name] = (concrete, input_keys, output_keys, None)
+    if not functions:
+        raise invalid(
+            f"The {type(module).__name__} from `build_fn` has no tf.function with an "
+            "input_signature, so there is nothing to serve. Decorate its call with "
+            "`@tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name='x')])`."
+        )
+    return concrete_functions_to_serving_graph(functions, variable_names(module), default_signature)

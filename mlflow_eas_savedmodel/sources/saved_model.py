@@ -1,0 +1,274 @@
+"""Existing SavedModel folders -> :class:`ServingGraph`, re-exported so that EAS loads them.
+
+A SavedModel written by TensorFlow 2.21 does not load on EAS as it is (see
+``reference/eas-runtimes``): TF2-style saves hold resource variables (``VarHandleOp.debug_name``)
+and a function library with ops the old runtimes lack; TF1-style saves written without
+``strip_default_attrs`` hold attrs such as ``MatMul.grad_a``. Every folder is therefore read and
+re-exported through the one pipeline, keeping every SignatureDef's name, keys and method:
+
+* TF1-style (a graph plus SignatureDefs, ``simple_save``/``Builder``): loaded into a session with
+  the TF1 loader (which restores the variables and runs the main op, so tables are filled), then
+  frozen like any session (:mod:`.session`), the main op kept as the init op.
+* TF2-style (``tf.saved_model.save`` of a ``tf.Module``, Keras ``model.export``): loaded with
+  ``tf.saved_model.load``; each function of ``.signatures`` is traced and frozen on its own, and
+  the frozen graphs are merged into one, each under its signature's name as a node-name prefix.
+  Variables keep their names, so two signatures reading one variable share one ``VariableV2``.
+
+What was changed is recorded in ``ServingGraph.notes`` (the flavor stores them as
+``conversion_notes``) and logged at INFO.
+"""
+
+import logging
+import os
+
+from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.graph import edit
+from mlflow_eas_savedmodel.graph.freeze import freeze_concrete_function
+from mlflow_eas_savedmodel.graph.serving_graph import (
+    DEFAULT_SIGNATURE_NAME,
+    SERVING_TAG,
+    ServingGraph,
+    SignatureSpec,
+    sanitize_node_name,
+)
+
+_logger = logging.getLogger(__name__)
+
+_MAIN_OP_COLLECTIONS = ("saved_model_main_op", "legacy_init_op")
+
+
+def saved_model_to_serving_graph(model, default_signature=None):
+    """Reads the SavedModel folder ``model`` and converts it to a :class:`ServingGraph`.
+
+    Args:
+        model: the folder holding ``saved_model.pb`` or ``saved_model.pbtxt``.
+        default_signature: the SignatureDef requests use when they name none (default
+            ``serving_default`` when present, else the first by name).
+
+    Example:
+        >>> serving_graph = saved_model_to_serving_graph("./export_dir")
+        >>> sorted(serving_graph.signatures)
+        ['predict_images', 'serving_default']
+    """
+    saved_model = read_saved_model(model)
+    meta_graph = _serving_meta_graph(model, saved_model)
+    if len(meta_graph.object_graph_def.nodes) > 0:
+        serving_graph = _from_tf2_saved_model(model, meta_graph, default_signature)
+    else:
+        serving_graph = _from_tf1_saved_model(model, meta_graph, default_signature)
+    serving_graph.source = "saved_model"
+    for note in serving_graph.notes:
+        _logger.info("Re-exported SavedModel %s: %s", model, note)
+    return serving_graph
+
+
+def read_saved_model(path):
+    """The ``SavedModel`` proto of the folder ``path`` (binary ``.pb`` or text ``.pbtxt``)."""
+    import_tensorflow()
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    pb, pbtxt = (os.path.join(path, f) for f in ("saved_model.pb", "saved_model.pbtxt"))
+    try:
+        if os.path.exists(pb):
+            with open(pb, "rb") as f:
+                saved_model.ParseFromString(f.read())
+        else:
+            with open(pbtxt) as f:
+                text_format.Parse(f.read(), saved_model)
+    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError or ParseError
+        raise invalid(
+            f"Cannot read the SavedModel in {path!r}: {e}. The saved_model.pb(txt) file is damaged; "
+            "export the model again."
+        ) from e
+    return saved_model
+
+
+def _serving_meta_graph(path, saved_model):
+    tagged = [m for m in saved_model.meta_graphs if SERVING_TAG in m.meta_info_def.tags]
+    if not tagged and len(saved_model.meta_graphs) == 1:
+        tagged = list(saved_model.meta_graphs)
+    if not tagged:
+        tags = [list(m.meta_info_def.tags) for m in saved_model.meta_graphs]
+        raise invalid(
+            f"The SavedModel in {path!r} has no MetaGraph tagged 'serve' (its tags: {tags}). "
+            "Export it with tags=['serve'] (tf.saved_model.SERVING)."
+        )
+    if not tagged[0].signature_def:
+        raise invalid(
+            f"The SavedModel in {path!r} has no SignatureDefs, so nothing could call it on EAS. "
+            "Save it with `signatures=` (tf.saved_model.save) or a `signature_def_map` (Builder)."
+        )
+    return tagged[0]
+
+
+def _from_tf1_saved_model(path, meta_graph, default_signature):
+    tf = import_tensorflow()
+    from mlflow_eas_savedmodel.sources.session import session_to_serving_graph
+
+    graph = tf.Graph()
+    with tf.compat.v1.Session(graph=graph) as sess:
+        try:
+            loaded = tf.compat.v1.saved_model.loader.load(sess, list(meta_graph.meta_info_def.tags), path)
+        except (tf.errors.OpError, ValueError, RuntimeError) as e:
+            raise invalid(
+                f"TensorFlow cannot load the SavedModel in {path!r}: {e}. Check that the folder is "
+                "complete (saved_model.pb and variables/)."
+            ) from e
+        init_op = None
+        for key in _MAIN_OP_COLLECTIONS:
+            ops = graph.get_collection(key)
+            if ops:
+                init_op = list(ops)
+                break
+        serving_graph = session_to_serving_graph(
+            sess,
+            signatures=dict(loaded.signature_def),
+            default_signature=default_signature,
+            init_op=init_op,
+        )
+    serving_graph.notes.insert(0, "re-exported TF1 SavedModel: frozen and written with strip_default_attrs")
+    return serving_graph
+
+
+def _from_tf2_saved_model(path, meta_graph, default_signature):
+    tf = import_tensorflow()
+    try:
+        loaded = tf.saved_model.load(path, tags=list(meta_graph.meta_info_def.tags))
+    except Exception as e:  # noqa: BLE001 - the TF2 loader raises many types
+        raise invalid(
+            f"TensorFlow cannot load the SavedModel in {path!r}: {e}. Check that the folder is "
+            "complete (saved_model.pb and variables/) and was written by a compatible TensorFlow."
+        ) from e
+    functions = {}
+    for name, concrete in loaded.signatures.items():
+        _, kwargs = concrete.structured_input_signature
+        input_keys = sorted(kwargs)
+        output_keys = sorted(concrete.structured_outputs)
+        methods = meta_graph.signature_def[name].method_name if name in meta_graph.signature_def else ""
+        functions[name] = (concrete, input_keys, output_keys, methods or None)
+    serving_graph = concrete_functions_to_serving_graph(
+        functions, variable_names(loaded), default_signature=default_signature
+    )
+    serving_graph.notes.insert(
+        0,
+        "re-exported TF2 SavedModel: signatures traced and frozen, resource variables -> "
+        "VariableV2, function library inlined, default attrs stripped",
+    )
+    return serving_graph
+
+
+def variable_names(root):
+    """``id(resource handle)`` -> a unique checkpoint name, for every variable ``root`` tracks."""
+    tf = import_tensorflow()
+    names, taken = {}, set()
+    for obj in tf.train.TrackableView(root).descendants():
+        if isinstance(obj, tf.Variable) and id(obj.handle) not in names:
+            raw = obj.name.split(":")[0]
+            names[id(obj.handle)] = edit.unique_name(sanitize_node_name(raw), taken)
+    return names
+
+
+class _LiveTable:
+    """A table captured by a traced function, read out through ``LookupTableExportV2``."""
+
+    def __init__(self, handle, key_dtype, value_dtype):
+        self.handle, self.key_dtype, self.value_dtype = handle, key_dtype, value_dtype
+
+    def export(self):
+        tf = import_tensorflow()
+        return tf.raw_ops.LookupTableExportV2(
+            table_handle=self.handle, Tkeys=self.key_dtype, Tvalues=self.value_dtype
+        )
+
+
+def _live_tables(graph_def, tables):
+    """``id(handle)`` -> :class:`_LiveTable` for each captured table, dtypes from its readers."""
+    tf = import_tensorflow()
+    readers = edit.consumers(graph_def)
+    by_name = {n.name: n for n in graph_def.node}
+    result = {}
+    for placeholder, handle in tables:
+        # Inlined function calls pass the handle on through Identity nodes.
+        pending, seen = [placeholder], set()
+        while pending and id(handle) not in result:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            for reader in readers.get(name, []):
+                node = by_name[reader]
+                if "Tin" in node.attr and "Tout" in node.attr:
+                    result[id(handle)] = _LiveTable(
+                        handle, tf.as_dtype(node.attr["Tin"].type), tf.as_dtype(node.attr["Tout"].type)
+                    )
+                    break
+                if node.op == "Identity":
+                    pending.append(reader)
+    return result
+
+
+def concrete_functions_to_serving_graph(functions, variables, default_signature=None):
+    """Freezes traced functions and merges them into one :class:`ServingGraph`.
+
+    Args:
+        functions: ``{signature name: (concrete function, input keys, output keys, method)}``;
+            the keys follow the order of the function's flat inputs and outputs; ``method``
+            may be ``None`` (predict).
+        variables: ``id(resource handle)`` -> checkpoint name, see :func:`variable_names`.
+        default_signature: the signature used when a request names none.
+    """
+    from mlflow_eas_savedmodel.graph.serving_graph import PREDICT_METHOD
+    from mlflow_eas_savedmodel.sources.keras import _name_outputs, _recreate_tables
+
+    tf = import_tensorflow()
+    merged = tf.compat.v1.GraphDef()
+    signatures, weights, init_ops = {}, {}, []
+    prefixes = set()
+    for name, (concrete, input_keys, output_keys, method) in functions.items():
+        try:
+            graph_def, in_names, out_names, frozen_weights, tables = freeze_concrete_function(concrete, variables)
+        except Exception as e:  # noqa: BLE001 - the converter raises many types
+            raise invalid(f"Freezing signature {name!r} failed: {e}") from e
+        table_inits = _recreate_tables(graph_def, tables, _live_tables(graph_def, tables)) if tables else []
+        out_names = _name_outputs(graph_def, out_names, output_keys)
+        prefix = "" if len(functions) == 1 else edit.unique_name(sanitize_node_name(name), prefixes) + "/"
+        if prefix:
+            _prefix_nodes(graph_def, prefix)
+        merged.node.extend(graph_def.node)
+        merged.versions.CopyFrom(graph_def.versions)
+        weights.update({prefix + const: var for const, var in frozen_weights.items()})
+        init_ops.extend(prefix + op for op in table_inits)
+        signatures[name] = SignatureSpec(
+            inputs={k: prefix + t for k, t in zip(input_keys, in_names)},
+            outputs={k: prefix + t for k, t in zip(output_keys, out_names)},
+            method_name=method or PREDICT_METHOD,
+        )
+    if default_signature is None:
+        default_signature = DEFAULT_SIGNATURE_NAME if DEFAULT_SIGNATURE_NAME in signatures else sorted(signatures)[0]
+    elif default_signature not in signatures:
+        raise invalid(
+            f"`default_signature={default_signature!r}` is not one of the signatures "
+            f"{sorted(signatures)}. Pick one of those."
+        )
+    notes = []
+    if len(functions) > 1:
+        notes.append(f"signatures merged into one graph, node names prefixed by signature name ({len(functions)})")
+    return ServingGraph(
+        graph_def=merged,
+        signatures=signatures,
+        default_signature=default_signature,
+        weights=weights,
+        init_ops=init_ops,
+        notes=notes,
+    )
+
+
+def _prefix_nodes(graph_def, prefix):
+    for node in graph_def.node:
+        node.name = prefix + node.name
+        for i, inp in enumerate(node.input):
+            control = "^" if inp.startswith("^") else ""
+            node.input[i] = control + prefix + inp[len(control):]

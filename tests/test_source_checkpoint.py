@@ -1,0 +1,293 @@
+"""Checkpoints as sources: Saver + .meta, Saver + build_fn, TF2 tf.train.Checkpoint, bad input."""
+
+import os
+import shutil
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from mlflow.exceptions import MlflowException
+
+import mlflow_eas_savedmodel as mes
+from mlflow_eas_savedmodel import runtimes
+
+WORDS = ["cat", "dog"]
+
+
+def build_lr_graph(tf):
+    """The guide's "variable define ...": logistic regression plus a word table, TF1 style."""
+    x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="x")
+    with tf.compat.v1.variable_scope("lr"):
+        w = tf.compat.v1.get_variable("weights", [4, 3])
+        b = tf.compat.v1.get_variable("bias", [3], initializer=tf.compat.v1.random_normal_initializer())
+    y = tf.nn.softmax(tf.matmul(x, w) + b, name="y")
+    words = tf.compat.v1.placeholder(tf.string, [None], name="words")
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(WORDS), tf.constant([7, 8], tf.int64)), -1
+    )
+    ids = tf.identity(table.lookup(words), name="ids")
+    return x, y, words, ids
+
+
+@pytest.fixture(scope="module")
+def saver_checkpoint(tmp_path_factory, tf):
+    """``(prefix, x, expected scores)`` of a trained-like tf.train.Saver checkpoint with .meta."""
+    folder = tmp_path_factory.mktemp("lr_model")
+    graph = tf.Graph()
+    with graph.as_default():
+        x, y, _, _ = build_lr_graph(tf)
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            xs = np.random.default_rng(3).random((6, 4), dtype=np.float32)
+            expected = sess.run(y, {x: xs})
+            prefix = saver.save(sess, str(folder / "model.ckpt"))
+    return prefix, xs, expected
+
+
+def _flavor(path):
+    with open(os.path.join(path, "MLmodel")) as f:
+        return yaml.safe_load(f)["flavors"][mes.FLAVOR_NAME]
+
+
+def _assert_eas_compatible(saved_model_dir):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    compatible, problems = runtimes.check_all(saved.meta_graphs[0].graph_def)
+    assert {"tensorflow_cpu_1.15", "tensorflow_cpu_2.3"} <= set(compatible), problems
+
+
+def test_saver_checkpoint_with_meta_round_trip(tracking_uri, saver_checkpoint, tf):
+    prefix, xs, expected = saver_checkpoint
+    with mlflow.start_run():
+        info = mes.log_model(
+            prefix,
+            name="m",
+            signatures={
+                "serving_default": {"inputs": {"image": "x:0"}, "outputs": {"scores": "y:0"}},
+                "lookup": {"inputs": {"words": "words:0"}, "outputs": {"ids": "ids:0"}},
+            },
+        )
+    handle = mes.load_model(info.model_uri, device="cpu")
+    np.testing.assert_allclose(handle.predict(xs)["scores"], expected, rtol=1e-6)
+    words = np.array(["dog", "bird", "cat"], dtype=object)
+    np.testing.assert_array_equal(handle.predict(words, signature_name="lookup")["ids"], [8, -1, 7])
+    pyfunc_model = mlflow.pyfunc.load_model(info.model_uri)
+    np.testing.assert_array_equal(pyfunc_model.predict({"words": words}, params={"signature_name": "lookup"}), [8, -1, 7])
+    np.testing.assert_allclose(pyfunc_model.predict(xs), expected, rtol=1e-6)
+
+    local = mlflow.artifacts.download_artifacts(info.model_uri)
+    conf = _flavor(local)
+    assert conf["source"] == "checkpoint"
+    assert conf["signature_defs"]["serving_default"]["inputs"]["image"]["name"] == "x:0"
+    saved_model_dir = os.path.join(local, conf["saved_model_dir"])
+    _assert_eas_compatible(saved_model_dir)
+    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+        tf.compat.v1.saved_model.loader.load(sess, ["serve"], saved_model_dir)
+        np.testing.assert_allclose(sess.run("y:0", {"x:0": xs}), expected, rtol=1e-6)
+
+
+def test_checkpoint_folder_uses_its_latest_checkpoint(tmp_path, saver_checkpoint):
+    prefix, xs, expected = saver_checkpoint
+    mes.save_model(os.path.dirname(prefix), tmp_path / "m", inputs={"image": "x:0"}, outputs={"scores": "y:0"})
+    np.testing.assert_allclose(mes.load_model(str(tmp_path / "m"), device="cpu").predict(xs)["scores"], expected, rtol=1e-6)
+
+
+@pytest.fixture
+def without_meta(tmp_path, saver_checkpoint):
+    """A copy of the checkpoint without its .meta graph."""
+    prefix = saver_checkpoint[0]
+    folder = tmp_path / "no_meta"
+    folder.mkdir()
+    for name in os.listdir(os.path.dirname(prefix)):
+        if name.startswith("model.ckpt") and not name.endswith(".meta"):
+            shutil.copy(os.path.join(os.path.dirname(prefix), name), folder / name)
+    return str(folder / "model.ckpt")
+
+
+def test_saver_checkpoint_without_meta_rebuilt_by_build_fn(tmp_path, without_meta, saver_checkpoint, tf):
+    _, xs, expected = saver_checkpoint
+
+    def build_fn():
+        x, y, words, ids = build_lr_graph(tf)
+        return {"predict_images": {"inputs": {"images": x}, "outputs": {"scores": y}},
+                "lookup": {"inputs": {"words": words}, "outputs": {"ids": ids}}}
+
+    path = tmp_path / "m"
+    mes.save_model(without_meta, path, build_fn=build_fn, default_signature="predict_images")
+    handle = mes.load_model(str(path), device="cpu")
+    assert handle.default_signature == "predict_images"
+    np.testing.assert_allclose(handle.predict(xs)["scores"], expected, rtol=1e-6)
+    np.testing.assert_array_equal(handle.predict(np.array(["cat"], object), signature_name="lookup")["ids"], [7])
+    _assert_eas_compatible(str(path / "savedmodel"))
+
+
+def test_build_fn_returning_inputs_and_outputs(tmp_path, without_meta, saver_checkpoint, tf):
+    _, xs, expected = saver_checkpoint
+
+    def build_fn():
+        x, y, _, _ = build_lr_graph(tf)
+        return {"image": x}, {"scores": y}
+
+    mes.save_model(without_meta, tmp_path / "m", build_fn=build_fn)
+    np.testing.assert_allclose(mes.load_model(str(tmp_path / "m"), device="cpu").predict(xs)["scores"], expected, rtol=1e-6)
+
+
+def _keras_model():
+    import keras
+
+    inp = keras.Input((4,), name="image")
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inp)
+    return keras.Model(inp, keras.layers.Dense(3, name="scores")(hidden))
+
+
+def test_tf2_object_checkpoint_with_keras_build_fn(tracking_uri, tmp_path, tf, x4):
+    trained = _keras_model()
+    prefix = tf.train.Checkpoint(model=trained).save(str(tmp_path / "tf2" / "ckpt"))
+    with mlflow.start_run():
+        info = mes.log_model(prefix, name="m", build_fn=_keras_model)
+    expected = trained(x4).numpy()
+    np.testing.assert_allclose(mes.load_model(info.model_uri, device="cpu").predict(x4)["scores"], expected, rtol=1e-5)
+    np.testing.assert_allclose(mlflow.pyfunc.load_model(info.model_uri).predict(x4), expected, rtol=1e-5)
+    assert _flavor(mlflow.artifacts.download_artifacts(info.model_uri))["source"] == "checkpoint"
+
+
+class Scorer:
+    """A tf.Module with a served ``__call__`` and a second served method (built lazily)."""
+
+    @staticmethod
+    def make(tf):
+        class _Scorer(tf.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = tf.Variable(tf.random.normal([4, 3], seed=1), name="w")
+
+            @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="image")])
+            def __call__(self, x):
+                return {"scores": tf.matmul(x, self.w)}
+
+            @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="image")])
+            def top(self, x):
+                return tf.argmax(tf.matmul(x, self.w), axis=1)
+
+        return _Scorer()
+
+
+def test_tf2_object_checkpoint_with_module_build_fn(tmp_path, tf, x4):
+    trained = Scorer.make(tf)
+    prefix = tf.train.Checkpoint(trained).save(str(tmp_path / "tf2" / "ckpt"))  # saved as the root
+    path = tmp_path / "m"
+    mes.save_model(prefix, path, build_fn=lambda: Scorer.make(tf))
+    handle = mes.load_model(str(path), device="cpu")
+    assert sorted(handle.signatures) == ["serving_default", "top"]
+    np.testing.assert_allclose(handle.predict(x4)["scores"], trained(x4)["scores"].numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(handle.predict(x4, signature_name="top")["output_0"], trained.top(x4).numpy())
+    _assert_eas_compatible(str(path / "savedmodel"))
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_wrong_prefix(tmp_path, saver_checkpoint):
+    prefix = saver_checkpoint[0]
+    with pytest.raises(MlflowException, match=r"Cannot log '.*model.ckpt-42': it is not .* a checkpoint prefix \(PREFIX.index\)"):
+        mes.save_model(prefix + "-42", tmp_path / "m", inputs={"image": "x:0"}, outputs={"scores": "y:0"})
+    assert os.listdir(tmp_path) == []
+
+
+def test_index_missing_beside_the_meta(tmp_path, saver_checkpoint):
+    prefix = saver_checkpoint[0]
+    folder = tmp_path / "only_meta"
+    folder.mkdir()
+    shutil.copy(prefix + ".meta", folder / "other.ckpt.meta")
+    shutil.copy(prefix + ".index", folder / "model.ckpt.index")
+    with pytest.raises(MlflowException, match=r"No checkpoint at prefix .*other.ckpt.*other.ckpt.index does not exist.*found: \['.*model.ckpt'\]"):
+        mes.save_model(str(folder / "other.ckpt"), tmp_path / "m", inputs={"image": "x:0"}, outputs={"scores": "y:0"})
+    assert not (tmp_path / "m").exists()
+
+
+def test_missing_shard(tmp_path, without_meta):
+    os.remove(without_meta + ".data-00000-of-00001")
+    with pytest.raises(MlflowException, match=r"is incomplete: the data shard\(s\) \['.*model.ckpt.data-00000-of-00001'\] are missing"):
+        mes.save_model(without_meta, tmp_path / "m", build_fn=lambda: None)
+    assert not (tmp_path / "m").exists()
+
+
+def test_no_meta_and_no_build_fn(tmp_path, without_meta):
+    with pytest.raises(MlflowException, match=r"has no model.ckpt.meta graph. Pass `build_fn=`"):
+        mes.save_model(without_meta, tmp_path / "m", inputs={"image": "x:0"}, outputs={"scores": "y:0"})
+    assert not (tmp_path / "m").exists()
+
+
+def test_variable_absent_from_checkpoint_is_named(tmp_path, without_meta, tf):
+    def build_fn():
+        x, y, _, _ = build_lr_graph(tf)
+        extra = tf.compat.v1.get_variable("lr/extra_scale", [3])
+        return {"image": x}, {"scores": y * extra}
+
+    with pytest.raises(MlflowException, match=r"The variables \['lr/extra_scale'\] are not in the checkpoint .*lr/bias"):
+        mes.save_model(without_meta, tmp_path / "m", build_fn=build_fn)
+    assert not (tmp_path / "m").exists()
+
+
+def test_variable_of_another_shape_is_named(tmp_path, without_meta, tf):
+    def build_fn():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 5], name="x")
+        with tf.compat.v1.variable_scope("lr"):
+            w = tf.compat.v1.get_variable("weights", [5, 3])
+            b = tf.compat.v1.get_variable("bias", [3])
+        return {"image": x}, {"scores": tf.matmul(x, w) + b}
+
+    with pytest.raises(MlflowException, match=r"differ in shape: \['lr/weights: graph \[5, 3\], checkpoint \[4, 3\]'\]"):
+        mes.save_model(without_meta, tmp_path / "m", build_fn=build_fn)
+
+
+def test_build_fn_and_tensors_both_given(tmp_path, without_meta, tf):
+    def build_fn():
+        x, y, _, _ = build_lr_graph(tf)
+        return {"image": x}, {"scores": y}
+
+    with pytest.raises(MlflowException, match=r"`build_fn` returned signature tensors and `inputs=`"):
+        mes.save_model(without_meta, tmp_path / "m", build_fn=build_fn, inputs={"image": "x:0"}, outputs={"scores": "y:0"})
+
+
+def test_tf2_checkpoint_needs_build_fn(tmp_path, tf):
+    prefix = tf.train.Checkpoint(model=Scorer.make(tf)).save(str(tmp_path / "tf2" / "ckpt"))
+    with pytest.raises(MlflowException, match=r"is a TF2 object-based checkpoint \(tf.train.Checkpoint\).*Pass `build_fn=`"):
+        mes.save_model(prefix, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_tf2_checkpoint_of_another_model(tmp_path, tf):
+    prefix = tf.train.Checkpoint(model=_keras_model()).save(str(tmp_path / "tf2" / "ckpt"))
+    with pytest.raises(MlflowException, match=r"The model from `build_fn` does not match the checkpoint"):
+        mes.save_model(prefix, tmp_path / "m", build_fn=lambda: Scorer.make(tf))
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.runtime
+@pytest.mark.parametrize("tf_version", ["1.15", "2.3"])
+def test_checkpoint_artifact_runs_in_the_real_eas_runtime(tmp_path, saver_checkpoint, tf_version):
+    from mlflow_eas_savedmodel.runtimes.conformance import run_in_runtime
+
+    prefix, xs, expected = saver_checkpoint
+    mes.save_model(
+        prefix,
+        tmp_path / "m",
+        signatures={
+            "serving_default": {"inputs": {"image": "x:0"}, "outputs": {"scores": "y:0"}},
+            "lookup": {"inputs": {"words": "words:0"}, "outputs": {"ids": "ids:0"}},
+        },
+    )
+    words = np.array(["dog", "bird", "cat"])
+    run = run_in_runtime(
+        str(tmp_path / "m" / "savedmodel"), tf_version, {"serving_default": {"image": xs}, "lookup": {"words": words}}
+    )
+    assert run.ok, run.report
+    for outputs in (run.outputs, run.c_api_outputs):
+        np.testing.assert_allclose(outputs["serving_default"]["scores"], expected, rtol=1e-5)
+        np.testing.assert_array_equal(outputs["lookup"]["ids"], [8, -1, 7])
