@@ -144,7 +144,7 @@ def _resolve_keys(arg, what, model_items, kind):
             index = _match(ref, model_items)
             if index is None:
                 raise invalid(
-                    f"`{what}={{{key!r}: ...}}` does not refer to a {kind} of the model. Use "
+                    f"`{what}={{{key!r}: ...}}` does not refer to an {kind} of the model. Use "
                     f"`model.{what}[i]` or one of the names {defaults}."
                 )
             if keys[index] is not None:
