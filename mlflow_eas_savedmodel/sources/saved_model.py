@@ -36,6 +36,7 @@ from mlflow_eas_savedmodel.graph.serving_graph import (
 _logger = logging.getLogger(__name__)
 
 _MAIN_OP_COLLECTIONS = ("saved_model_main_op", "legacy_init_op")
+_INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 
 def saved_model_to_serving_graph(model, default_signature=None):
@@ -96,12 +97,17 @@ def _serving_meta_graph(path, saved_model):
             f"The SavedModel in {path!r} has no MetaGraph tagged 'serve' (its tags: {tags}). "
             "Export it with tags=['serve'] (tf.saved_model.SERVING)."
         )
-    if not tagged[0].signature_def:
+    if not serving_signature_names(tagged[0]):
         raise invalid(
             f"The SavedModel in {path!r} has no SignatureDefs, so nothing could call it on EAS. "
             "Save it with `signatures=` (tf.saved_model.save) or a `signature_def_map` (Builder)."
         )
     return tagged[0]
+
+
+def serving_signature_names(meta_graph):
+    """The SignatureDefs a client can call (TF2 also stores its init op as a SignatureDef)."""
+    return sorted(name for name in meta_graph.signature_def if name != _INIT_OP_SIGNATURE)
 
 
 def _from_tf1_saved_model(path, meta_graph, default_signature):
@@ -125,7 +131,7 @@ def _from_tf1_saved_model(path, meta_graph, default_signature):
                 break
         serving_graph = session_to_serving_graph(
             sess,
-            signatures=dict(loaded.signature_def),
+            signatures={name: loaded.signature_def[name] for name in serving_signature_names(loaded)},
             default_signature=default_signature,
             init_op=init_op,
         )
