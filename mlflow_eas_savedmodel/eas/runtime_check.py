@@ -207,6 +207,8 @@ def check_runtime(model_uri, processor=DEFAULT_PROCESSOR, all=False, inputs=None
         versions = _runtimes_to_check(processor, all, claimed)
         signature_defs = conf["signature_defs"]
         feeds, origins = resolve_inputs(signature_defs, mlmodel, local, inputs=inputs)
+        # Environments first: a missing interpreter fails before TensorFlow is even loaded.
+        envs = {version: ensure_runtime(version) for version in versions}
 
         tf = import_tensorflow()
         reference, reference_error = {}, None
@@ -223,7 +225,7 @@ def check_runtime(model_uri, processor=DEFAULT_PROCESSOR, all=False, inputs=None
         for version in versions:
             processors = [p for p, v in PROCESSORS.items() if v == version]
             result = RuntimeResult(version, processors, claimed=any(p in claimed for p in processors))
-            env = ensure_runtime(version)  # a missing interpreter raises, with the install command
+            env = envs[version]
             result.python, result.python_version, result.wheel = env.python, env.interpreter_version, env.wheel
             try:
                 run = run_in_runtime(saved_model_dir(local, conf), version, feeds, timeout=timeout)
