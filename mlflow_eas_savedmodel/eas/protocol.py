@@ -71,9 +71,9 @@ def _file_descriptor():
     enum = f.enum_type.add(name="ArrayDataType")
     for name, number in DATA_TYPES.items():
         enum.value.add(name=name, number=number)
-    L = descriptor_pb2.FieldDescriptorProto
+    Field = descriptor_pb2.FieldDescriptorProto
 
-    def field(msg, name, number, ftype, label=L.LABEL_OPTIONAL, type_name=None, packed=False):
+    def field(msg, name, number, ftype, label=Field.LABEL_OPTIONAL, type_name=None, packed=False):
         fd = msg.field.add(name=name, number=number, type=ftype, label=label)
         if type_name:
             fd.type_name = type_name
@@ -81,29 +81,29 @@ def _file_descriptor():
             fd.options.packed = True
 
     shape = f.message_type.add(name="ArrayShape")
-    field(shape, "dim", 1, L.TYPE_INT64, L.LABEL_REPEATED, packed=True)
+    field(shape, "dim", 1, Field.TYPE_INT64, Field.LABEL_REPEATED, packed=True)
     array = f.message_type.add(name="ArrayProto")
-    field(array, "dtype", 1, L.TYPE_ENUM, type_name=".ArrayDataType")
-    field(array, "array_shape", 2, L.TYPE_MESSAGE, type_name=".ArrayShape")
-    field(array, "float_val", 3, L.TYPE_FLOAT, L.LABEL_REPEATED, packed=True)
-    field(array, "double_val", 4, L.TYPE_DOUBLE, L.LABEL_REPEATED, packed=True)
-    field(array, "int_val", 5, L.TYPE_INT32, L.LABEL_REPEATED, packed=True)
-    field(array, "string_val", 6, L.TYPE_BYTES, L.LABEL_REPEATED)
-    field(array, "int64_val", 7, L.TYPE_INT64, L.LABEL_REPEATED, packed=True)
-    field(array, "bool_val", 8, L.TYPE_BOOL, L.LABEL_REPEATED, packed=True)
+    field(array, "dtype", 1, Field.TYPE_ENUM, type_name=".ArrayDataType")
+    field(array, "array_shape", 2, Field.TYPE_MESSAGE, type_name=".ArrayShape")
+    field(array, "float_val", 3, Field.TYPE_FLOAT, Field.LABEL_REPEATED, packed=True)
+    field(array, "double_val", 4, Field.TYPE_DOUBLE, Field.LABEL_REPEATED, packed=True)
+    field(array, "int_val", 5, Field.TYPE_INT32, Field.LABEL_REPEATED, packed=True)
+    field(array, "string_val", 6, Field.TYPE_BYTES, Field.LABEL_REPEATED)
+    field(array, "int64_val", 7, Field.TYPE_INT64, Field.LABEL_REPEATED, packed=True)
+    field(array, "bool_val", 8, Field.TYPE_BOOL, Field.LABEL_REPEATED, packed=True)
 
     def map_message(parent, entry_name, field_name, number):
         entry = parent.nested_type.add(name=entry_name)
         entry.options.map_entry = True
-        field(entry, "key", 1, L.TYPE_STRING)
-        field(entry, "value", 2, L.TYPE_MESSAGE, type_name=".ArrayProto")
-        field(parent, field_name, number, L.TYPE_MESSAGE, L.LABEL_REPEATED,
+        field(entry, "key", 1, Field.TYPE_STRING)
+        field(entry, "value", 2, Field.TYPE_MESSAGE, type_name=".ArrayProto")
+        field(parent, field_name, number, Field.TYPE_MESSAGE, Field.LABEL_REPEATED,
               type_name=f".{parent.name}.{entry_name}")
 
     request = f.message_type.add(name="PredictRequest")
-    field(request, "signature_name", 1, L.TYPE_STRING)
+    field(request, "signature_name", 1, Field.TYPE_STRING)
     map_message(request, "InputsEntry", "inputs", 2)
-    field(request, "output_filter", 3, L.TYPE_STRING, L.LABEL_REPEATED)
+    field(request, "output_filter", 3, Field.TYPE_STRING, Field.LABEL_REPEATED)
     response = f.message_type.add(name="PredictResponse")
     map_message(response, "OutputsEntry", "outputs", 1)
     return f
