@@ -1,0 +1,53 @@
+"""The guide's scenarios as runnable examples: each ``examples/guide_*.py`` exits 0 in CI."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+GUIDE_EXAMPLES = sorted(glob.glob(os.path.join(EXAMPLES_DIR, "guide_*.py")))
+TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def finished_examples(tmp_path_factory):
+    """Runs every guide example at once (they are independent) in its own work folder."""
+    running = {}
+    for script in GUIDE_EXAMPLES:
+        work_dir = tmp_path_factory.mktemp(os.path.basename(script)[:-3])
+        running[script] = subprocess.Popen(
+            [sys.executable, script, str(work_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=str(work_dir),
+        )
+    results = {}
+    try:
+        for script, process in running.items():
+            output, _ = process.communicate(timeout=TIMEOUT_S)
+            results[script] = (process.returncode, output)
+    finally:
+        for process in running.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return results
+
+
+def test_the_three_guide_scenarios_are_examples():
+    assert [os.path.basename(p) for p in GUIDE_EXAMPLES] == [
+        "guide_checkpoint.py",
+        "guide_keras_h5.py",
+        "guide_session_builder.py",
+    ]
+
+
+@pytest.mark.parametrize("script", GUIDE_EXAMPLES, ids=os.path.basename)
+def test_guide_example_runs(script, finished_examples):
+    returncode, output = finished_examples[script]
+    assert returncode == 0, output
+    assert "compatible EAS processors: tensorflow_cpu_1.12" in output, output
