@@ -163,3 +163,14 @@ def test_graph_without_new_ops_is_untouched(tf):
     before = graph_def.SerializeToString(deterministic=True)
     assert rewrite.rewrite_for_old_runtimes(graph_def) == []
     assert graph_def.SerializeToString(deterministic=True) == before
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.0, 1.0, 1.5])
+def test_leaky_relu_becomes_max_of_x_and_scaled_x_bit_for_bit(tf, alpha):
+    x = (RNG.standard_normal((4, 5)) * 3).astype(np.float32)
+    graph_def, inputs, outputs = _frozen(tf, lambda v: tf.nn.leaky_relu(v, alpha), [tf.TensorSpec((None, 5))])
+    expected = _run(tf, graph_def, inputs, outputs, [x])[0]
+    notes = rewrite.rewrite_for_old_runtimes(graph_def)
+    assert notes == ["LeakyRelu rewritten for TF 1.12: 1 as Maximum(x, alpha * x)"]
+    assert "LeakyRelu" not in _ops(graph_def) and check_graph(graph_def, "1.12") == []
+    np.testing.assert_array_equal(_run(tf, graph_def, inputs, outputs, [x])[0], expected)

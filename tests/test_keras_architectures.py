@@ -66,6 +66,14 @@ def _cnn():
     return keras.Model(inp, L.Dense(3, name="scores")(h)), _rng().random((4, 16, 16, 3), np.float32)
 
 
+def _leaky_relu():
+    import keras
+
+    inp = keras.Input((4,), name="features")
+    hidden = keras.layers.LeakyReLU(negative_slope=0.1)(keras.layers.Dense(8)(inp))
+    return keras.Model(inp, keras.layers.Dense(3, name="scores")(hidden)), _rng().standard_normal((5, 4)).astype(np.float32)
+
+
 def _mobilenet_v2():
     import keras
 
@@ -129,6 +137,7 @@ CASES = [
     Case("mlp", _mlp, ALL_PROCESSORS),
     Case("cnn_batchnorm_dropout", _cnn, ALL_PROCESSORS),
     Case("mobilenet_v2", _mobilenet_v2, ALL_PROCESSORS),
+    Case("leaky_relu", _leaky_relu, ALL_PROCESSORS, ("LeakyRelu rewritten",), ("LeakyRelu",)),
     Case("embedding", _embedding, ALL_PROCESSORS, ("SelectV2 rewritten",), ("SelectV2",)),
     Case("lstm", _recurrent("LSTM"), NOT_1_12),
     Case("gru", _recurrent("GRU"), NOT_1_12),
@@ -266,7 +275,7 @@ def test_unrolled_lstm_has_no_tensor_lists(exported):
 
 # --------------------------------------------------------------------------- real old runtimes
 
-RUNTIME_CASES = ["mlp", "cnn_batchnorm_dropout", "embedding", "attention", "string_lookup", "lstm"]
+RUNTIME_CASES = ["mlp", "cnn_batchnorm_dropout", "embedding", "attention", "string_lookup", "lstm", "leaky_relu"]
 # Old TensorFlow builds use other kernels (Eigen, no oneDNN): allow float32 rounding noise.
 RUNTIME_RTOL, RUNTIME_ATOL = 1e-5, 1e-5
 

@@ -2,7 +2,8 @@
 
 Keras 3 on TF 2.21 emits three ops that old EAS runtimes lack (measured, see the shared
 reference): ``SelectV2`` (TF 1.13+; ``Embedding``, masking), ``BatchMatMulV2`` (1.13+; dense
-layers on 3-D inputs, attention) and ``Einsum`` (1.15+; attention scores). Each has an exact
+layers on 3-D inputs, attention), ``Einsum`` (1.15+; attention scores) and ``LeakyRelu`` (1.13+;
+Keras ``LeakyReLU``). Each has an exact
 equivalent in ops that TF 1.12 registers, so rewriting them lets a model that is otherwise
 1.12-clean run on every processor.
 
@@ -42,6 +43,7 @@ def rewrite_for_old_runtimes(graph_def):
         "SelectV2": _rewrite_select_v2,
         "BatchMatMulV2": _rewrite_batch_mat_mul_v2,
         "Einsum": _rewrite_einsum,
+        "LeakyRelu": _rewrite_leaky_relu,
     }
     targets = [node for node in graph_def.node if node.op in rewrites]
     if not targets:
@@ -144,7 +146,7 @@ def _splice(graph_def, node, build, inputs):
         _strip_default_attrs(sub_node)
         new_nodes.append(sub_node)
 
-    index = next(i for i, n in enumerate(graph_def.node) if n is node)
+    index = next(i for i, n in enumerate(graph_def.node) if n.name == node.name)
     del graph_def.node[index]
     graph_def.node.extend(new_nodes)
 
@@ -288,6 +290,28 @@ def _rewrite_batch_mat_mul_v2(graph_def, node, tensors):
 
     _splice(graph_def, node, build, inputs)
     return "as BatchMatMul with batch dims broadcast"
+
+
+# --------------------------------------------------------------------------- LeakyRelu
+
+
+def _rewrite_leaky_relu(graph_def, node, tensors):
+    """``LeakyRelu`` (TF 1.13+; Keras ``LeakyReLU``) -> ``Maximum(x, alpha * x)``.
+
+    Bit-identical: the kernel computes ``x > 0 ? x : x * alpha``, and for ``0 <= alpha <= 1``
+    the larger of ``x`` and ``x * alpha`` is exactly that (the smaller for ``alpha > 1``).
+    """
+    inputs = _input_tensors(node, tensors)
+    alpha = node.attr["alpha"].f if "alpha" in node.attr else 0.2
+    if alpha < 0:
+        raise _Skip(f"alpha {alpha} < 0 has no max/min form")
+
+    def build(tf, x):
+        scaled = tf.multiply(x, tf.constant(alpha, x.dtype))
+        return tf.maximum(x, scaled) if alpha <= 1 else tf.minimum(x, scaled)
+
+    _splice(graph_def, node, build, inputs)
+    return "as Maximum(x, alpha * x)"
 
 
 # --------------------------------------------------------------------------- Einsum
