@@ -1,0 +1,242 @@
+"""``python -m bench [--quick | --smoke] [--output PATH]``: run every benchmark, print the table.
+
+Modes: full (default; writes ``bench/RESULTS.md``), ``--quick`` (fewer repetitions, no 1 GB
+model) and ``--smoke`` (one model, a few iterations, no serving, cold start or big models; for
+CI, writes only where ``--output`` says).
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from bench import report
+from bench.isolation import run_worker
+
+DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+MB = 1 << 20
+MODES = {
+    "smoke": dict(kinds=["mlp"], batch_sizes=[1, 32], rounds=3, serving=None, cold_repeats=0,
+                  import_repeats=1, log_repeats=0, growth=[]),
+    "quick": dict(kinds=["mlp", "cnn"], batch_sizes=[1, 32, 1024], rounds=15,
+                  serving=(300, 60), cold_repeats=3, import_repeats=3, log_repeats=1,
+                  growth=[1 * MB, 100 * MB]),
+    "full": dict(kinds=["mlp", "cnn"], batch_sizes=[1, 32, 1024], rounds=30,
+                 serving=(1000, 150), cold_repeats=5, import_repeats=5, log_repeats=3,
+                 growth=[1 * MB, 100 * MB, 1024 * MB]),
+}
+PREDICT_TARGETS = {1: "<= 1.10", 1024: "<= 1.05"}
+
+
+def _progress(message):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _predict_rows(paths, kind, settings, details):
+    from bench import predict
+
+    _progress(f"predict latency: {kind}")
+    results = run_worker(
+        "predict",
+        {"paths": paths[kind], "kind": kind, "batch_sizes": settings["batch_sizes"],
+         "rounds": settings["rounds"]},
+    )
+    rows = []
+    lines = ["| batch | " + " | ".join(next(iter(results.values()))) + " |"]
+    lines.append("|---" * (len(lines[0].split("|")) - 2) + "|")
+    for batch, medians in results.items():
+        lines.append(f"| {batch} | " + " | ".join(report.format_value(v, "s") for v in medians.values()) + " |")
+        raw = {name: v for name, v in medians.items() if name.startswith(predict.RAW_PREFIX)}
+        fastest = min(raw, key=raw.get)
+        measurement = f"predict {kind} batch {batch}"
+        target = PREDICT_TARGETS.get(int(batch), "")
+        rows += [
+            report.Row(measurement, "pyfunc", medians[predict.OURS_PYFUNC], fastest, raw[fastest],
+                       "s", target, group="predict"),
+            report.Row(measurement, "pyfunc", medians[predict.OURS_PYFUNC],
+                       predict.PEER_PYFUNC, medians[predict.PEER_PYFUNC], "s"),
+            report.Row(measurement, "handle", medians[predict.OURS_HANDLE], fastest, raw[fastest], "s"),
+        ]
+    details.append((f"Predict latency, {kind}: every candidate (median per call)", "\n".join(lines)))
+    return rows
+
+
+def _serving_rows(workdir, paths, requests, details):
+    from bench import serving
+
+    _progress("serving: ours, mlflow.tensorflow, identity")
+    ours, peer, identity = "ours", "mlflow.tensorflow", "identity PythonModel"
+    results = serving.measure(
+        workdir,
+        {ours: (paths["mlp"]["ours"], False), peer: (paths["mlp"]["mlflow_tf"], True),
+         identity: (paths["identity"], False)},
+        "mlp", *requests,
+    )
+    rows = []
+    lines = ["| server | clients | requests | req/s | p50 | p99 |", "|---|---|---|---|---|---|"]
+    for name, by_clients in results.items():
+        for clients, r in by_clients.items():
+            lines.append(
+                f"| {name} | {clients} | {r['requests']} | {r['requests_per_second']:.0f} | "
+                f"{report.format_value(r['p50_seconds'], 's')} | {report.format_value(r['p99_seconds'], 's')} |"
+            )
+    for clients in serving.CLIENTS:
+        c = str(clients)
+        for baseline in (identity, peer):
+            rows.append(report.Row(
+                f"serving mlp, {clients} client{'s' if clients > 1 else ''}, req/s", ours,
+                results[ours][c]["requests_per_second"], baseline,
+                results[baseline][c]["requests_per_second"], "req/s",
+                ">= 0.85" if clients == 4 and baseline == identity else "", group="serving",
+            ))
+        rows.append(report.Row(
+            f"serving mlp, {clients} client{'s' if clients > 1 else ''}, p99", ours,
+            results[ours][c]["p99_seconds"], identity, results[identity][c]["p99_seconds"], "s",
+        ))
+    details.append(("Serving (`mlflow models serve --env-manager local`, 1 worker, MLP, batch 1)", "\n".join(lines)))
+    return rows
+
+
+def _log_model_rows(workdir, repeats, details):
+    import numpy as np
+
+    rows, lines = [], ["| flavor | input_example | seconds (each run) | artifact | requirements |", "|---|---|---|---|---|"]
+    for with_example in (False, True):
+        runs = {"ours": [], "mlflow_tf": []}
+        for i in range(repeats):
+            for flavor in runs:
+                _progress(f"log_model: {flavor}, input_example={with_example}, run {i + 1}")
+                store = os.path.join(workdir, f"log-{flavor}-{with_example}-{i}")
+                runs[flavor].append(run_worker(
+                    "log_model", {"workdir": store, "flavor": flavor, "kind": "mlp", "with_example": with_example}
+                ))
+        median = {f: float(np.median([r["seconds"] for r in rs])) for f, rs in runs.items()}
+        size = {f: rs[0]["artifact_bytes"] for f, rs in runs.items()}
+        for flavor, rs in runs.items():
+            each = ", ".join(f"{r['seconds']:.2f}" for r in rs)
+            lines.append(
+                f"| {flavor} | {with_example} | {each} | "
+                f"{report.format_value(size[flavor], 'bytes')} | {' '.join(rs[0]['requirements'])} |"
+            )
+        suffix = " with input_example" if with_example else " (defaults)"
+        pinned = all(r["pinned"] for r in runs["ours"])
+        rows += [
+            report.Row("log_model mlp" + suffix, "ours" + ("" if pinned else ", NOT pinned"),
+                       median["ours"], "mlflow.tensorflow", median["mlflow_tf"], "s",
+                       "" if with_example else "<= 0.25", extra_check=pinned, group="log_model"),
+            report.Row("artifact size mlp" + suffix, "ours", size["ours"], "mlflow.tensorflow",
+                       size["mlflow_tf"], "bytes"),
+        ]
+    details.append(("log_model (fresh sqlite store per run, first log_model of the process)", "\n".join(lines)))
+    return rows
+
+
+def _cold_start_rows(paths, repeats, details):
+    from bench import startup
+    from bench.models import INPUT_SHAPES
+
+    _progress("cold start")
+    medians = startup.cold_start(paths["mlp"], INPUT_SHAPES["mlp"], repeats)
+    raw = "raw: tf.saved_model.load + one call"
+    rows = [
+        report.Row("cold start mlp (process start to first prediction)", name.removeprefix("ours: "),
+                   medians[name], baseline, medians[baseline], "s",
+                   "<= 1.20" if name == "ours: mlflow.pyfunc" and baseline == raw else "",
+                   group="cold start")
+        for name in ("ours: mlflow.pyfunc", "ours: load_model(uri).predict")
+        for baseline in (raw, "mlflow.tensorflow pyfunc")
+    ]
+    details.append(("Cold start (median seconds)", "\n".join(
+        ["| candidate | seconds |", "|---|---|"] + [f"| {n} | {v:.2f} |" for n, v in medians.items()]
+    )))
+    return rows
+
+
+def _import_rows(repeats):
+    from bench import startup
+
+    _progress("import cost")
+    medians = startup.import_cost(repeats)
+    return [report.Row("import cost (TensorFlow not imported: checked)", "import mlflow_eas_savedmodel",
+                       medians["import mlflow_eas_savedmodel"], "import mlflow",
+                       medians["import mlflow"], "s")]
+
+
+def _growth_rows(workdir, sizes, details):
+    rows, lines = [], [
+        "| weights | log_model | np.savez | artifact | saved_model.pb | RSS after build | peak RSS | extra |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for size in sizes:
+        _progress(f"export growth: {report.format_value(size, 'bytes')} of weights")
+        r = run_worker("export_growth", {"workdir": os.path.join(workdir, f"growth-{size}"), "weight_bytes": size}, timeout=1800)
+        label = f"export {report.format_value(r['weights_bytes'], 'bytes')} MLP"
+        b = lambda v: report.format_value(v, "bytes")  # noqa: E731
+        lines.append(
+            f"| {b(r['weights_bytes'])} | {r['seconds']:.2f} s | {r['numpy_save_seconds']:.2f} s | {b(r['artifact_bytes'])} | "
+            f"{b(r['saved_model_pb_bytes'])} | {b(r['rss_after_build_bytes'])} | {b(r['peak_rss_bytes'])} | "
+            f"{b(r['extra_memory_bytes'])} |"
+        )
+        rows += [
+            # Below ~64 MiB the export's fixed cost (tracing, op registries) dominates the ratio.
+            report.Row(label + ": extra memory", "peak RSS - RSS after build", r["extra_memory_bytes"],
+                       "weights", r["weights_bytes"], "bytes",
+                       "<= 2.0" if r["weights_bytes"] >= 64 * MB else "", group="memory"),
+            report.Row(label + ": saved_model.pb", "saved_model.pb", r["saved_model_pb_bytes"],
+                       "weights", r["weights_bytes"], "bytes", "",
+                       extra_check=r["saved_model_pb_bytes"] <= MB),
+            report.Row(label + ": log_model time", "ours", r["seconds"], "np.savez of the weights",
+                       r["numpy_save_seconds"], "s"),
+        ]
+    details.append(("Export cost as models grow (ours, one fresh process each)", "\n".join(lines)))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_const", dest="mode", const="quick")
+    mode.add_argument("--smoke", action="store_const", dest="mode", const="smoke")
+    parser.add_argument("--output", help="the Markdown file (default: bench/RESULTS.md; none in --smoke)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (models, server logs)")
+    args = parser.parse_args(argv)
+    mode = args.mode or "full"
+    settings = MODES[mode]
+    output = args.output or (None if mode == "smoke" else DEFAULT_OUTPUT)
+    command = "python -m bench" + (f" --{mode}" if mode != "full" else "")
+
+    started = time.perf_counter()
+    workdir = tempfile.mkdtemp(prefix="mlflow-eas-bench-")
+    rows, details = [], []
+    try:
+        _progress(f"preparing models in {workdir}")
+        paths = run_worker("prepare", {"workdir": workdir, "kinds": settings["kinds"]})
+        for kind in settings["kinds"]:
+            rows += _predict_rows(paths, kind, settings, details)
+        if settings["serving"]:
+            rows += _serving_rows(workdir, paths, settings["serving"], details)
+        if settings["log_repeats"]:
+            rows += _log_model_rows(workdir, settings["log_repeats"], details)
+        if settings["cold_repeats"]:
+            rows += _cold_start_rows(paths, settings["cold_repeats"], details)
+        rows += _import_rows(settings["import_repeats"])
+        if settings["growth"]:
+            rows += _growth_rows(workdir, settings["growth"], details)
+    finally:
+        if args.keep:
+            _progress(f"work folder kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    markdown = report.render(rows, details, report.environment(), mode, command, time.perf_counter() - started)
+    print(markdown)
+    if output:
+        with open(output, "w") as f:
+            f.write(markdown)
+        _progress(f"written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
