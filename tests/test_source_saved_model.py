@@ -224,7 +224,8 @@ def test_tf2_module_signatures_are_merged_and_share_weights(tracking_uri, tf2_ex
 def test_keras_export_folder(tmp_path, mlp, x4):
     export_dir = str(tmp_path / "keras_export")
     mlp.export(export_dir, verbose=False)
-    mes.save_model(export_dir, tmp_path / "m")
+    mes.save_model(export_dir, tmp_path / "m", input_example=x4[:2])
+    assert os.path.exists(tmp_path / "m" / "input_example.json")
     handle = mes.load_model(str(tmp_path / "m"), device="cpu")
     (output_key,) = handle.signatures["serving_default"]["outputs"]
     np.testing.assert_allclose(handle.predict(x4)[output_key], mlp(x4).numpy(), rtol=1e-5, atol=1e-6)

@@ -40,6 +40,7 @@ def checkpoint_to_serving_graph(
     signature_name=None,
     init_op=None,
     build_fn=None,
+    input_example=None,
 ):
     """Restores the checkpoint at prefix ``model`` and converts it to a :class:`ServingGraph`.
 
@@ -51,11 +52,13 @@ def checkpoint_to_serving_graph(
             tensors by name (``"x:0"``) or, with ``build_fn``, as the tensors it built.
         build_fn: rebuilds the graph (Saver checkpoint without ``.meta``) or returns the model
             (TF2 ``tf.train.Checkpoint``); see the module docstring for its contract.
+        input_example: not used here (the flavor stores it as the MLmodel input example).
 
     Example:
         >>> serving_graph = checkpoint_to_serving_graph(
         ...     "./lr_model/model.ckpt", inputs={"image": "x:0"}, outputs={"scores": "y:0"})
     """
+    del input_example
     tf = import_tensorflow()
     prefix = _resolve_prefix(model)
     reader = tf.train.load_checkpoint(prefix)

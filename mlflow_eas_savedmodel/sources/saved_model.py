@@ -39,19 +39,21 @@ _MAIN_OP_COLLECTIONS = ("saved_model_main_op", "legacy_init_op")
 _INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 
-def saved_model_to_serving_graph(model, default_signature=None):
+def saved_model_to_serving_graph(model, default_signature=None, input_example=None):
     """Reads the SavedModel folder ``model`` and converts it to a :class:`ServingGraph`.
 
     Args:
         model: the folder holding ``saved_model.pb`` or ``saved_model.pbtxt``.
         default_signature: the SignatureDef requests use when they name none (default
             ``serving_default`` when present, else the first by name).
+        input_example: not used here (the flavor stores it as the MLmodel input example).
 
     Example:
         >>> serving_graph = saved_model_to_serving_graph("./export_dir")
         >>> sorted(serving_graph.signatures)
         ['predict_images', 'serving_default']
     """
+    del input_example
     saved_model = read_saved_model(model)
     meta_graph = _serving_meta_graph(model, saved_model)
     if len(meta_graph.object_graph_def.nodes) > 0:
@@ -153,8 +155,8 @@ def _from_tf2_saved_model(path, meta_graph, default_signature):
         _, kwargs = concrete.structured_input_signature
         input_keys = sorted(kwargs)
         output_keys = sorted(concrete.structured_outputs)
-        methods = meta_graph.signature_def[name].method_name if name in meta_graph.signature_def else ""
-        functions[name] = (concrete, input_keys, output_keys, methods or None)
+        method = meta_graph.signature_def[name].method_name if name in meta_graph.signature_def else ""
+        functions[name] = (concrete, input_keys, output_keys, method or None)
     serving_graph = concrete_functions_to_serving_graph(
         functions, variable_names(loaded), default_signature=default_signature
     )

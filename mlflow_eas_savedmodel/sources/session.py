@@ -117,7 +117,7 @@ def session_to_serving_graph(
 def collect_signatures(graph, inputs, outputs, signature_name, signatures):
     """``{name: (SignatureSpec, input ops by tensor name, output tensors)}`` checked against ``graph``.
 
-    Shared with the checkpoint and TF1 SavedModel sources, which end in a session too.
+    ``inputs=``/``outputs=`` (one signature) and ``signatures=`` (several) end up in one map.
     """
     raw = {}
     if signatures is not None:
