@@ -66,7 +66,13 @@ def build_meta_graph(serving_graph):
             allow_empty=True,
             write_version=tf.compat.v1.train.SaverDef.V2,
         )
-        meta_graph_def = saver.export_meta_graph(clear_devices=True, strip_default_attrs=True)
+        # Only the main op's collection: anything else a library left in the default graph's
+        # collections (Keras' eager table set-up does) has no business in the serving graph.
+        meta_graph_def = saver.export_meta_graph(
+            collection_list=[MAIN_OP_KEY] if serving_graph.init_ops else [],
+            clear_devices=True,
+            strip_default_attrs=True,
+        )
     meta_graph_def.meta_info_def.tags[:] = [SERVING_TAG]
     for name, signature_def in signature_defs.items():
         meta_graph_def.signature_def[name].CopyFrom(signature_def)
