@@ -75,6 +75,10 @@ def to_serving_graph(model, **options):
         from mlflow_eas_savedmodel.sources.saved_model import saved_model_to_serving_graph as convert
     options = {k: v for k, v in options.items() if v is not None}
     accepted = inspect.signature(convert).parameters
+    # input_example is a hint (shapes for models without symbolic inputs), not a demand: a
+    # source that does not need it simply does not get it.
+    if "input_example" not in accepted:
+        options.pop("input_example", None)
     unsupported = sorted(k for k in options if k not in accepted)
     if unsupported:
         raise invalid(
