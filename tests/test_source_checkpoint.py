@@ -91,6 +91,15 @@ def test_saver_checkpoint_with_meta_round_trip(tracking_uri, saver_checkpoint, t
         np.testing.assert_allclose(sess.run("y:0", {"x:0": xs}), expected, rtol=1e-6)
 
 
+def test_checkpoint_with_input_example_saves_it(tmp_path, saver_checkpoint):
+    """input_example is a hint for sources; a checkpoint does not need it but must accept it."""
+    prefix, xs, expected = saver_checkpoint
+    mes.save_model(prefix, tmp_path / "m", inputs={"image": "x:0"}, outputs={"scores": "y:0"},
+                   input_example=xs[:2])
+    assert (tmp_path / "m" / "input_example.json").exists()
+    np.testing.assert_allclose(mes.load_model(str(tmp_path / "m")).predict(xs)["scores"], expected, rtol=1e-6)
+
+
 def test_checkpoint_folder_uses_its_latest_checkpoint(tmp_path, saver_checkpoint):
     prefix, xs, expected = saver_checkpoint
     mes.save_model(os.path.dirname(prefix), tmp_path / "m", inputs={"image": "x:0"}, outputs={"scores": "y:0"})
