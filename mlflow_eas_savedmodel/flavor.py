@@ -38,7 +38,7 @@ from mlflow.utils.requirements_utils import _get_pinned_requirement
 from mlflow_eas_savedmodel import integrity
 from mlflow_eas_savedmodel import metadata as _metadata
 from mlflow_eas_savedmodel.errors import invalid
-from mlflow_eas_savedmodel.graph.serving_graph import DEFAULT_SIGNATURE_NAME, SERVING_TAG
+from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
 
 FLAVOR_NAME = "eas_savedmodel"
 SAVED_MODEL_DIR = "savedmodel"

@@ -1,6 +1,6 @@
 """Small, explicit ``GraphDef`` edits shared by the sources, the rewrites and the export."""
 
-from mlflow_eas_savedmodel.graph.serving_graph import node_name
+from mlflow_eas_savedmodel.graph.serving_graph import node_name, sanitize_node_name
 
 
 def consumers(graph_def):
@@ -32,3 +32,23 @@ def unique_name(base, taken):
         name = f"{base}_{i}"
     taken.add(name)
     return name
+
+
+def name_outputs(graph_def, out_names, keys):
+    """Renames the traced ``Identity``/``Identity_1`` output nodes after their signature keys."""
+    taken = {n.name for n in graph_def.node}
+    readers = consumers(graph_def)
+    by_name = {n.name: n for n in graph_def.node}
+    named = []
+    for tensor, key in zip(out_names, keys):
+        old = node_name(tensor)
+        node = by_name.get(old)
+        if node is not None and node.op == "Identity" and not readers.get(old) and tensor.endswith(":0"):
+            taken.discard(old)
+            new = unique_name(sanitize_node_name(key), taken)
+            rename_node(graph_def, old, new)
+            by_name[new] = node
+            named.append(f"{new}:0")
+        else:
+            named.append(tensor)
+    return named

@@ -20,11 +20,11 @@ from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph import edit
 from mlflow_eas_savedmodel.graph.freeze import freeze_concrete_function
+from mlflow_eas_savedmodel.graph.tables import recreate_tables
 from mlflow_eas_savedmodel.graph.serving_graph import (
     DEFAULT_SIGNATURE_NAME,
     ServingGraph,
     SignatureSpec,
-    node_name,
     sanitize_node_name,
 )
 
@@ -210,41 +210,6 @@ def _lookup_tables(model):
     return tables
 
 
-def _recreate_tables(graph_def, tables, table_objects):
-    """Replaces captured table handles by ``HashTableV2`` + ``InitializeTableV2`` init ops."""
-    tf = import_tensorflow()
-    init_ops = []
-    by_name = {n.name: n for n in graph_def.node}
-    for placeholder, handle in tables:
-        table = table_objects.get(id(handle))
-        if table is None:
-            raise invalid(
-                f"The model captures a resource {placeholder!r} that is neither a variable nor a "
-                "lookup table this package can export. Only variables and static lookup tables "
-                "(StringLookup, IntegerLookup, tf.lookup.StaticHashTable) are supported."
-            )
-        keys, values = (t.numpy() for t in table.export())
-        node = by_name[placeholder]
-        node.Clear()
-        node.name, node.op = placeholder, "HashTableV2"
-        node.attr["key_dtype"].type = tf.as_dtype(keys.dtype).as_datatype_enum
-        node.attr["value_dtype"].type = tf.as_dtype(values.dtype).as_datatype_enum
-        node.attr["shared_name"].s = b""
-        for suffix, array in (("keys", keys), ("values", values)):
-            const = graph_def.node.add(name=f"{placeholder}/{suffix}", op="Const")
-            const.attr["dtype"].type = tf.as_dtype(array.dtype).as_datatype_enum
-            const.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(array))
-        init = graph_def.node.add(
-            name=f"{placeholder}/init",
-            op="InitializeTableV2",
-            input=[placeholder, f"{placeholder}/keys", f"{placeholder}/values"],
-        )
-        init.attr["Tkey"].type = node.attr["key_dtype"].type
-        init.attr["Tval"].type = node.attr["value_dtype"].type
-        init_ops.append(init.name)
-    return init_ops
-
-
 def keras_to_serving_graph(
     model,
     inputs=None,
@@ -298,8 +263,8 @@ def keras_to_serving_graph(
     graph_def, in_names, out_names, weights, tables = freeze_concrete_function(
         concrete, _variable_names(model)
     )
-    init_ops = _recreate_tables(graph_def, tables, _lookup_tables(model)) if tables else []
-    out_names = _name_outputs(graph_def, out_names, output_keys)
+    init_ops = recreate_tables(graph_def, tables, _lookup_tables(model)) if tables else []
+    out_names = edit.name_outputs(graph_def, out_names, output_keys)
     signature = SignatureSpec(
         inputs=dict(zip(input_keys, in_names)), outputs=dict(zip(output_keys, out_names))
     )
@@ -322,23 +287,3 @@ def _symbolic_outputs(model, n):
     if isinstance(struct, dict):
         outs = list(struct.values())
     return outs if outs and len(outs) == n else [None] * n
-
-
-def _name_outputs(graph_def, out_names, keys):
-    """Renames the traced ``Identity``/``Identity_1`` output nodes after their signature keys."""
-    taken = {n.name for n in graph_def.node}
-    readers = edit.consumers(graph_def)
-    by_name = {n.name: n for n in graph_def.node}
-    named = []
-    for tensor, key in zip(out_names, keys):
-        old = node_name(tensor)
-        node = by_name.get(old)
-        if node is not None and node.op == "Identity" and not readers.get(old) and tensor.endswith(":0"):
-            taken.discard(old)
-            new = edit.unique_name(sanitize_node_name(key), taken)
-            edit.rename_node(graph_def, old, new)
-            by_name[new] = node
-            named.append(f"{new}:0")
-        else:
-            named.append(tensor)
-    return named

@@ -25,6 +25,7 @@ from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph import edit
 from mlflow_eas_savedmodel.graph.freeze import freeze_concrete_function
+from mlflow_eas_savedmodel.graph.tables import recreate_tables
 from mlflow_eas_savedmodel.graph.serving_graph import (
     DEFAULT_SIGNATURE_NAME,
     SERVING_TAG,
@@ -229,7 +230,6 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
         default_signature: the signature used when a request names none.
     """
     from mlflow_eas_savedmodel.graph.serving_graph import PREDICT_METHOD
-    from mlflow_eas_savedmodel.sources.keras import _name_outputs, _recreate_tables
 
     tf = import_tensorflow()
     merged = tf.compat.v1.GraphDef()
@@ -240,8 +240,8 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
             graph_def, in_names, out_names, frozen_weights, tables = freeze_concrete_function(concrete, variables)
         except Exception as e:  # noqa: BLE001 - the converter raises many types
             raise invalid(f"Freezing signature {name!r} failed: {e}") from e
-        table_inits = _recreate_tables(graph_def, tables, _live_tables(graph_def, tables)) if tables else []
-        out_names = _name_outputs(graph_def, out_names, output_keys)
+        table_inits = recreate_tables(graph_def, tables, _live_tables(graph_def, tables)) if tables else []
+        out_names = edit.name_outputs(graph_def, out_names, output_keys)
         prefix = "" if len(functions) == 1 else edit.unique_name(sanitize_node_name(name), prefixes) + "/"
         if prefix:
             _prefix_nodes(graph_def, prefix)
