@@ -96,6 +96,7 @@ def save_model(
     custom_objects=None,
     eas_processor=None,
     device=None,
+    bundle_package=False,
     conda_env=None,
     code_paths=None,
     mlflow_model=None,
@@ -127,6 +128,10 @@ def save_model(
             unless the graph runs there. With ``None`` the compatible processors are recorded,
             and the save fails only if there is none.
         device: default device of the ``python_function`` flavor (``model_config["device"]``).
+        bundle_package: ``True`` (build from the source checkout) or the path of a prebuilt
+            wheel of this package: the wheel is stored in the model under ``wheels/`` and
+            ``requirements.txt`` names it, so ``mlflow models serve --env-manager uv`` builds a
+            working environment where this package is not installed (see :mod:`.bundle`).
         conda_env, code_paths, mlflow_model, signature, input_example, pip_requirements,
             extra_pip_requirements, metadata: as in every MLflow flavor.
 
@@ -223,7 +228,9 @@ def save_model(
         if size := get_total_file_size(tmp):
             mlflow_model.model_size_bytes = size
         mlflow_model.save(os.path.join(tmp, MLMODEL_FILE_NAME))
-        _write_environment(tmp, conda_env, pip_requirements, extra_pip_requirements, custom_objects)
+        _write_environment(
+            tmp, conda_env, pip_requirements, extra_pip_requirements, custom_objects, bundle_package
+        )
         if os.path.isdir(path):
             os.rmdir(path)  # empty, checked above; rename cannot replace it on every OS
         os.rename(tmp, path)
@@ -259,7 +266,9 @@ def _check_processors(eas_processor, compatible, problems):
         )
 
 
-def _write_environment(path, conda_env, pip_requirements, extra_pip_requirements, custom_objects):
+def _write_environment(
+    path, conda_env, pip_requirements, extra_pip_requirements, custom_objects, bundle_package=False
+):
     if conda_env is None:
         default_reqs = None if pip_requirements is not None else get_default_pip_requirements(
             include_cloudpickle=custom_objects is not None
@@ -269,12 +278,27 @@ def _write_environment(path, conda_env, pip_requirements, extra_pip_requirements
         )
     else:
         conda_env, pip_requirements, pip_constraints = _process_conda_env(conda_env)
+    if bundle_package:
+        pip_requirements = _bundle_package(path, bundle_package, pip_requirements, conda_env)
     with open(os.path.join(path, _CONDA_ENV_FILE_NAME), "w") as f:
         yaml.safe_dump(conda_env, stream=f, default_flow_style=False)
     if pip_constraints:
         write_to(os.path.join(path, _CONSTRAINTS_FILE_NAME), "\n".join(pip_constraints))
     write_to(os.path.join(path, _REQUIREMENTS_FILE_NAME), "\n".join(pip_requirements))
     _PythonEnv.current().to_yaml(os.path.join(path, _PYTHON_ENV_FILE_NAME))
+
+
+def _bundle_package(path, bundle_package, pip_requirements, conda_env):
+    """Stores this package's wheel in the model and names it instead of the index requirement."""
+    from mlflow_eas_savedmodel import bundle
+
+    wheel = bundle.bundle_into(path, bundle_package)
+    requirements = [r for r in pip_requirements if not bundle.is_package_requirement(r)] + [wheel]
+    for dependency in conda_env.get("dependencies", []):
+        if isinstance(dependency, dict) and "pip" in dependency:
+            dependency["pip"] = [r for r in dependency["pip"] if not bundle.is_package_requirement(r)]
+            dependency["pip"].append(wheel)
+    return requirements
 
 
 def log_model(
