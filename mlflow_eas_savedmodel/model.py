@@ -21,6 +21,7 @@ _logger = logging.getLogger(__name__)
 
 DEVICE_ENV = "MLFLOW_DEFAULT_PREDICTION_DEVICE"
 _DEVICE_RE = re.compile(r"^/?(?:device:)?(cpu|gpu|cuda)(?::(\d+))?$", re.IGNORECASE)
+_NO_ELEMENT = object()
 _ACCEPTED_KINDS = {"f": "fiub", "i": "iub", "u": "iub", "b": "b", "c": "fiubc"}
 
 
@@ -109,23 +110,40 @@ class _SignatureRunner:
             [t["name"] for t in description["inputs"].values()],
             [t["name"] for t in description["outputs"].values()],
         )
+        # What the graph raises for values no static check can see (e.g. unequal batch sizes).
+        self._input_errors = (import_tensorflow().errors.InvalidArgumentError,)
 
     def __call__(self, inputs):
         missing = [k for k in self.input_keys if k not in inputs]
         unknown = [k for k in inputs if k not in self.description["inputs"]]
         if missing or unknown:
             raise invalid(
-                f"Signature {self.name!r} takes inputs {self.input_keys}; got {sorted(inputs)}"
+                f"Signature {self.name!r} takes inputs {self.input_keys}; got {sorted(inputs, key=str)}"
                 + (f" (missing {missing})" if missing else "")
                 + (f" (unknown {unknown})" if unknown else "")
                 + ". Pass a dict with exactly these keys, or pick another signature with "
                 "signature_name=..."
             )
         feeds = [self._coerce(inputs[k], k, tf_dtype, dtype, shape) for k, tf_dtype, dtype, shape in self._inputs]
-        return dict(zip(self.output_keys, self._call(*feeds)))
+        try:
+            results = self._call(*feeds)
+        except self._input_errors as e:
+            raise invalid(
+                f"Signature {self.name!r} rejected the inputs: {e.message}. Check that the inputs "
+                "agree with each other (e.g. the same batch size)."
+            ) from None
+        return dict(zip(self.output_keys, results))
 
     def _coerce(self, value, key, tf_dtype, dtype, shape):
-        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        try:
+            array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise invalid(
+                f"Input {key!r} of signature {self.name!r} is not an array ({e}). Pass a numpy "
+                "array, or nested lists with the same length at every level."
+            ) from None
+        if array.dtype != dtype and array.size == 0:
+            array = np.empty(array.shape, dtype)  # no values to check: JSON's [] is float64
         if array.dtype != dtype:
             if dtype.kind == "O":
                 if array.dtype.kind not in "OSU":
@@ -133,7 +151,16 @@ class _SignatureRunner:
             elif array.dtype.kind not in _ACCEPTED_KINDS.get(dtype.kind, dtype.kind):
                 raise self._dtype_error(key, tf_dtype, array)
             else:
+                self._check_integer_range(array, key, tf_dtype, dtype)
                 array = array.astype(dtype)
+        if array.dtype.kind == "O":
+            # TensorFlow fails on anything but str/bytes elements with an InternalError.
+            bad = next((v for v in array.flat if not isinstance(v, (str, bytes))), _NO_ELEMENT)
+            if bad is not _NO_ELEMENT:
+                raise invalid(
+                    f"Input {key!r} of signature {self.name!r} holds a {type(bad).__name__} "
+                    f"element ({bad!r:.40}); a {tf_dtype} input takes str or bytes elements only."
+                )
         if shape is not None and (
             array.ndim != len(shape) or any(d not in (-1, a) for d, a in zip(shape, array.shape))
         ):
@@ -143,6 +170,18 @@ class _SignatureRunner:
                 f"signature expects {expected} (None: any size). Reshape the input."
             )
         return array
+
+    def _check_integer_range(self, array, key, tf_dtype, dtype):
+        # astype would wrap out-of-range integers silently: 2**32 fed to int32 becomes 0.
+        if dtype.kind not in "iu" or np.can_cast(array.dtype, dtype) or not array.size:
+            return
+        info = np.iinfo(dtype)
+        low, high = array.min(), array.max()
+        if low < info.min or high > info.max:
+            raise invalid(
+                f"Input {key!r} of signature {self.name!r} has values in [{low}, {high}], outside "
+                f"the range of {tf_dtype} [{info.min}, {info.max}]. Pass values that fit."
+            )
 
     def _dtype_error(self, key, tf_dtype, array):
         return invalid(
@@ -204,13 +243,14 @@ class EasSavedModel:
         return runner(inputs)
 
     def _runner(self, signature_name):
-        name = signature_name or self.default_signature
-        try:
-            return self._runners[name]
-        except KeyError:
+        name = signature_name
+        if name is None or (isinstance(name, str) and not name):
+            name = self.default_signature
+        if not isinstance(name, str) or name not in self._runners:
             raise invalid(
-                f"Unknown signature_name {name!r}. This model has: {sorted(self._runners)}."
-            ) from None
+                f"Unknown signature_name {name!r:.100}. This model has: {sorted(self._runners)}."
+            )
+        return self._runners[name]
 
     def close(self):
         self.session.close()
