@@ -17,6 +17,7 @@ version), so the environment's ``pip check`` and ``importlib.metadata`` see it.
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,7 +44,7 @@ def build_wheel(out_dir):
     """Builds this package's wheel from its source checkout into ``out_dir``; returns its path.
 
     Uses ``pip wheel --no-deps --no-build-isolation`` with the running interpreter (setuptools is
-    the build backend; no network needed), in a temporary copy-free build folder.
+    the build backend; no network needed) on a temporary copy of the sources.
     """
     root = source_tree()
     if root is None:
@@ -53,9 +54,13 @@ def build_wheel(out_dir):
             "save_model(..., bundle_package='path/to/mlflow_eas_savedmodel-X-py3-none-any.whl')."
         )
     with tempfile.TemporaryDirectory() as build_dir:
+        # Build from a clean copy: an in-tree setuptools build reuses build/lib, where a module
+        # deleted from the source would survive into the wheel.
+        source = os.path.join(build_dir, "source")
+        _copy_sources(root, source)
         command = [
             sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-            "--quiet", "--wheel-dir", build_dir, root,
+            "--quiet", "--wheel-dir", build_dir, source,
         ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
         wheels = glob.glob(os.path.join(build_dir, f"{_IMPORT_NAME}-*.whl"))
@@ -67,8 +72,23 @@ def build_wheel(out_dir):
             )
         os.makedirs(out_dir, exist_ok=True)
         target = os.path.join(out_dir, os.path.basename(wheels[0]))
-        os.replace(wheels[0], target)
+        shutil.move(wheels[0], target)
     return target
+
+
+def _copy_sources(root, destination):
+    """The files setuptools needs to build the wheel: pyproject, readme/license, the package."""
+    os.makedirs(destination)
+    for name in os.listdir(root):
+        if name in ("pyproject.toml", "setup.cfg", "setup.py", "MANIFEST.in") or name.startswith(
+            ("README", "LICENSE")
+        ):
+            shutil.copy(os.path.join(root, name), destination)
+    shutil.copytree(
+        os.path.join(root, _IMPORT_NAME),
+        os.path.join(destination, _IMPORT_NAME),
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
 
 
 def bundle_into(model_dir, bundle_package):
@@ -84,8 +104,6 @@ def bundle_into(model_dir, bundle_package):
         ``requirements.txt`` (relative to the model folder, as MLflow's environment managers
         resolve it).
     """
-    import shutil
-
     wheels_dir = os.path.join(model_dir, WHEELS_DIR)
     if bundle_package is True:
         wheel = build_wheel(wheels_dir)
