@@ -1,8 +1,8 @@
 """The ``predict`` worker: per-call latency of every way to run one model, in one process.
 
 Candidates are timed in interleaved rounds (each round times a block of calls of every
-candidate in turn), so load from other processes hits them alike; a candidate's figure is the
-median per-call time over the rounds. Every candidate's output is checked against ours first.
+candidate, in a shuffled order), so load from other processes hits them alike; a candidate's
+figure is the median per-call time over the rounds. Every candidate's output is checked against ours first.
 
 Raw TensorFlow candidates, the baseline being the fastest of them:
 
@@ -15,6 +15,7 @@ Raw TensorFlow candidates, the baseline being the fastest of them:
 Raw calls end with ``.numpy()``: every candidate returns numpy arrays, as a user needs them.
 """
 
+import random
 import time
 
 import numpy as np
@@ -101,8 +102,11 @@ def measure(paths, kind, batch_sizes, rounds):
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=name)
         blocks = {name: _calls_per_block(f, x) for name, f in candidates.items()}
         times = {name: [] for name in candidates}
+        order = list(candidates.items())
+        shuffler = random.Random(batch_size)
         for _ in range(rounds):
-            for name, function in candidates.items():
+            shuffler.shuffle(order)  # no candidate always runs right after the slow peer
+            for name, function in order:
                 n = blocks[name]
                 start = time.perf_counter()
                 for _ in range(n):

@@ -41,21 +41,43 @@ def _load(url, payload_file, clients, requests, timeout):
     return result
 
 
-def measure(workdir, servers, kind, requests, slow_requests):
-    """``{server: {clients: loadgen result}}`` for ``servers`` ``{name: (model dir, is_slow)}``.
+def measure(workdir, servers, kind, requests, slow_requests, repeats):
+    """``{server: {clients: result}}`` for ``servers`` ``{name: (model dir, is_slow)}``.
 
-    Slow servers (mlflow.tensorflow's ~30 requests/s) get ``slow_requests`` so runs stay bounded.
+    All servers run at once and the load runs alternate between them, ``repeats`` times, so a
+    burst of load from elsewhere on the machine hits every server alike; a result holds the
+    median requests/s, p50 and p99 over the repeats. Slow servers (mlflow.tensorflow's ~30
+    requests/s) get ``slow_requests`` per run so the benchmark stays bounded.
     """
+    import contextlib
+
+    import numpy as np
+
     payload_file = os.path.join(workdir, "payload.json")
     with open(payload_file, "w") as f:
         json.dump({"inputs": example_batch(kind, 1).tolist()}, f)
-    results = {}
-    for name, (model_dir, slow) in servers.items():
-        log_path = os.path.join(workdir, f"serve-{name.replace(' ', '_').replace(':', '')}.log")
-        with _serve(model_dir, log_path) as server:
-            count = slow_requests if slow else requests
-            results[name] = {
-                str(c): _load(server.url("/invocations"), payload_file, c, count, timeout=600)
-                for c in CLIENTS
+    runs = {name: {str(c): [] for c in CLIENTS} for name in servers}
+    with contextlib.ExitStack() as stack:
+        started = {}
+        for name, (model_dir, slow) in servers.items():
+            log_path = os.path.join(workdir, f"serve-{name.replace(' ', '_').replace(':', '')}.log")
+            started[name] = (stack.enter_context(_serve(model_dir, log_path)), slow)
+        for _ in range(repeats):
+            for clients in CLIENTS:
+                for name, (server, slow) in started.items():
+                    count = slow_requests if slow else requests
+                    runs[name][str(clients)].append(
+                        _load(server.url("/invocations"), payload_file, clients, count, timeout=600)
+                    )
+    return {
+        name: {
+            clients: {
+                "requests": sum(r["requests"] for r in results),
+                "requests_per_second": float(np.median([r["requests_per_second"] for r in results])),
+                "p50_seconds": float(np.median([r["p50_seconds"] for r in results])),
+                "p99_seconds": float(np.median([r["p99_seconds"] for r in results])),
             }
-    return results
+            for clients, results in by_clients.items()
+        }
+        for name, by_clients in runs.items()
+    }
