@@ -231,11 +231,18 @@ def _alias_holder(client, model_name, alias):
     return str(holder) if holder is not None else None
 
 
-def _download(client, uri, dst):
-    from mlflow.artifacts import download_artifacts
+def _download(client, model_name, version, relative_path, dst):
+    """Downloads one file or folder of a version's artifact through ``client``'s stores.
 
+    The location comes from ``client`` (not a ``models:/`` URI, which MLflow resolves against the
+    global registry URI, not the client's).
+    """
+    from mlflow.artifacts import download_artifacts
+    from mlflow.utils.uri import append_to_uri_path
+
+    location = client.get_model_version_download_uri(model_name, version)
     return download_artifacts(
-        artifact_uri=uri,
+        artifact_uri=append_to_uri_path(location, relative_path),
         dst_path=dst,
         tracking_uri=client.tracking_uri,
         registry_uri=getattr(client, "_registry_uri", None),
@@ -247,7 +254,7 @@ def _flavors(client, model_name, version):
     from mlflow.models import Model
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = _download(client, f"models:/{model_name}/{version}/{_MLMODEL}", tmp)
+        path = _download(client, model_name, version, _MLMODEL, tmp)
         return Model.load(path).flavors
 
 
@@ -282,7 +289,7 @@ def _checked_flavor_conf(client, model_name, version):
     conf = _flavor_conf(client, model_name, version)
     saved_model_dir = conf["saved_model_dir"]
     with tempfile.TemporaryDirectory() as tmp:
-        local = _download(client, f"models:/{model_name}/{version}/{saved_model_dir}", tmp)
+        local = _download(client, model_name, version, saved_model_dir, tmp)
         try:
             export.check_layout(local)
             if integrity.FLAVOR_KEY in conf:

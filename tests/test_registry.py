@@ -134,7 +134,7 @@ def test_promote_refuses_a_model_of_another_flavor(tracking_server, mlp):
 
 
 def test_promote_refuses_unknown_version(mnist):
-    with pytest.raises(MlflowException, match=r"(?i)version.*99.*not found|not found.*99"):
+    with pytest.raises(MlflowException, match=r"Model Version \(name=mnist, version=99\) not found"):
         promote("mnist", 99)
 
 
@@ -204,7 +204,21 @@ def test_diff_names_method_dtype_signature_and_default_changes():
     assert diff_signature_defs(before, before) == []
 
 
-def _cli(*args, uri):
+def test_promote_uses_the_given_client_not_the_global_uris(mnist, tracking_server, tmp_path):
+    client = MlflowClient(tracking_uri=tracking_server, registry_uri=tracking_server)
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    mlflow.set_tracking_uri(elsewhere)
+    mlflow.set_registry_uri(elsewhere)
+    try:
+        result = promote("mnist", 2, alias="via-client", client=client)
+    finally:
+        mlflow.set_tracking_uri(tracking_server)
+        mlflow.set_registry_uri(tracking_server)
+    assert result.version == "2"
+    assert client.get_model_version_by_alias("mnist", "via-client").version == "2"
+
+
+def _cli(*args, uri, cwd):
     script = os.path.join(VENV_BIN, "mlflow-eas-savedmodel")
     if not os.path.exists(script):
         pytest.fail(
@@ -213,24 +227,26 @@ def _cli(*args, uri):
         )
     return subprocess.run(
         [script, "promote", *args, "--tracking-uri", uri],
-        capture_output=True, text=True, timeout=120, env=server_env(MLFLOW_TRACKING_URI=""),
+        capture_output=True, text=True, timeout=120, cwd=cwd,
+        # Only --tracking-uri names the server: no environment variable, no store in cwd.
+        env={k: v for k, v in server_env().items() if not k.startswith("MLFLOW_")},
     )
 
 
-def test_cli_promote_refuses_then_forces(mnist, tracking_server):
+def test_cli_promote_refuses_then_forces(mnist, tracking_server, tmp_path):
     client = MlflowClient()
-    ok = _cli("mnist", "1", "--alias", "cli", uri=tracking_server)
+    ok = _cli("mnist", "1", "--alias", "cli", uri=tracking_server, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "Promoted 'mnist' version 1 to @cli." in ok.stdout
 
-    refused = _cli("mnist", "3", "--alias", "cli", uri=tracking_server)
+    refused = _cli("mnist", "3", "--alias", "cli", uri=tracking_server, cwd=tmp_path)
     assert refused.returncode == 1
     assert "Refusing to move @cli of 'mnist' from version 1 to version 3" in refused.stderr
     assert "  - signature 'serving_default': input shape 'image' [None, 4] -> [None, 8]" in refused.stderr
     assert "--force" in refused.stderr
     assert client.get_model_version_by_alias("mnist", "cli").version == "1"
 
-    forced = _cli("mnist", "3", "--alias", "cli", "--force", uri=tracking_server)
+    forced = _cli("mnist", "3", "--alias", "cli", "--force", uri=tracking_server, cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
     assert "Promoted 'mnist' version 3 to @cli (was version 1)." in forced.stdout
     assert "output added 'probs'" in forced.stdout
