@@ -111,10 +111,8 @@ CASES = {
     "truncated_keras": ("keras", r"Keras model file '.*truncated\.keras' is not a zip archive"),
     "bad_weights_keras": ("keras", r"Cannot load Keras model file '.*bad_weights\.keras'.*truncated file"),
     "checkpoint_missing_shard": ("checkpoint", r"model\.data-00000-of-00001"),
-    "garbage_saved_model_pb": ("saved_model", r"garbage_pb'.*saved_model\.pb"),
-    # The message names the folder and "saved_model.pb(txt)"; naming the one file read would
-    # be clearer (sources/saved_model.py, reported to its author).
-    "unparsable_pbtxt": ("saved_model", r"broken_pbtxt'.*saved_model\.pb"),
+    "garbage_saved_model_pb": ("saved_model", r"Cannot read '.*garbage_pb/saved_model\.pb'.*The file is damaged"),
+    "unparsable_pbtxt": ("saved_model", r"Cannot read '.*broken_pbtxt/saved_model\.pbtxt'.*The file is damaged"),
 }
 
 

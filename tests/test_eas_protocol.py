@@ -133,3 +133,11 @@ def test_errors_say_what_to_fix():
         protocol.decode_request(b"\xff\xff\xff\xff")
     with pytest.raises(MlflowException, match="The body is not a serialized EAS PredictResponse"):
         protocol.decode_response(b"\x0a\xff")
+
+
+def test_a_shape_whose_size_overflows_int64_is_refused_not_wrapped():
+    huge = protocol.PredictRequest()
+    huge.inputs["x"].dtype = protocol.DT_FLOAT
+    huge.inputs["x"].array_shape.dim.extend([2**62, 4])  # 2**64 values: wraps to 0 in int64
+    with pytest.raises(MlflowException, match=r"'x' has array_shape \[4611686018427387904, 4\] \(18446744073709551616 values\) but carries 0 values"):
+        protocol.decode_request(huge.SerializeToString())

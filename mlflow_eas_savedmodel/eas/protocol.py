@@ -23,6 +23,8 @@ descriptor pool (no generated code, no clash with other ``tf_request.proto`` use
 protobuf runtime works. This module does not import TensorFlow.
 """
 
+import math
+
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
@@ -171,7 +173,7 @@ def decode_array(proto, name="tensor"):
     if any(d < 0 for d in shape):
         raise invalid(f"{name!r} has a negative dimension in array_shape {list(shape)}.")
     values = getattr(proto, field)
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)  # Python ints: a huge shape must not wrap to a small count
     if len(values) != size:
         raise invalid(
             f"{name!r} has array_shape {list(shape)} ({size} values) but carries {len(values)} "

@@ -75,8 +75,9 @@ def read_saved_model(path):
 
     saved_model = saved_model_pb2.SavedModel()
     pb, pbtxt = (os.path.join(path, f) for f in ("saved_model.pb", "saved_model.pbtxt"))
+    source = pb if os.path.exists(pb) else pbtxt
     try:
-        if os.path.exists(pb):
+        if source == pb:
             with open(pb, "rb") as f:
                 saved_model.ParseFromString(f.read())
         else:
@@ -84,8 +85,7 @@ def read_saved_model(path):
                 text_format.Parse(f.read(), saved_model)
     except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError or ParseError
         raise invalid(
-            f"Cannot read the SavedModel in {path!r}: {e}. The saved_model.pb(txt) file is damaged; "
-            "export the model again."
+            f"Cannot read {source!r}: {e}. The file is damaged; export the model again."
         ) from e
     return saved_model
 
