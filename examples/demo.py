@@ -33,8 +33,6 @@ import urllib.request
 
 import numpy as np
 
-# Keep TensorFlow's C++ info logs out of the demo's output (set before TensorFlow is imported).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 MODEL_NAME = "demo-mnist"
 SIGNATURE_NAME = "predict_images"
@@ -58,6 +56,9 @@ def synthetic_digits(n, seed):
 
 
 def train():
+    from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+
+    import_tensorflow()  # TensorFlow first, without its start-up banners on stderr
     import keras
 
     keras.utils.set_random_seed(0)

@@ -16,10 +16,12 @@ import tempfile
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(work_dir):
+    from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+
+    import_tensorflow()  # TensorFlow first, without its start-up banners on stderr
     import keras
     import mlflow
 
