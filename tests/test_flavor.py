@@ -140,3 +140,23 @@ def test_loading_another_flavor_names_it(tmp_path):
     mlflow.pyfunc.save_model(tmp_path / "other", python_model=Identity())
     with pytest.raises(MlflowException, match=r"was not saved by mlflow_eas_savedmodel \(its flavors: \['python_function'\]\)"):
         mes.load_model(str(tmp_path / "other"))
+
+
+def test_saved_model_cli_shows_and_runs_it(saved, mlp, tmp_path):
+    import subprocess
+    import sys
+
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    sm = str(saved / "savedmodel")
+    shown = subprocess.run([cli, "show", "--dir", sm, "--all"], capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert "signature_def['serving_default']" in shown.stdout and "name: image:0" in shown.stdout
+    x = np.random.default_rng(4).random((2, 4), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    ran = subprocess.run(
+        [cli, "run", "--dir", sm, "--tag_set", "serve", "--signature_def", "serving_default",
+         "--inputs", f"image={tmp_path / 'x.npy'}", "--outdir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "scores.npy"), mlp(x).numpy(), rtol=1e-5)
