@@ -1,9 +1,9 @@
 """The loaded model: one TF1 session on the chosen device, one callable per SignatureDef.
 
-Load once, resolve once: every SignatureDef gets a ``Session.make_callable`` at load, with its
-feed and fetch lists fixed, so ``predict`` only checks and casts the inputs and calls it: no
-Keras ``predict``, no tracing, no graph building per call. ``Session.run`` is thread-safe, so
-one handle serves many threads.
+Load once, resolve once: every SignatureDef gets a C++ session callable at load, with its feed
+and fetch lists fixed, so ``predict`` only checks and casts the inputs and calls it: no Keras
+``predict``, no tracing, no graph building per call (the graph is finalized). Session callables
+are thread-safe, so one handle serves many threads.
 """
 
 import logging
