@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.runtimes import PROCESSORS
 
 __all__ = [
     "RuntimeSpec",
@@ -78,10 +80,7 @@ RUNTIMES: Dict[str, RuntimeSpec] = {
 }
 
 # EAS processor name -> TensorFlow runtime version.
-EAS_PROCESSORS: Dict[str, str] = {
-    **{"tensorflow_cpu_" + v: v for v in ("1.12", "1.14", "1.15", "2.3", "2.4", "2.7")},
-    **{"tensorflow_gpu_" + v: v for v in ("1.12", "1.14", "1.15", "2.4", "2.7")},
-}
+EAS_PROCESSORS: Dict[str, str] = PROCESSORS
 
 CACHE_ENV_VAR = "MLFLOW_EAS_SAVEDMODEL_CACHE"
 _MARKER = ".mlflow-eas-runtime.json"
@@ -107,10 +106,9 @@ def get_runtime_spec(tf_version: str) -> RuntimeSpec:
     if m:
         key = "%s.%s" % (m.group(1), m.group(2))
     if key not in RUNTIMES:
-        raise MlflowException(
+        raise invalid(
             "Unknown EAS TensorFlow runtime %r; known: %s"
-            % (tf_version, ", ".join(sorted(RUNTIMES, key=_version_key))),
-            error_code=INVALID_PARAMETER_VALUE,
+            % (tf_version, ", ".join(sorted(RUNTIMES, key=_version_key)))
         )
     return RUNTIMES[key]
 
@@ -217,13 +215,12 @@ def _candidates(python_minor: str) -> List[str]:
 
 
 def _missing_interpreter_error(python_minor: str, purpose: Optional[str] = None) -> MlflowException:
-    return MlflowException(
+    return invalid(
         "No CPython %s interpreter found%s. Install one with `pyenv install %s` or "
         "`uv python install %s` (looked in `uv python find`, ~/.pyenv/versions/%s.*, "
         "`pyenv root` and python%s on PATH)."
         % (python_minor, " (%s)" % purpose if purpose else "", python_minor, python_minor,
-           python_minor, python_minor),
-        error_code=INVALID_PARAMETER_VALUE,
+           python_minor, python_minor)
     )
 
 
