@@ -361,11 +361,12 @@ def load_model(model_uri, device=None, dst_path=None, verify_integrity=None):
         >>> handle.predict({"image": x})["scores"]
     """
     local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
-    flavor_conf = _flavor_conf(local_path)
+    conf = _flavor_conf(local_path)
     return _load_handle(
-        os.path.join(local_path, flavor_conf["saved_model_dir"]),
+        os.path.join(local_path, conf["saved_model_dir"]),
         device=device,
         verify_integrity=verify_integrity,
+        conf=conf,
     )
 
 
@@ -385,10 +386,11 @@ def _flavor_conf(model_path):
         ) from e
 
 
-def _load_handle(saved_model_dir, device=None, verify_integrity=None):
+def _load_handle(saved_model_dir, device=None, verify_integrity=None, conf=None):
+    """Loads the SavedModel folder; ``conf`` is the flavor conf when the caller has read it."""
     from mlflow_eas_savedmodel.model import EasSavedModel
 
-    conf = _flavor_conf(os.path.dirname(saved_model_dir))
+    conf = conf or _flavor_conf(os.path.dirname(saved_model_dir))
     if integrity.should_verify(verify_integrity):
         if integrity.FLAVOR_KEY in conf:
             integrity.verify(saved_model_dir, conf[integrity.FLAVOR_KEY])

@@ -16,6 +16,7 @@ It returns a numpy array when the SignatureDef has one output, else ``{output ke
 import inspect
 
 import numpy as np
+import pandas as pd
 
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.metadata import SIGNATURE_NAME_PARAM
@@ -75,8 +76,6 @@ class _EasSavedModelWrapper:
 
     @staticmethod
     def _to_inputs(data, input_keys):
-        import pandas as pd
-
         if isinstance(data, dict):
             return data
         if isinstance(data, pd.DataFrame):
