@@ -12,16 +12,22 @@ def consumers(graph_def):
     return result
 
 
+def rename_inputs(graph_def, renamed):
+    """Points every input (data or control) that reads a node in ``renamed`` at its new name."""
+    for node in graph_def.node:
+        for i, inp in enumerate(node.input):
+            prefix = "^" if inp.startswith("^") else ""
+            name, sep, port = inp[len(prefix):].partition(":")
+            if name in renamed:
+                node.input[i] = prefix + renamed[name] + sep + port
+
+
 def rename_node(graph_def, old, new):
     """Renames node ``old`` to ``new`` and every reference to it."""
     for node in graph_def.node:
         if node.name == old:
             node.name = new
-        for i, inp in enumerate(node.input):
-            if node_name(inp) == old:
-                prefix = "^" if inp.startswith("^") else ""
-                suffix = inp[len(prefix) + len(old):]
-                node.input[i] = prefix + new + suffix
+    rename_inputs(graph_def, {old: new})
 
 
 def unique_name(base, taken):

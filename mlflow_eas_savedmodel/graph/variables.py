@@ -21,7 +21,7 @@ LARGE_CONSTANT_BYTES = 64 * 1024
 
 def _tensor_nbytes(node):
     tensor = node.attr["value"].tensor
-    return len(tensor.tensor_content) or 0
+    return len(tensor.tensor_content)
 
 
 def weights_to_variables(graph_def, weights):
@@ -50,7 +50,7 @@ def weights_to_variables(graph_def, weights):
         name: edit.unique_name(f"{name}/read", taken) for name, var in weights.items() if name == var
     }
     if renamed:
-        _rename_inputs(graph_def, renamed)
+        edit.rename_inputs(graph_def, renamed)
     values, var_nodes = {}, {}
     for node in list(graph_def.node):
         variable = weights.get(node.name)
@@ -78,11 +78,3 @@ def weights_to_variables(graph_def, weights):
         node.attr["T"].type = dtype
     return values, var_nodes
 
-
-def _rename_inputs(graph_def, renamed):
-    for node in graph_def.node:
-        for i, inp in enumerate(node.input):
-            prefix = "^" if inp.startswith("^") else ""
-            name, sep, port = inp[len(prefix):].partition(":")
-            if name in renamed:
-                node.input[i] = prefix + renamed[name] + sep + port

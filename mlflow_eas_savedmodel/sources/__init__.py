@@ -85,6 +85,6 @@ def to_serving_graph(model, **options):
             f"{', '.join(f'`{k}=`' for k in unsupported)} cannot be used with a {kind} source. "
             f"It takes: {', '.join(k for k in accepted if k != 'model' and k != 'path')}."
         )
-    if kind in ("checkpoint", "saved_model") or isinstance(model, (str, os.PathLike)):
-        model = os.fspath(model) if isinstance(model, os.PathLike) else model
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
     return convert(model, **options)
