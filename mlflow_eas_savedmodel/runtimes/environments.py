@@ -246,42 +246,24 @@ def find_interpreter(python_minor: str, purpose: Optional[str] = None) -> str:
 
 @contextlib.contextmanager
 def _file_lock(path: str, timeout: float = 3600.0):
-    """Exclusive inter-process lock on ``path`` (fcntl; O_EXCL fallback elsewhere)."""
+    """Exclusive inter-process lock on ``path`` (fcntl: the environments are POSIX venvs)."""
+    import fcntl
+
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        fcntl = None
-    if fcntl is not None:
-        with open(path, "a+") as fh:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("Timed out waiting for lock " + path)
-                    time.sleep(0.5)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-    else:  # pragma: no cover
+    with open(path, "a+") as fh:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                fd = os.open(path + ".excl", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.close(fd)
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except FileExistsError:
+            except OSError:
                 if time.monotonic() > deadline:
                     raise TimeoutError("Timed out waiting for lock " + path)
                 time.sleep(0.5)
         try:
             yield
         finally:
-            os.unlink(path + ".excl")
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _venv_python(path: str) -> str:
