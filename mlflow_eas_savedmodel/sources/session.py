@@ -268,17 +268,20 @@ def _default_signature(specs, default_signature):
 
 
 def _check_feeds(signature, spec, input_ops, output_tensors):
-    """Every placeholder an output needs must be an input of its signature (or it cannot run)."""
+    """Every placeholder an output needs must be an input of its signature (or it cannot run).
+
+    One walk for all outputs: what an earlier output reached without error needs no second visit.
+    """
     fed = {op.name for op in input_ops.values()}
-    fed_tensors = set(input_ops)
+    seen = set()
     for output in output_tensors:
-        stack, seen = [output.op], set()
+        stack = [output.op]
         while stack:
             op = stack.pop()
             if op.name in seen:
                 continue
             seen.add(op.name)
-            if op.name in fed and any(t.name in fed_tensors for t in op.outputs):
+            if op.name in fed:
                 continue
             if op.type in _PLACEHOLDER_OPS:
                 key = next(k for k, t in spec.outputs.items() if t == output.name)
