@@ -37,6 +37,7 @@ import ctypes
 import glob
 import gzip
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -96,18 +97,12 @@ def load_c_api(tf_module, symbol="TF_GetAllOpList"):
 def all_op_list_bytes(tf_module):
     """Serialized OpList from ``TF_GetAllOpList()``."""
     wrappers = []
-    try:  # TF 2.x
-        from tensorflow.python.client import pywrap_tf_session as w
-
-        wrappers.append(w)
-    except ImportError:
-        pass
-    try:  # TF 1.x
-        from tensorflow.python import pywrap_tensorflow as w
-
-        wrappers.append(w)
-    except ImportError:
-        pass
+    for name in ("tensorflow.python.client.pywrap_tf_session",  # TF 2.x
+                 "tensorflow.python.pywrap_tensorflow"):  # TF 1.x
+        try:
+            wrappers.append(importlib.import_module(name))
+        except ImportError:
+            pass
     for w in wrappers:
         if hasattr(w, "TF_GetAllOpList") and hasattr(w, "TF_GetBuffer"):
             buf = w.TF_GetAllOpList()
