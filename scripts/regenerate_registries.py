@@ -24,7 +24,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from mlflow_eas_savedmodel.runtimes.environments import RUNTIMES, ensure_runtime  # noqa: E402
+from mlflow_eas_savedmodel.runtimes import RUNTIME_VERSIONS  # noqa: E402
+from mlflow_eas_savedmodel.runtimes.environments import ensure_runtime  # noqa: E402
 
 DUMP = os.path.join(REPO, "scripts", "dump_op_registry.py")
 OUT_DIR = os.path.join(REPO, "mlflow_eas_savedmodel", "runtimes", "registries")
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("versions", nargs="*", default=None, help="runtime versions (default: all)")
     p.add_argument("--check", action="store_true", help="regenerate into a temp dir and compare")
     args = p.parse_args(argv)
-    versions = args.versions or sorted(RUNTIMES, key=lambda v: tuple(map(int, v.split("."))))
+    versions = args.versions or list(RUNTIME_VERSIONS)
     out_dir = tempfile.mkdtemp(prefix="registries-") if args.check else OUT_DIR
     os.makedirs(out_dir, exist_ok=True)
     differ = []
