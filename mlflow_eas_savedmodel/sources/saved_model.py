@@ -27,12 +27,13 @@ from mlflow_eas_savedmodel.graph import edit
 from mlflow_eas_savedmodel.graph.freeze import freeze_concrete_function
 from mlflow_eas_savedmodel.graph.tables import recreate_tables
 from mlflow_eas_savedmodel.graph.serving_graph import (
-    DEFAULT_SIGNATURE_NAME,
+    PREDICT_METHOD,
     SERVING_TAG,
     ServingGraph,
     SignatureSpec,
     sanitize_node_name,
 )
+from mlflow_eas_savedmodel.sources.session import pick_default_signature, session_to_serving_graph
 
 _logger = logging.getLogger(__name__)
 
@@ -115,8 +116,6 @@ def serving_signature_names(meta_graph):
 
 def _from_tf1_saved_model(path, meta_graph, default_signature):
     tf = import_tensorflow()
-    from mlflow_eas_savedmodel.sources.session import session_to_serving_graph
-
     graph = tf.Graph()
     with tf.compat.v1.Session(graph=graph) as sess:
         try:
@@ -229,8 +228,6 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
         variables: ``id(resource handle)`` -> checkpoint name, see :func:`variable_names`.
         default_signature: the signature used when a request names none.
     """
-    from mlflow_eas_savedmodel.graph.serving_graph import PREDICT_METHOD
-
     tf = import_tensorflow()
     merged = tf.compat.v1.GraphDef()
     signatures, weights, init_ops = {}, {}, []
@@ -254,13 +251,7 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
             outputs={k: prefix + t for k, t in zip(output_keys, out_names)},
             method_name=method or PREDICT_METHOD,
         )
-    if default_signature is None:
-        default_signature = DEFAULT_SIGNATURE_NAME if DEFAULT_SIGNATURE_NAME in signatures else sorted(signatures)[0]
-    elif default_signature not in signatures:
-        raise invalid(
-            f"`default_signature={default_signature!r}` is not one of the signatures "
-            f"{sorted(signatures)}. Pick one of those."
-        )
+    default_signature = pick_default_signature(sorted(signatures), default_signature)
     notes = []
     if len(functions) > 1:
         notes.append(f"signatures merged into one graph, node names prefixed by signature name ({len(functions)})")

@@ -83,7 +83,7 @@ def session_to_serving_graph(
     tf = import_tensorflow()
     graph = model.graph
     specs = collect_signatures(graph, inputs, outputs, signature_name, signatures)
-    default = _default_signature(specs, default_signature)
+    default = pick_default_signature(specs, default_signature)
     for name, (spec, input_ops, output_ops) in specs.items():
         _check_feeds(name, spec, input_ops, output_ops)
     init_ops, init_notes = _init_ops(graph, init_op)
@@ -254,15 +254,17 @@ def _tensor(graph, signature, what, key, ref):
         ) from None
 
 
-def _default_signature(specs, default_signature):
+def pick_default_signature(names, default_signature):
+    """``default_signature`` checked against ``names``; if ``None``, ``serving_default`` when
+    present, else the first of ``names`` (in their order)."""
     if default_signature is None:
-        if DEFAULT_SIGNATURE_NAME in specs:
+        if DEFAULT_SIGNATURE_NAME in names:
             return DEFAULT_SIGNATURE_NAME
-        return next(iter(specs))
-    if default_signature not in specs:
+        return next(iter(names))
+    if default_signature not in names:
         raise invalid(
             f"`default_signature={default_signature!r}` is not one of the signatures "
-            f"{sorted(specs)}. Pick one of those."
+            f"{sorted(names)}. Pick one of those."
         )
     return default_signature
 
