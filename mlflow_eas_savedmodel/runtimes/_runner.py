@@ -219,7 +219,7 @@ def _from_tf_tensor(lib, t):
         for k in range(n):
             addr = base + 24 * k
             raw = ctypes.string_at(addr, 24)
-            kind = raw[0] & 3 if isinstance(raw[0], int) else ord(raw[0]) & 3
+            kind = raw[0] & 3
             if kind == 0:  # small
                 ln = raw[0] >> 2
                 items.append(raw[1:1 + ln])
@@ -242,6 +242,32 @@ def _split_name(tensor_name):
     return name, int(idx)
 
 
+def _graph_output(lib, graph, tensor_name):
+    """The ``TF_Output`` of ``graph`` named ``tensor_name`` (``op:index``)."""
+    op_name, idx = _split_name(tensor_name)
+    op = lib.TF_GraphOperationByName(graph, op_name.encode("utf-8"))
+    if not op:
+        raise KeyError("operation %r not in the loaded graph" % op_name)
+    return _TFOutput(op, idx)
+
+
+def _signature(meta, sig_name, feeds):
+    """SignatureDef ``sig_name`` of ``meta`` and ``[(key, TensorInfo)]`` of ``feeds``, by key."""
+    if sig_name not in meta.signature_def:
+        raise KeyError("signature %r not in the MetaGraphDef" % sig_name)
+    sig = meta.signature_def[sig_name]
+    inputs = []
+    for key in sorted(feeds):
+        if key not in sig.inputs:
+            raise KeyError("input %r not in signature %r" % (key, sig_name))
+        inputs.append((key, sig.inputs[key]))
+    return sig, inputs
+
+
+def _stage_report(error=None):
+    return {"load_ok": False, "error": error, "signatures_run": [], "run_errors": {}}
+
+
 def _as_bytes_array(x):
     a = np.asarray(x)
     if a.dtype == object or a.dtype.kind == "U":
@@ -252,7 +278,7 @@ def _as_bytes_array(x):
 
 def run_c_api(tf, saved_model_dir, tags, requested, meta_cls):
     """Stage (a) and (c). Returns (report dict, outputs dict, meta_graph_def or None)."""
-    rep = {"load_ok": False, "error": None, "signatures_run": [], "run_errors": {}}
+    rep = _stage_report()
     outs = {}
     lib = load_c_api(tf)
     rep["library"] = os.path.basename(lib._name)
@@ -274,29 +300,14 @@ def run_c_api(tf, saved_model_dir, tags, requested, meta_cls):
     for sig_name in sorted(requested):
         feeds = requested[sig_name]
         try:
-            if sig_name not in meta.signature_def:
-                raise KeyError("signature %r not in the MetaGraphDef" % sig_name)
-            sig = meta.signature_def[sig_name]
+            sig, inputs = _signature(meta, sig_name, feeds)
             in_ops, in_vals = [], []
-            for key in sorted(feeds):
-                if key not in sig.inputs:
-                    raise KeyError("input %r not in signature %r" % (key, sig_name))
-                info = sig.inputs[key]
-                op_name, idx = _split_name(info.name)
-                op = lib.TF_GraphOperationByName(graph, op_name.encode("utf-8"))
-                if not op:
-                    raise KeyError("operation %r not in the loaded graph" % op_name)
-                in_ops.append(_TFOutput(op, idx))
+            for key, info in inputs:
+                in_ops.append(_graph_output(lib, graph, info.name))
                 in_vals.append(_to_tf_tensor(lib, _as_bytes_array(feeds[key])
                                              if info.dtype == _TF_STRING else feeds[key], info.dtype))
             out_keys = sorted(sig.outputs)
-            out_ops = []
-            for key in out_keys:
-                op_name, idx = _split_name(sig.outputs[key].name)
-                op = lib.TF_GraphOperationByName(graph, op_name.encode("utf-8"))
-                if not op:
-                    raise KeyError("operation %r not in the loaded graph" % op_name)
-                out_ops.append(_TFOutput(op, idx))
+            out_ops = [_graph_output(lib, graph, sig.outputs[key].name) for key in out_keys]
             n_in, n_out = len(in_ops), len(out_ops)
             c_in = (_TFOutput * max(n_in, 1))(*in_ops)
             c_in_vals = (ctypes.c_void_p * max(n_in, 1))(*in_vals)
@@ -316,7 +327,7 @@ def run_c_api(tf, saved_model_dir, tags, requested, meta_cls):
 
 def run_python_loader(tf, saved_model_dir, tags, requested):
     """Stage (b): the Python TF1 loader and Session.run."""
-    rep = {"load_ok": False, "error": None, "signatures_run": [], "run_errors": {}}
+    rep = _stage_report()
     outs = {}
     v1 = getattr(getattr(tf, "compat", None), "v1", None)
     loader = None
@@ -337,14 +348,9 @@ def run_python_loader(tf, saved_model_dir, tags, requested):
         for sig_name in sorted(requested):
             feeds = requested[sig_name]
             try:
-                if sig_name not in meta.signature_def:
-                    raise KeyError("signature %r not in the MetaGraphDef" % sig_name)
-                sig = meta.signature_def[sig_name]
+                sig, inputs = _signature(meta, sig_name, feeds)
                 feed_dict = {}
-                for key in sorted(feeds):
-                    if key not in sig.inputs:
-                        raise KeyError("input %r not in signature %r" % (key, sig_name))
-                    info = sig.inputs[key]
+                for key, info in inputs:
                     val = feeds[key]
                     if info.dtype == _TF_STRING:
                         val = _as_bytes_array(val).astype(object)
@@ -360,6 +366,11 @@ def run_python_loader(tf, saved_model_dir, tags, requested):
                 rep["run_errors"][sig_name] = "%s: %s" % (type(e).__name__, e)
         sess.close()
     return rep, outs
+
+
+def _runner_error(e):
+    """Report text of an exception the runner itself raised in a stage."""
+    return "runner: %s: %s\n%s" % (type(e).__name__, e, traceback.format_exc())
 
 
 def _save_npz(path, arrays):
@@ -404,8 +415,7 @@ def main(argv=None):
         try:
             rep, outs, meta = run_c_api(tf, saved_model_dir, tags, requested, meta_cls)
         except Exception as e:  # noqa: BLE001 - reported
-            rep, outs, meta = {"load_ok": False, "error": "runner: %s: %s\n%s" % (
-                type(e).__name__, e, traceback.format_exc()), "signatures_run": [], "run_errors": {}}, {}, None
+            rep, outs, meta = _stage_report(_runner_error(e)), {}, None
         report["c_api"] = rep
         if meta is not None:
             report["signatures_available"] = sorted(meta.signature_def)
@@ -416,8 +426,7 @@ def main(argv=None):
         try:
             rep, outs = run_python_loader(tf, saved_model_dir, tags, requested)
         except Exception as e:  # noqa: BLE001 - reported
-            rep, outs = {"load_ok": False, "error": "runner: %s: %s\n%s" % (
-                type(e).__name__, e, traceback.format_exc()), "signatures_run": [], "run_errors": {}}, {}
+            rep, outs = _stage_report(_runner_error(e)), {}
         report["python_loader"] = rep
         _save_npz(args.outputs, outs)
         _report_write(report, args.report)
