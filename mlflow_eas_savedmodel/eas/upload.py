@@ -69,13 +69,15 @@ def export_for_upload(model_uri, dest, archive=None):
 
     local, _, conf = download_model(model_uri)
     source = saved_model_dir(local, conf)
+    verified = {}
     if integrity.FLAVOR_KEY in conf:
         # Never upload a model whose files changed since the save: EAS would serve them.
         integrity.verify(source, conf[integrity.FLAVOR_KEY])
+        verified = conf[integrity.FLAVOR_KEY]  # verify just read every file and matched these
     members = list(_files_under(source))
     if not any(rel == "saved_model.pb" for rel, _ in members):
         raise invalid(f"{source!r} has no saved_model.pb: the model's artifact is incomplete.")
-    hashes = {rel: sha256_of(path) for rel, path in members}
+    hashes = {rel: verified.get(rel) or sha256_of(path) for rel, path in members}
 
     partial = dest + ".partial"
     try:
