@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from stores import sqlite_store
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -11,17 +12,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 @pytest.fixture
 def tracking_uri(tmp_path, monkeypatch):
     """A fresh sqlite tracking store and local artifact root under the test's tmp folder."""
-    import mlflow
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    experiment_id = mlflow.create_experiment("tests", artifact_location=(tmp_path / "artifacts").as_uri())
-    mlflow.set_experiment(experiment_id=experiment_id)
-    yield uri
-    mlflow.end_run()
-    mlflow.set_tracking_uri(None)
+    with sqlite_store(tmp_path, "tests") as uri:
+        yield uri
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import requests
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel.registry import promote
+from stores import sqlite_store
 from servers import ServerProcess, free_port, mlflow_command, server_env
 
 pytestmark = pytest.mark.server
@@ -30,18 +31,8 @@ X = np.array([[1, 2, 3, 4], [0, 0, 0, 1], [0.5, -1, 2, 0]], dtype=np.float32)
 def store(tmp_path_factory):
     """A sqlite tracking store + artifact root; the URI the servers are started with."""
     root = tmp_path_factory.mktemp("serving-store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    mlflow.set_experiment(
-        experiment_id=mlflow.create_experiment("serving", artifact_location=(root / "artifacts").as_uri())
-    )
-    try:
+    with sqlite_store(root, "serving") as uri:
         yield uri, root
-    finally:
-        mlflow.end_run()
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
 
 
 def _serve(store, model_uri, name):

@@ -18,6 +18,7 @@ import pytest
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel.registry import promote
+from stores import sqlite_store
 
 pyspark = pytest.importorskip(
     "pyspark", reason="pyspark is an optional extra: pip install 'mlflow-eas-savedmodel[spark]'"
@@ -61,19 +62,8 @@ def spark():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("spark-store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    mlflow.set_experiment(
-        experiment_id=mlflow.create_experiment("spark", artifact_location=(root / "artifacts").as_uri())
-    )
-    try:
+    with sqlite_store(tmp_path_factory.mktemp("spark-store"), "spark") as uri:
         yield uri
-    finally:
-        mlflow.end_run()
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
 
 
 @pytest.fixture(scope="module")
