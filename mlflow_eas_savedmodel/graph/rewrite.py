@@ -49,16 +49,21 @@ def rewrite_for_old_runtimes(graph_def):
     if not targets:
         return []
     tensors = _static_tensors(graph_def)
+    taken = {n.name for n in graph_def.node}
     done = collections.defaultdict(collections.Counter)
     skipped = collections.defaultdict(list)
     for node in targets:
         op = node.op
         try:
-            how = rewrites[op](graph_def, node, tensors)
+            how = rewrites[op](graph_def, node, tensors, taken)
         except _Skip as reason:
             skipped[op].append(f"{node.name!r} ({reason})")
             continue
         done[op][how] += 1
+    # Spliced-out nodes were cleared (a node always has a name); dropped in one pass, not one
+    # search per splice.
+    for index in reversed([i for i, n in enumerate(graph_def.node) if not n.name]):
+        del graph_def.node[index]
     notes = []
     for op, hows in done.items():
         detail = ", ".join(f"{n} {how}" for how, n in sorted(hows.items()))
@@ -92,14 +97,16 @@ def _input_tensors(node, tensors):
     return [tensors[i if ":" in i else f"{i}:0"] for i in _data_inputs(node)]
 
 
-def _splice(graph_def, node, build, inputs):
+def _splice(graph_def, node, build, inputs, taken):
     """Replaces ``node`` by what ``build(tf, *placeholders)`` computes.
 
     Args:
-        graph_def: the graph, edited in place.
+        graph_def: the graph, edited in place: the new nodes are appended and ``node`` is
+            cleared, for :func:`rewrite_for_old_runtimes` to drop.
         node: the node to replace (one output, ``node:0``).
         build: ``(tf, *placeholders) -> tensor``; placeholders mirror ``inputs``.
         inputs: ``[(dtype, TensorShape)]`` of ``node``'s data inputs.
+        taken: the graph's node names, updated with the new ones.
     """
     tf = import_tensorflow()
     scratch = tf.Graph()
@@ -116,7 +123,6 @@ def _splice(graph_def, node, build, inputs):
     originals = _data_inputs(node)
     controls = [i for i in node.input if i.startswith("^")]
     rewired = {p.op.name: originals[i] for i, p in enumerate(placeholders)}
-    taken = {n.name for n in graph_def.node}
     prefix = edit.unique_name(f"{node.name}/{REWRITE_SCOPE}", taken) + "/"
     final = result.op.name
     # Nodes without inputs (constants) would sit in the root frame; a control edge from the
@@ -146,8 +152,8 @@ def _splice(graph_def, node, build, inputs):
         _strip_default_attrs(sub_node)
         new_nodes.append(sub_node)
 
-    index = next(i for i, n in enumerate(graph_def.node) if n.name == node.name)
-    del graph_def.node[index]
+    taken.update(n.name for n in new_nodes)
+    node.Clear()
     graph_def.node.extend(new_nodes)
 
 
@@ -220,7 +226,7 @@ def _known_rank(shape, what):
 # --------------------------------------------------------------------------- SelectV2
 
 
-def _rewrite_select_v2(graph_def, node, tensors):
+def _rewrite_select_v2(graph_def, node, tensors, taken):
     """``SelectV2`` (broadcasting) -> ``Select`` (equal shapes) with inputs tiled to one shape."""
     inputs = _input_tensors(node, tensors)
     shapes = [shape for _, shape in inputs]
@@ -239,14 +245,14 @@ def _rewrite_select_v2(graph_def, node, tensors):
             y=_broadcast(tf, e, target, rank),
         )
 
-    _splice(graph_def, node, build, inputs)
+    _splice(graph_def, node, build, inputs, taken)
     return "with inputs broadcast"
 
 
 # --------------------------------------------------------------------------- BatchMatMulV2
 
 
-def _rewrite_batch_mat_mul_v2(graph_def, node, tensors):
+def _rewrite_batch_mat_mul_v2(graph_def, node, tensors, taken):
     """``BatchMatMulV2`` -> ``MatMul`` (2-D weights) or ``BatchMatMul`` (equal batch dims)."""
     inputs = _input_tensors(node, tensors)
     (_, x_shape), (_, y_shape) = inputs
@@ -258,7 +264,7 @@ def _rewrite_batch_mat_mul_v2(graph_def, node, tensors):
         def build(tf, x, y):
             return tf.raw_ops.MatMul(a=x, b=y, transpose_a=adj_x, transpose_b=adj_y)
 
-        _splice(graph_def, node, build, inputs)
+        _splice(graph_def, node, build, inputs, taken)
         return "as MatMul"
     if y_rank == 2 and not adj_x:
         # A dense layer on a sequence: fold the leading dims into rows, one 2-D MatMul.
@@ -268,7 +274,7 @@ def _rewrite_batch_mat_mul_v2(graph_def, node, tensors):
             leading = [_dim(tf, x, i) for i in range(x_rank - 1)]
             return tf.reshape(product, _shape_vector(tf, leading + [_dim(tf, product, 1)]))
 
-        _splice(graph_def, node, build, inputs)
+        _splice(graph_def, node, build, inputs, taken)
         return "as reshape + MatMul"
     if (
         x_rank == y_rank
@@ -288,14 +294,14 @@ def _rewrite_batch_mat_mul_v2(graph_def, node, tensors):
 
         return tf.raw_ops.BatchMatMul(x=tiled(x), y=tiled(y), adj_x=adj_x, adj_y=adj_y)
 
-    _splice(graph_def, node, build, inputs)
+    _splice(graph_def, node, build, inputs, taken)
     return "as BatchMatMul with batch dims broadcast"
 
 
 # --------------------------------------------------------------------------- LeakyRelu
 
 
-def _rewrite_leaky_relu(graph_def, node, tensors):
+def _rewrite_leaky_relu(graph_def, node, tensors, taken):
     """``LeakyRelu`` (TF 1.13+; Keras ``LeakyReLU``) -> ``Maximum(x, alpha * x)``.
 
     Bit-identical: the kernel computes ``x > 0 ? x : x * alpha``, and for ``0 <= alpha <= 1``
@@ -310,7 +316,7 @@ def _rewrite_leaky_relu(graph_def, node, tensors):
         scaled = tf.multiply(x, tf.constant(alpha, x.dtype))
         return tf.maximum(x, scaled) if alpha <= 1 else tf.minimum(x, scaled)
 
-    _splice(graph_def, node, build, inputs)
+    _splice(graph_def, node, build, inputs, taken)
     return "as Maximum(x, alpha * x)"
 
 
@@ -357,7 +363,7 @@ def _parse_einsum(equation, ranks):
     return labels, output, ell
 
 
-def _rewrite_einsum(graph_def, node, tensors):
+def _rewrite_einsum(graph_def, node, tensors, taken):
     """``Einsum`` (TF 1.15+) -> ``Sum``/``Transpose``/``Reshape`` + ``MatMul``/``BatchMatMul``."""
     tf = import_tensorflow()
     inputs = _input_tensors(node, tensors)
@@ -389,7 +395,7 @@ def _rewrite_einsum(graph_def, node, tensors):
     def build(tf, *operands):
         return _einsum(tf, list(operands), [list(ls) for ls in labels], output)
 
-    _splice(graph_def, node, build, inputs)
+    _splice(graph_def, node, build, inputs, taken)
     return "as transpose/reshape + matmul"
 
 
