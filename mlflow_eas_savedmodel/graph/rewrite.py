@@ -1,6 +1,6 @@
 """Rewrites that widen the set of EAS runtimes a frozen graph loads in.
 
-Keras 3 on TF 2.21 emits three ops that old EAS runtimes lack (measured, see the shared
+Keras 3 on TF 2.21 emits four ops that old EAS runtimes lack (measured, see the shared
 reference): ``SelectV2`` (TF 1.13+; ``Embedding``, masking), ``BatchMatMulV2`` (1.13+; dense
 layers on 3-D inputs, attention), ``Einsum`` (1.15+; attention scores) and ``LeakyRelu`` (1.13+;
 Keras ``LeakyReLU``). Each has an exact
