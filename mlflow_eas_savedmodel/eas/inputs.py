@@ -104,8 +104,6 @@ def resolve_inputs(signature_defs, mlmodel, local_model_path, inputs=None, batch
     """
     given = inputs is not None
     example = inputs if given else load_input_example(mlmodel, local_model_path)
-    if isinstance(example, dict):
-        example = {k: np.asarray(v) if not isinstance(v, np.ndarray) else v for k, v in example.items()}
     feeds, covered = inputs_per_signature(signature_defs, example, batch=batch)
     if given and not any(covered.values()):
         raise invalid(
