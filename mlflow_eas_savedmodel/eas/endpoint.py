@@ -166,15 +166,15 @@ def _handler_for(endpoint):
 
         def do_POST(self):  # noqa: N802
             length = self.headers.get("Content-Length")
-            body = b""
-            if length is not None and length.isdigit() and int(length) <= MAX_BODY_BYTES:
-                body = self.rfile.read(int(length))
+            well_formed = length is not None and length.isdigit()
+            fits = well_formed and int(length) <= MAX_BODY_BYTES
+            body = self.rfile.read(int(length)) if fits else b""
             if self._route() is None:
                 return
-            if length is None or not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            if not fits:
                 self.close_connection = True
                 self._text(
-                    400 if length is None or not length.isdigit() else 413,
+                    413 if well_formed else 400,
                     "Send the PredictRequest bytes with a Content-Length header "
                     f"(at most {MAX_BODY_BYTES} bytes).",
                 )
