@@ -10,6 +10,9 @@ constant. :mod:`mlflow_eas_savedmodel.export` turns the weight constants back in
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.graph.serving_graph import node_name
 
+# Reference (TF1) and resource variables: what freezing turns into constants.
+VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
+
 
 def freeze_concrete_function(concrete_fn, variable_names):
     """Freezes a ``ConcreteFunction`` with control flow lowered to v1 ops.
@@ -58,8 +61,7 @@ def freeze_session(sess, output_node_names):
     from tensorflow.python.framework import convert_to_constants
 
     graph_def = sess.graph.as_graph_def()
-    variable_ops = {"VariableV2", "Variable", "VarHandleOp"}
-    variable_nodes = {n.name for n in graph_def.node if n.op in variable_ops}
+    variable_nodes = {n.name for n in graph_def.node if n.op in VARIABLE_OPS}
     frozen = convert_to_constants.convert_variables_to_constants_from_session_graph(
         sess, graph_def, list(output_node_names)
     )

@@ -39,16 +39,28 @@ def recreate_tables(graph_def, tables, table_objects):
         node.attr["key_dtype"].type = tf.as_dtype(keys.dtype).as_datatype_enum
         node.attr["value_dtype"].type = tf.as_dtype(values.dtype).as_datatype_enum
         node.attr["shared_name"].s = b""
-        for suffix, array in (("keys", keys), ("values", values)):
-            const = graph_def.node.add(name=f"{placeholder}/{suffix}", op="Const")
-            const.attr["dtype"].type = tf.as_dtype(array.dtype).as_datatype_enum
-            const.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(array))
-        init = graph_def.node.add(
-            name=f"{placeholder}/init",
-            op="InitializeTableV2",
-            input=[placeholder, f"{placeholder}/keys", f"{placeholder}/values"],
+        init = graph_def.node.add(name=f"{placeholder}/init")
+        initialize_from_constants(
+            graph_def, init, placeholder, placeholder, keys, values,
+            tf.as_dtype(keys.dtype), tf.as_dtype(values.dtype),
         )
-        init.attr["Tkey"].type = node.attr["key_dtype"].type
-        init.attr["Tval"].type = node.attr["value_dtype"].type
         init_ops.append(init.name)
     return init_ops
+
+
+def initialize_from_constants(
+    graph_def, init_node, table_input, const_prefix, keys, values, key_dtype, value_dtype, control=()
+):
+    """Makes ``init_node`` an ``InitializeTableV2`` filling ``table_input`` with ``keys`` ->
+    ``values``, held by two new ``Const`` nodes ``<const_prefix>/keys`` and ``/values``."""
+    tf = import_tensorflow()
+    for suffix, array, dtype in (("keys", keys, key_dtype), ("values", values, value_dtype)):
+        const = graph_def.node.add(name=f"{const_prefix}/{suffix}", op="Const")
+        const.attr["dtype"].type = dtype.as_datatype_enum
+        const.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(array, dtype=dtype))
+    name = init_node.name
+    init_node.Clear()
+    init_node.name, init_node.op = name, "InitializeTableV2"
+    init_node.input.extend([table_input, f"{const_prefix}/keys", f"{const_prefix}/values", *control])
+    init_node.attr["Tkey"].type = key_dtype.as_datatype_enum
+    init_node.attr["Tval"].type = value_dtype.as_datatype_enum

@@ -27,18 +27,18 @@ import logging
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
-from mlflow_eas_savedmodel.graph.freeze import freeze_session
+from mlflow_eas_savedmodel.graph.freeze import VARIABLE_OPS, freeze_session
 from mlflow_eas_savedmodel.graph.serving_graph import (
     DEFAULT_SIGNATURE_NAME,
     METHOD_ALIASES,
     ServingGraph,
     SignatureSpec,
 )
+from mlflow_eas_savedmodel.graph.tables import initialize_from_constants
 
 _logger = logging.getLogger(__name__)
 
 _PLACEHOLDER_OPS = ("Placeholder", "PlaceholderV2")
-_VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
 # Ops that (re)write a variable: an init op reaching them would overwrite the restored weights.
 _VARIABLE_WRITE_OPS = ("Assign", "AssignVariableOp")
 _SIGNATURE_FIELDS = ("inputs", "outputs", "method", "method_name")
@@ -338,7 +338,7 @@ def _without_variable_initializers(ops):
         if op.name in seen:
             return False
         seen.add(op.name)
-        if op.type in _VARIABLE_WRITE_OPS and op.inputs and op.inputs[0].op.type in _VARIABLE_OPS:
+        if op.type in _VARIABLE_WRITE_OPS and op.inputs and op.inputs[0].op.type in VARIABLE_OPS:
             return True
         return any(writes_variable(o, seen) for o in (*op.control_inputs, *(t.op for t in op.inputs)))
 
@@ -403,16 +403,9 @@ def _replace_file_tables(sess, graph_def):
                 table_handle=table_op.outputs[0], Tkeys=key_dtype, Tvalues=value_dtype
             )
         keys, values = sess.run(exported)
-        for suffix, array, dtype in (("keys", keys, key_dtype), ("values", values, value_dtype)):
-            const = graph_def.node.add(name=f"{node.name}/{suffix}", op="Const")
-            const.attr["dtype"].type = dtype.as_datatype_enum
-            const.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(array, dtype=dtype))
-        name, table_input = node.name, node.input[0]
         control = [i for i in node.input if i.startswith("^")]
-        node.Clear()
-        node.name, node.op = name, "InitializeTableV2"
-        node.input.extend([table_input, f"{name}/keys", f"{name}/values", *control])
-        node.attr["Tkey"].type = key_dtype.as_datatype_enum
-        node.attr["Tval"].type = value_dtype.as_datatype_enum
+        initialize_from_constants(
+            graph_def, node, node.input[0], node.name, keys, values, key_dtype, value_dtype, control
+        )
         changed.append(table_node.name)
     return [f"vocabulary-file tables {changed} -> InitializeTableV2 from constants"] if changed else []
