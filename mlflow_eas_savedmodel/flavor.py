@@ -36,6 +36,7 @@ from mlflow.utils.model_utils import _get_flavor_configuration, _validate_and_co
 from mlflow.utils.requirements_utils import _get_pinned_requirement
 
 from mlflow_eas_savedmodel import integrity
+from mlflow_eas_savedmodel.bundle import PACKAGE_NAME
 from mlflow_eas_savedmodel import metadata as _metadata
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
@@ -43,7 +44,6 @@ from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
 FLAVOR_NAME = "eas_savedmodel"
 SAVED_MODEL_DIR = "savedmodel"
 CUSTOM_OBJECTS_FILE = "custom_objects.cloudpickle"
-_PACKAGE = "mlflow-eas-savedmodel"
 _TENSORFLOW_DISTRIBUTIONS = ("tensorflow-cpu", "tensorflow", "tensorflow-gpu", "tf-nightly")
 
 _logger = logging.getLogger(__name__)
@@ -73,9 +73,9 @@ def get_default_pip_requirements(include_cloudpickle=False):
 
 def _package_requirement():
     try:
-        return f"{_PACKAGE}=={importlib.metadata.version(_PACKAGE)}"
+        return f"{PACKAGE_NAME}=={importlib.metadata.version(PACKAGE_NAME)}"
     except importlib.metadata.PackageNotFoundError:
-        return _PACKAGE
+        return PACKAGE_NAME
 
 
 def get_default_conda_env(include_cloudpickle=False):
