@@ -25,6 +25,20 @@ def service_name_from(model_uri):
     return ("m_" + name if not name[0].isalpha() else name)[:128]
 
 
+def check_processor(conf, processor, model_uri):
+    """The runtime version of ``processor``; refuses one the model's ``eas_processors`` lack."""
+    version = processor_version(processor)  # an unknown code is an error listing the known
+    compatible = list(conf.get("eas_processors", []))
+    if processor not in compatible:
+        reasons = conf.get("eas_incompatibilities", {}).get(version)
+        raise invalid(
+            f"The model {model_uri!r} is not compatible with EAS processor {processor!r}"
+            + (f" ({'; '.join(reasons)})" if reasons else "")
+            + f". Use one of: {', '.join(compatible) or 'none'}."
+        )
+    return version
+
+
 def service_config(
     model_uri,
     processor,
@@ -44,16 +58,8 @@ def service_config(
     Example:
         >>> service_config("models:/mnist/1", "tensorflow_cpu_1.15", "oss://bucket/mnist/")
     """
-    version = processor_version(processor)  # an unknown code is an error listing the known
     _, conf = load_flavor_metadata(model_uri)
-    compatible = list(conf.get("eas_processors", []))
-    if processor not in compatible:
-        reasons = conf.get("eas_incompatibilities", {}).get(version)
-        raise invalid(
-            f"The model {model_uri!r} is not compatible with EAS processor {processor!r}"
-            + (f" ({'; '.join(reasons)})" if reasons else "")
-            + f". Use one of: {', '.join(compatible) or 'none'}."
-        )
+    check_processor(conf, processor, model_uri)
     if not _MODEL_PATH_RE.match(model_path):
         raise invalid(
             f"model_path {model_path!r} must be an oss:// or http(s):// URL (the folder or "

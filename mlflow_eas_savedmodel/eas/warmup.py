@@ -48,6 +48,39 @@ def _serving_apis():
     return model_pb2, predict_pb2, prediction_log_pb2
 
 
+def write_eas_warmup_files(model_uri, out_dir, signatures=None, inputs=None):
+    """Writes only the EAS ``.bin`` warm-up requests of ``model_uri`` (no TensorFlow needed).
+
+    Args and inputs as :func:`write_warmup_files`.
+
+    Returns:
+        ``({signature: .bin path}, {signature: where its inputs came from}, {signature:
+        SignatureDef metadata}, {signature: {key: array}})``.
+    """
+    local, mlmodel, conf = download_model(model_uri)
+    signature_defs = conf["signature_defs"]
+    chosen = list(signatures) if signatures else list(signature_defs)
+    unknown = [s for s in chosen if s not in signature_defs]
+    if unknown:
+        raise invalid(
+            f"Unknown signature(s) {unknown}. This model has: {sorted(signature_defs)}."
+        )
+    selected = {name: signature_defs[name] for name in chosen}
+    feeds, origins = resolve_inputs(selected, mlmodel, local, inputs=inputs)
+
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    eas_files = {}
+    for name in chosen:
+        dtypes = {k: t["dtype"] for k, t in selected[name]["inputs"].items()}
+        body = protocol.encode_request(feeds[name], signature_name=name, dtypes=dtypes)
+        path = os.path.join(out_dir, eas_warmup_file_name(name))
+        with open(path, "wb") as f:
+            f.write(body)
+        eas_files[name] = path
+    return eas_files, origins, selected, feeds
+
+
 def write_warmup_files(model_uri, out_dir, signatures=None, inputs=None, model_name="model"):
     """Writes EAS ``.bin`` warm-up requests and TF Serving's warm-up TFRecord for ``model_uri``.
 
@@ -69,29 +102,14 @@ def write_warmup_files(model_uri, out_dir, signatures=None, inputs=None, model_n
     """
     from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 
-    local, mlmodel, conf = download_model(model_uri)
-    signature_defs = conf["signature_defs"]
-    chosen = list(signatures) if signatures else list(signature_defs)
-    unknown = [s for s in chosen if s not in signature_defs]
-    if unknown:
-        raise invalid(
-            f"Unknown signature(s) {unknown}. This model has: {sorted(signature_defs)}."
-        )
+    eas_files, origins, selected, feeds = write_eas_warmup_files(
+        model_uri, out_dir, signatures=signatures, inputs=inputs
+    )
+    chosen = list(eas_files)
     if len(chosen) > TF_SERVING_MAX_RECORDS:
         raise invalid(f"TF Serving reads at most {TF_SERVING_MAX_RECORDS} warm-up records.")
-    selected = {name: signature_defs[name] for name in chosen}
-    feeds, origins = resolve_inputs(selected, mlmodel, local, inputs=inputs)
-
     out_dir = os.fspath(out_dir)
     os.makedirs(os.path.join(out_dir, os.path.dirname(TF_SERVING_WARMUP_FILE)), exist_ok=True)
-    eas_files = {}
-    for name in chosen:
-        dtypes = {k: t["dtype"] for k, t in selected[name]["inputs"].items()}
-        body = protocol.encode_request(feeds[name], signature_name=name, dtypes=dtypes)
-        path = os.path.join(out_dir, eas_warmup_file_name(name))
-        with open(path, "wb") as f:
-            f.write(body)
-        eas_files[name] = path
 
     tf = import_tensorflow()
     model_pb2, predict_pb2, prediction_log_pb2 = _serving_apis()

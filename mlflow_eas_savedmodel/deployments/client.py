@@ -1,0 +1,402 @@
+"""``PluginDeploymentClient``: EAS services managed through MLflow's deployment API.
+
+``create`` and ``update`` run the package's own steps on the model (``export`` for the
+SavedModel, ``warmup`` for the EAS warm-up request, ``eas-config`` for the service JSON), upload
+the result under ``-C oss_path`` and call the EAS OpenAPI, then wait for ``Running`` with one
+progress line on stderr per change. Every precondition is checked before anything is uploaded:
+the processor is one the model claims, ``-C require_check=true`` finds a passing runtime check
+(model-version tag ``eas.check.<processor>`` starting with ``passed``), a region is known and the
+default credential chain yields credentials.
+
+Which model a service runs is written twice: as EAS service labels (``mlflow_model_uri``,
+``mlflow_model_name``, ``mlflow_model_version``), which ``get``/``list`` read back, and as the
+model-version tag ``eas.deployment.<service>`` (JSON: service, region, endpoint, processor,
+model path), moved by ``update`` and removed by ``delete``. The service token is never recorded.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
+from mlflow.exceptions import RESOURCE_DOES_NOT_EXIST, MlflowException
+
+from mlflow_eas_savedmodel.deployments.options import (
+    TOKEN_ENV_VAR,
+    parse_options,
+    region_of_target,
+    require,
+    require_region,
+    split_oss_path,
+)
+from mlflow_eas_savedmodel.errors import invalid
+
+FLAVOR = "eas_savedmodel"
+CHECK_TAG_PREFIX = "eas.check."
+CHECK_PASSED = "passed"
+DEPLOYMENT_TAG_PREFIX = "eas.deployment."
+LABEL_URI, LABEL_NAME, LABEL_VERSION = "mlflow_model_uri", "mlflow_model_name", "mlflow_model_version"
+RUNNING = "Running"
+FAILED_STATUSES = ("Failed", "Stopped", "DeleteFailed", "Deleting", "Deleted")
+
+
+def _progress(message):
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+class _ModelRef:
+    """A model URI and, for ``models:/`` URIs, its registered name and version."""
+
+    def __init__(self, uri):
+        self.uri = uri
+        self.name = self.version = None
+        if uri.startswith("models:/"):
+            from mlflow import MlflowClient
+            from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+            resolved = get_model_name_and_version(MlflowClient(), uri)
+            if len(resolved) == 2:
+                self.name, self.version = resolved[0], str(resolved[1])
+
+    @property
+    def registered(self):
+        return self.version is not None
+
+    def labels(self):
+        labels = {LABEL_URI: self.uri}
+        if self.registered:
+            labels.update({LABEL_NAME: self.name, LABEL_VERSION: self.version})
+        return labels
+
+
+def _check_flavor(flavor):
+    if flavor not in (None, FLAVOR):
+        raise invalid(f"The eas target deploys the {FLAVOR} flavor only; got flavor {flavor!r}. Leave out --flavor.")
+
+
+def check_passed(model, processor):
+    """Refuses ``model`` unless its version's ``eas.check.<processor>`` tag starts with ``passed``."""
+    if not model.registered:
+        raise invalid(
+            f"-C require_check=true needs a registered model version (models:/<name>/<version> or "
+            f"models:/<name>@<alias>) to read its check-runtime tag; got {model.uri!r}."
+        )
+    from mlflow import MlflowClient
+
+    tag = CHECK_TAG_PREFIX + processor
+    value = MlflowClient().get_model_version(model.name, model.version).tags.get(tag)
+    if not (value or "").startswith(CHECK_PASSED):
+        raise invalid(
+            f"Model {model.name!r} version {model.version} has no passing runtime check for "
+            f"{processor} (tag {tag} is {value!r}). Run `mlflow-eas-savedmodel check-runtime "
+            f"models:/{model.name}/{model.version} --processor {processor}`, or leave out "
+            "-C require_check=true."
+        )
+
+
+class PluginDeploymentClient(BaseDeploymentClient):
+    """EAS services of one region (target ``eas`` or ``eas:/<region>``) as MLflow deployments."""
+
+    def __init__(self, target_uri):
+        super().__init__(target_uri)
+        self.default_region = region_of_target(target_uri)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _options(self, config):
+        return parse_options(config, self.target_uri)
+
+    def _connect(self, options):
+        from mlflow_eas_savedmodel.deployments.cloud import EasServices, default_credentials
+
+        region = require_region(options)
+        credentials = default_credentials()
+        return EasServices(region, credentials, endpoint=options["eas_endpoint"]), credentials
+
+    def _preconditions(self, name, model_uri, options):
+        """Everything checked before an upload: ``(model ref, flavor conf, oss bucket, prefix)``."""
+        from mlflow_eas_savedmodel.eas.artifact import load_flavor_metadata
+        from mlflow_eas_savedmodel.eas.service_config import check_processor
+
+        processor = require(options, "processor", "tensorflow_cpu_1.15")
+        bucket, prefix = split_oss_path(require(options, "oss_path", "oss://my-bucket/models/"))
+        _, conf = load_flavor_metadata(model_uri)
+        check_processor(conf, processor, model_uri)
+        model = _ModelRef(model_uri)
+        if options["require_check"]:
+            check_passed(model, processor)
+        return model, conf, bucket, prefix
+
+    def _upload_and_configure(self, name, model, conf, bucket, prefix, options, credentials):
+        """Exports, writes the warm-up request, uploads both; returns the EAS service JSON."""
+        from mlflow_eas_savedmodel.deployments.cloud import OssUploader
+        from mlflow_eas_savedmodel.eas.artifact import download_model
+        from mlflow_eas_savedmodel.eas.service_config import service_config
+        from mlflow_eas_savedmodel.eas.upload import MANIFEST_SUFFIX, export_for_upload
+        from mlflow_eas_savedmodel.eas.warmup import write_eas_warmup_files
+
+        uploader = OssUploader(options["region"], credentials, bucket, endpoint=options["oss_endpoint"])
+        with tempfile.TemporaryDirectory(prefix="eas-deploy-") as tmp:
+            local, _, _ = download_model(model.uri, dst_path=_new_dir(tmp, "model"))
+            exported = export_for_upload(local, os.path.join(tmp, "savedmodel"))
+            label = f"v{model.version}" if model.registered else "sha-" + exported["files"]["saved_model.pb"][:12]
+            base = f"{prefix}{name}/{label}/"
+            uploads = [(f"{base}savedmodel/{rel}", os.path.join(exported["path"], rel)) for rel in exported["files"]]
+            uploads.append((f"{base}savedmodel{MANIFEST_SUFFIX}", exported["manifest"]))
+            warm_up_path = None
+            if options["warm_up"]:
+                signature = options["warm_up_signature"] or conf["default_signature"]
+                files = write_eas_warmup_files(local, os.path.join(tmp, "warmup"), signatures=[signature])[0]
+                key = base + os.path.basename(files[signature])
+                uploads.append((key, files[signature]))
+                warm_up_path = f"oss://{bucket}/{key}"
+            total = sum(os.path.getsize(path) for _, path in uploads)
+            _progress(f"Uploading {len(uploads)} files ({total / 1024:.1f} KiB) to oss://{bucket}/{base}")
+            for key, path in uploads:
+                uploader.put_file(key, path)
+            config = service_config(
+                local, options["processor"], f"oss://{bucket}/{base}savedmodel/",
+                warm_up_data_path=warm_up_path, name=name, instance=options["instance"],
+                cpu=options["cpu"], memory=options["memory"], batching=options["batching"],
+                max_batch_size=options["max_batch_size"],
+            )
+        if options["token"]:
+            config["token"] = options["token"]
+        if warm_up_path and options["warm_up_count"]:
+            config["metadata"].setdefault("rpc", {})["warm_up_count_per_file"] = options["warm_up_count"]
+        return config
+
+    def _wait_running(self, services, name, options):
+        """Polls DescribeService until the service runs its latest version; returns it."""
+        deadline = time.monotonic() + options["timeout"]
+        last = None
+        while True:
+            service = services.describe(name)
+            if service is None:
+                raise MlflowException(f"EAS service {name!r} disappeared from {services.region} while starting.")
+            rollout_done = service.latest_version is None or service.current_version == service.latest_version
+            line = (f"EAS service {name}: {service.status} ({service.running_instance or 0}/"
+                    f"{service.total_instance or '?'} instances running)")
+            if line != last:
+                _progress(line)
+                last = line
+            if service.status == RUNNING and rollout_done:
+                return service
+            if service.status in FAILED_STATUSES:
+                raise MlflowException(
+                    f"EAS service {name!r} is {service.status}: {service.message or ''} "
+                    f"{service.reason or ''}".rstrip()
+                    + f". Inspect it with `mlflow deployments get -t eas --name {name}` or in the EAS console."
+                )
+            if time.monotonic() >= deadline:
+                raise MlflowException(
+                    f"EAS service {name!r} is still {service.status} after {options['timeout']:.0f} s. "
+                    f"It keeps starting on EAS: follow it with `mlflow deployments get -t eas --name {name}`, "
+                    "or wait longer with -C timeout=<seconds>."
+                )
+            time.sleep(options["poll_interval"])
+
+    def _describe(self, service, options=None):
+        config = {}
+        try:
+            config = json.loads(service.service_config or "{}")
+        except ValueError:
+            pass
+        labels = {label.label_key: label.label_value for label in service.labels or []}
+        prefer_intranet = options is not None and options["endpoint_type"] == "intranet"
+        return {
+            "name": service.service_name,
+            "status": service.status,
+            "region": service.region,
+            "endpoint": service.intranet_endpoint if prefer_intranet else service.internet_endpoint,
+            "internet_endpoint": service.internet_endpoint,
+            "intranet_endpoint": service.intranet_endpoint,
+            "processor": config.get("processor"),
+            "model_path": config.get("model_path"),
+            "model_uri": labels.get(LABEL_URI),
+            "model_name": labels.get(LABEL_NAME),
+            "model_version": labels.get(LABEL_VERSION),
+            "running_instance": service.running_instance,
+            "total_instance": service.total_instance,
+            "message": service.message,
+            "flavor": FLAVOR,
+        }
+
+    def _record(self, model, description):
+        if not model.registered:
+            return
+        from mlflow import MlflowClient
+
+        value = {k: description[k] for k in ("name", "region", "endpoint", "intranet_endpoint", "processor", "model_path")}
+        MlflowClient().set_model_version_tag(
+            model.name, model.version, DEPLOYMENT_TAG_PREFIX + description["name"], json.dumps(value, sort_keys=True)
+        )
+
+    @staticmethod
+    def _forget(labels_of, name):
+        if not labels_of.get("model_version"):
+            return
+        from mlflow import MlflowClient
+
+        try:
+            MlflowClient().delete_model_version_tag(labels_of["model_name"], labels_of["model_version"], DEPLOYMENT_TAG_PREFIX + name)
+        except MlflowException:  # the version or its tag went away in the registry meanwhile
+            pass
+
+    # -- MLflow's deployment API ---------------------------------------------------------------
+
+    def create_deployment(self, name, model_uri, flavor=None, config=None, endpoint=None):
+        """Uploads ``model_uri`` and creates EAS service ``name``; blocks until it runs."""
+        _check_flavor(flavor)
+        options = self._options(config)
+        model, conf, bucket, prefix = self._preconditions(name, model_uri, options)
+        services, credentials = self._connect(options)
+        if services.describe(name) is not None:
+            raise invalid(
+                f"EAS service {name!r} already exists in {services.region}. Roll it to this model with "
+                f"`mlflow deployments update -t eas --name {name} -m {model_uri}`, or delete it first."
+            )
+        service_json = self._upload_and_configure(name, model, conf, bucket, prefix, options, credentials)
+        services.create(json.dumps(service_json), model.labels())
+        _progress(f"CreateService {name} in {services.region}; waiting for {RUNNING} (timeout {options['timeout']:.0f} s)")
+        description = self._describe(self._wait_running(services, name, options), options)
+        self._record(model, description)
+        return description
+
+    def update_deployment(self, name, model_uri=None, flavor=None, config=None, endpoint=None):
+        """Rolls service ``name`` to ``model_uri`` (default: the model it runs, with new options)."""
+        _check_flavor(flavor)
+        options = self._options(config)
+        services, credentials = self._connect(options)
+        service = services.describe(name)
+        if service is None:
+            raise invalid(
+                f"No EAS service {name!r} in {services.region} to update. Create it with "
+                f"`mlflow deployments create -t eas --name {name} -m <model uri>`."
+            )
+        before = self._describe(service)
+        model_uri = model_uri or before["model_uri"]
+        if not model_uri:
+            raise invalid(f"EAS service {name!r} was not created by this plugin; pass the model with -m <model uri>.")
+        model, conf, bucket, prefix = self._preconditions(name, model_uri, options)
+        service_json = self._upload_and_configure(name, model, conf, bucket, prefix, options, credentials)
+        services.update(name, json.dumps(service_json))
+        services.set_labels(name, model.labels())
+        _progress(f"UpdateService {name} in {services.region}; waiting for {RUNNING} (timeout {options['timeout']:.0f} s)")
+        description = self._describe(self._wait_running(services, name, options), options)
+        if (before["model_name"], before["model_version"]) != (model.name, model.version):
+            self._forget(before, name)
+        self._record(model, description)
+        return description
+
+    def delete_deployment(self, name, config=None, endpoint=None):
+        """Deletes service ``name`` (no error when it does not exist) and its model-version tag."""
+        options = self._options(config)
+        services, _ = self._connect(options)
+        service = services.describe(name)
+        if service is None:
+            _progress(f"EAS service {name} does not exist in {services.region}; nothing to delete")
+            return None
+        services.delete(name)
+        self._forget(self._describe(service), name)
+        return None
+
+    def list_deployments(self, endpoint=None):
+        """Every EAS service of the region, with status, endpoint and model version."""
+        options = self._options(None)
+        services, _ = self._connect(options)
+        return [self._describe(s, options) for s in services.list()]
+
+    def get_deployment(self, name, endpoint=None):
+        """Status, endpoints, processor and model version of service ``name``."""
+        options = self._options(None)
+        services, _ = self._connect(options)
+        service = services.describe(name)
+        if service is None:
+            raise MlflowException(f"No EAS service {name!r} in {services.region}.", error_code=RESOURCE_DOES_NOT_EXIST)
+        return self._describe(service, options)
+
+    def predict(self, deployment_name=None, inputs=None, endpoint=None):
+        """Sends ``inputs`` to service ``deployment_name`` with EAS's TensorFlow protocol.
+
+        Args:
+            deployment_name: the service.
+            inputs: ``{key: values}``, ``{"inputs": {key: values}, "params": {"signature_name":
+                ...}}`` or a pandas DataFrame whose columns are the input keys.
+
+        Returns:
+            ``PredictionsResponse({"predictions": {output key: nested list}})``.
+        """
+        import requests
+
+        from mlflow_eas_savedmodel.eas import protocol
+        from mlflow_eas_savedmodel.eas.artifact import load_flavor_metadata
+
+        options = self._options(None)
+        services, _ = self._connect(options)
+        service = services.describe(deployment_name)
+        if service is None:
+            raise MlflowException(f"No EAS service {deployment_name!r} in {services.region}.", error_code=RESOURCE_DOES_NOT_EXIST)
+        description = self._describe(service, options)
+        url = _predict_url(description["endpoint"], deployment_name)
+        token = os.environ.get(TOKEN_ENV_VAR) or service.access_token
+        if not token:
+            raise invalid(f"No token for EAS service {deployment_name!r}: DescribeService returned none; set ${TOKEN_ENV_VAR}.")
+        feeds, signature_name = _as_feeds(inputs)
+        dtypes = None
+        if description["model_uri"]:
+            _, conf = load_flavor_metadata(description["model_uri"])
+            signature = conf["signature_defs"].get(signature_name or conf["default_signature"])
+            if signature is not None:
+                dtypes = {k: t["dtype"] for k, t in signature["inputs"].items()}
+        body = protocol.encode_request(feeds, signature_name=signature_name, dtypes=dtypes)
+        response = requests.post(url, data=body, headers={"Authorization": token}, timeout=60)
+        if response.status_code != 200:
+            raise MlflowException(
+                f"EAS service {deployment_name!r} answered HTTP {response.status_code}: {response.text[:2000]}"
+            )
+        outputs = protocol.decode_response(response.content)
+        return PredictionsResponse({"predictions": {k: _jsonable(v) for k, v in outputs.items()}})
+
+
+def _predict_url(endpoint, name):
+    if not endpoint:
+        raise invalid(f"EAS service {name!r} has no endpoint yet; wait until it runs (`mlflow deployments get`).")
+    url = endpoint if "://" in endpoint else "http://" + endpoint
+    return url if "/api/predict/" in url else url.rstrip("/") + "/api/predict/" + name
+
+
+def _as_feeds(inputs):
+    """``({key: array} or one array, signature_name or None)`` of predict's accepted inputs."""
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency of MLflow
+        pd = None
+    signature_name = None
+    if isinstance(inputs, dict) and "inputs" in inputs:
+        signature_name = (inputs.get("params") or {}).get("signature_name")
+        inputs = inputs["inputs"]
+    if pd is not None and isinstance(inputs, pd.DataFrame):
+        inputs = {c: np.stack([np.asarray(v) for v in inputs[c].to_numpy()]) for c in inputs.columns}
+    if isinstance(inputs, dict):
+        return {k: np.asarray(v) for k, v in inputs.items()}, signature_name
+    raise invalid(
+        "predict takes {input key: values}, {'inputs': {...}, 'params': {'signature_name': ...}} or "
+        f"a DataFrame whose columns are the input keys; got {type(inputs).__name__}."
+    )
+
+
+def _jsonable(array):
+    if array.dtype.kind in "OS":
+        return np.vectorize(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v, otypes=[object])(array).tolist()
+    return array.tolist()
+
+
+def _new_dir(parent, name):
+    path = os.path.join(parent, name)
+    os.makedirs(path)
+    return path

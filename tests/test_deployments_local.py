@@ -1,0 +1,202 @@
+"""``mlflow deployments run-local -t eas``: the EAS protocol served from the processor's own runtime.
+
+The replica runs in the official TensorFlow 1.15 / 2.3 wheel (the cached check-runtime
+environments); the official ``eas-prediction`` client talks to it and its answers are compared
+with TensorFlow 2.21's (this package's handle). ``MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES=1`` runs
+all six runtimes.
+"""
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from servers import ServerProcess, free_port, log_tail, mlflow_command, server_env
+from stores import sqlite_store
+
+import mlflow_eas_savedmodel as mes
+from mlflow_eas_savedmodel.deployments import options as deploy_options
+from mlflow_eas_savedmodel.eas import protocol
+from mlflow_eas_savedmodel.eas.official_client import run_client_ops
+
+ALL = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
+VERSIONS = ["1.12", "1.14", "1.15", "2.3", "2.4", "2.7"] if ALL else ["1.15", "2.3"]
+W = (np.arange(6, dtype=np.float32).reshape(3, 2) / 7).astype(np.float32)
+X = np.array([[1, 2, 3], [0, -1, 0.5]], np.float32)
+WORDS = np.array([b"a", b"zz", b"bb", "\u00e9".encode()], dtype=object)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, tf):
+    """A sqlite registry holding ``demo`` version 1 (alias ``champion``): two SignatureDefs,
+    ``serving_default`` (x float32 -> y float32, n int64) and ``lookup`` (strings)."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("deploy_local")
+    with sqlite_store(root, "deploy-local") as uri:
+        g = tf.Graph()
+        with g.as_default():
+            x = tf.compat.v1.placeholder(tf.float32, [None, 3], name="x")
+            w = tf.compat.v1.get_variable("w", initializer=W)
+            y = tf.identity(tf.matmul(x, w), name="y")
+            n = tf.identity(tf.reduce_sum(tf.cast(x > 0, tf.int64), axis=1), name="n")
+            s = tf.compat.v1.placeholder(tf.string, [None], name="s")
+            table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(tf.constant(["a", "bb"]), tf.constant([1, 2], tf.int64)), -1
+            )
+            ids = tf.identity(table.lookup(s), name="ids")
+            echo = tf.identity(s, name="echo")
+            with tf.compat.v1.Session(graph=g) as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                with mlflow.start_run():
+                    mes.log_model(
+                        sess, name="model", registered_model_name="demo", input_example={"x": X},
+                        signatures={
+                            "serving_default": {"inputs": {"x": x}, "outputs": {"y": y, "n": n}},
+                            "lookup": {"inputs": {"s": s}, "outputs": {"ids": ids, "echo": echo}},
+                        },
+                    )
+        mlflow.MlflowClient().set_registered_model_alias("demo", "champion", "1")
+        handle = mes.load_model("models:/demo/1", device="cpu")
+        yield {"uri": uri, "root": root, "handle": handle}
+
+
+def _run_local(registry, version, tmp_path, name="svc"):
+    port = free_port()
+    command = mlflow_command(
+        "deployments", "run-local", "-t", "eas", "--name", name, "-m", "models:/demo@champion",
+        "-C", f"processor=tensorflow_cpu_{version}", "-C", f"port={port}",
+    )
+    env = server_env(MLFLOW_TRACKING_URI=registry["uri"], MLFLOW_REGISTRY_URI=registry["uri"])
+    return ServerProcess(command, f"http://127.0.0.1:{port}/api/predict/{name}",
+                         log_path=tmp_path / "run-local.log", env=env, timeout=240)
+
+
+def _feed(name, array, code):
+    values = np.asarray(array).reshape(-1).tolist()
+    if code == protocol.DT_STRING:
+        values = [base64.b64encode(v).decode() for v in values]
+    return [name, list(np.shape(array)), code, values]
+
+
+def _array(tensor):
+    values = tensor["values"]
+    if tensor["dtype"] == protocol.DT_STRING:
+        return np.array([base64.b64decode(v) for v in values], dtype=object).reshape(tensor["shape"])
+    dtype = {protocol.DT_FLOAT: np.float32, protocol.DT_INT64: np.int64}[tensor["dtype"]]
+    return np.array(values, dtype=dtype).reshape(tensor["shape"])
+
+
+def _post(url, body):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.mark.runtime
+@pytest.mark.server
+@pytest.mark.parametrize("version", VERSIONS)
+def test_run_local_answers_the_official_client_from_the_old_runtime(registry, version, tmp_path):
+    handle = registry["handle"]
+    server = _run_local(registry, version, tmp_path)
+    with server:
+        url = server.url("/api/predict/svc")
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            described = json.load(resp)
+        assert described == {
+            "signature_name": "serving_default",
+            "inputs": [{"name": "x", "shape": [-1, 3], "type": "DT_FLOAT"}],
+            "outputs": [{"name": "n", "shape": [-1], "type": "DT_INT64"},
+                        {"name": "y", "shape": [-1, 2], "type": "DT_FLOAT"}],
+            "tensorflow_version": {"1.12": "1.12.0", "1.14": "1.14.0"}.get(version, version + ".0"),
+        }
+        with urllib.request.urlopen(url + "?signature_name=lookup", timeout=30) as resp:
+            assert json.load(resp)["inputs"] == [{"name": "s", "shape": [-1], "type": "DT_STRING"}]
+
+        base = {"op": "predict", "endpoint": server.url()[len("http://"):], "service": "svc"}
+        default, lookup, filtered, by_tensor_name, unknown, wrong_dtype = run_client_ops([
+            {**base, "signature_name": "serving_default", "feeds": [_feed("x", X, protocol.DT_FLOAT)]},
+            {**base, "signature_name": "lookup", "feeds": [_feed("s", WORDS, protocol.DT_STRING)]},
+            {**base, "signature_name": "lookup", "feeds": [_feed("s", WORDS, protocol.DT_STRING)], "fetches": ["ids"]},
+            {**base, "signature_name": "", "feeds": [_feed("x", X, protocol.DT_FLOAT)], "fetches": ["n:0"]},
+            {**base, "signature_name": "missing", "feeds": [_feed("x", X, protocol.DT_FLOAT)]},
+            {**base, "signature_name": "serving_default", "feeds": [_feed("x", X.astype(np.float64), protocol.DT_DOUBLE)]},
+        ])
+        want = handle.predict({"x": X})
+        np.testing.assert_allclose(_array(default["outputs"]["y"]), want["y"], rtol=1e-6)
+        np.testing.assert_array_equal(_array(default["outputs"]["n"]), want["n"])
+        want_lookup = handle.predict({"s": WORDS}, signature_name="lookup")
+        np.testing.assert_array_equal(_array(lookup["outputs"]["ids"]), want_lookup["ids"])
+        assert _array(lookup["outputs"]["echo"]).tolist() == WORDS.tolist()
+        assert sorted(filtered["outputs"]) == ["ids"] and sorted(by_tensor_name["outputs"]) == ["n"]
+        assert unknown["error_code"] == 400
+        assert "Unknown signature_name 'missing'. This model has: ['lookup', 'serving_default']" in unknown["error"]
+        assert wrong_dtype["error_code"] == 400
+        assert "Input 'x' is DT_DOUBLE; signature 'serving_default' takes DT_FLOAT" in wrong_dtype["error"]
+
+        status, text = _post(url, b"\xff\xff\xff")
+        assert status == 400 and b"The body is not a serialized EAS PredictRequest" in text
+        status, text = _post(server.url("/api/predict/other"), protocol.encode_request({"x": X}))
+        assert status == 404 and b"this endpoint serves /api/predict/svc" in text
+
+        # SIGTERM to the CLI stops the replica in the old runtime too, cleanly.
+        os.kill(server.process.pid, signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0, log_tail(server.log_path)
+        log = server.log()
+    assert "warm-up warm_up_serving_default.bin signature=serving_default" in log
+    assert f"(C++ loader)" in log and f"TensorFlow {described['tensorflow_version']}" in log
+    assert "POST /api/predict/svc signature=lookup 200" in log and " ms" in log
+    assert "POST /api/predict/svc signature=missing 400" in log
+    assert "signal 15: stopping" in log and "eas-local: stopped" in log
+
+
+@pytest.mark.runtime
+@pytest.mark.server
+def test_run_local_stops_on_sigint(registry, tmp_path):
+    with _run_local(registry, VERSIONS[0], tmp_path) as server:
+        # The terminal's Ctrl-C reaches the whole foreground process group.
+        os.killpg(server.process.pid, signal.SIGINT)
+        assert server.process.wait(timeout=30) == 0, log_tail(server.log_path)
+        assert "signal 2: stopping" in server.log()
+
+
+def test_run_local_refuses_bad_options(registry):
+    from mlflow.exceptions import MlflowException
+    from mlflow_eas_savedmodel.deployments import run_local
+
+    with pytest.raises(MlflowException, match=r"Unknown EAS processor 'tensorflow_gpu_9.9'. Use one of: tensorflow_cpu_1.12"):
+        run_local("svc", "models:/demo/1", config={"processor": "tensorflow_gpu_9.9"})
+    with pytest.raises(MlflowException, match=r"The eas target needs -C processor=\.\.\. here, e.g. -C processor=tensorflow_cpu_1.15"):
+        run_local("svc", "models:/demo/1", config={})
+    with pytest.raises(MlflowException, match=r"Unknown -C option\(s\) \['prot'\] for the eas target"):
+        run_local("svc", "models:/demo/1", config={"processor": "tensorflow_cpu_1.15", "prot": "1"})
+    with pytest.raises(MlflowException, match=r"-C port='x' must be a positive integer"):
+        run_local("svc", "models:/demo/1", config={"processor": "tensorflow_cpu_1.15", "port": "x"})
+    with pytest.raises(MlflowException, match=r"deploys the eas_savedmodel flavor only; got flavor 'python_function'"):
+        run_local("svc", "models:/demo/1", flavor="python_function", config={"processor": "tensorflow_cpu_1.15"})
+
+
+def test_target_help_documents_every_option():
+    from mlflow.deployments import get_deploy_client
+    from mlflow.deployments.interface import _target_help
+
+    text = _target_help("eas")
+    for option in deploy_options.OPTIONS:
+        assert f"  {option.key} " in text
+    assert "eas:/<region>" in text and "never against a live EAS service" in text
+    client = get_deploy_client("eas:/cn-hangzhou")
+    assert type(client).__name__ == "PluginDeploymentClient" and client.default_region == "cn-hangzhou"
+
+
+def test_mlflow_cli_help_lists_the_target(tmp_path):
+    out = subprocess.run(mlflow_command("deployments", "help", "-t", "eas"), capture_output=True, text=True,
+                         env=server_env(), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "require_check" in out.stdout and "warm_up_count" in out.stdout
