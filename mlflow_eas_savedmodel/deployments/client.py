@@ -120,12 +120,13 @@ class PluginDeploymentClient(BaseDeploymentClient):
     def _preconditions(self, name, model_uri, options):
         """Everything checked before an upload: ``(model ref, flavor conf, oss bucket, prefix)``."""
         from mlflow_eas_savedmodel.eas.artifact import load_flavor_metadata
-        from mlflow_eas_savedmodel.eas.service_config import check_processor
 
         processor = require(options, "processor", "tensorflow_cpu_1.15")
         bucket, prefix = split_oss_path(require(options, "oss_path", "oss://my-bucket/models/"))
         _, conf = load_flavor_metadata(model_uri)
-        check_processor(conf, processor, model_uri)
+        # The service JSON is written once here with the final OSS prefix, only to have eas-config
+        # refuse a processor, name or size it would refuse after the upload.
+        self._service_json(model_uri, f"oss://{bucket}/{prefix}{name}/", None, name, options)
         model = _ModelRef(model_uri)
         if options["require_check"]:
             check_passed(model, processor)
@@ -135,7 +136,6 @@ class PluginDeploymentClient(BaseDeploymentClient):
         """Exports, writes the warm-up request, uploads both; returns the EAS service JSON."""
         from mlflow_eas_savedmodel.deployments.cloud import OssUploader
         from mlflow_eas_savedmodel.eas.artifact import download_model
-        from mlflow_eas_savedmodel.eas.service_config import service_config
         from mlflow_eas_savedmodel.eas.upload import MANIFEST_SUFFIX, export_for_upload
         from mlflow_eas_savedmodel.eas.warmup import write_eas_warmup_files
 
@@ -158,12 +158,17 @@ class PluginDeploymentClient(BaseDeploymentClient):
             _progress(f"Uploading {len(uploads)} files ({total / 1024:.1f} KiB) to oss://{bucket}/{base}")
             for key, path in uploads:
                 uploader.put_file(key, path)
-            config = service_config(
-                local, options["processor"], f"oss://{bucket}/{base}savedmodel/",
-                warm_up_data_path=warm_up_path, name=name, instance=options["instance"],
-                cpu=options["cpu"], memory=options["memory"], batching=options["batching"],
-                max_batch_size=options["max_batch_size"],
-            )
+            return self._service_json(local, f"oss://{bucket}/{base}savedmodel/", warm_up_path, name, options)
+
+    @staticmethod
+    def _service_json(model_uri, model_path, warm_up_path, name, options):
+        from mlflow_eas_savedmodel.eas.service_config import service_config
+
+        config = service_config(
+            model_uri, options["processor"], model_path, warm_up_data_path=warm_up_path, name=name,
+            instance=options["instance"], cpu=options["cpu"], memory=options["memory"],
+            batching=options["batching"], max_batch_size=options["max_batch_size"],
+        )
         if options["token"]:
             config["token"] = options["token"]
         if warm_up_path and options["warm_up_count"]:
@@ -194,7 +199,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
                 )
             if time.monotonic() >= deadline:
                 raise MlflowException(
-                    f"EAS service {name!r} is still {service.status} after {options['timeout']:.0f} s. "
+                    f"EAS service {name!r} is still {service.status} after {options['timeout']:g} s. "
                     f"It keeps starting on EAS: follow it with `mlflow deployments get -t eas --name {name}`, "
                     "or wait longer with -C timeout=<seconds>."
                 )
@@ -262,7 +267,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
             )
         service_json = self._upload_and_configure(name, model, conf, bucket, prefix, options, credentials)
         services.create(json.dumps(service_json), model.labels())
-        _progress(f"CreateService {name} in {services.region}; waiting for {RUNNING} (timeout {options['timeout']:.0f} s)")
+        _progress(f"CreateService {name} in {services.region}; waiting for {RUNNING} (timeout {options['timeout']:g} s)")
         description = self._describe(self._wait_running(services, name, options), options)
         self._record(model, description)
         return description
@@ -286,7 +291,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
         service_json = self._upload_and_configure(name, model, conf, bucket, prefix, options, credentials)
         services.update(name, json.dumps(service_json))
         services.set_labels(name, model.labels())
-        _progress(f"UpdateService {name} in {services.region}; waiting for {RUNNING} (timeout {options['timeout']:.0f} s)")
+        _progress(f"UpdateService {name} in {services.region}; waiting for {RUNNING} (timeout {options['timeout']:g} s)")
         description = self._describe(self._wait_running(services, name, options), options)
         if (before["model_name"], before["model_version"]) != (model.name, model.version):
             self._forget(before, name)

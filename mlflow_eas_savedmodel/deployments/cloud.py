@@ -78,6 +78,7 @@ class EasServices:
         if scheme:
             config.protocol = scheme
         self.region = region
+        self.endpoint = endpoint or f"pai-eas.{region}.aliyuncs.com"
         self.client = self._eas.Client(config)
 
     def _call(self, what, fn, *args, missing_ok=False):
@@ -90,6 +91,11 @@ class EasServices:
                 return None
             raise MlflowException(
                 f"EAS {what} failed in {self.region}: HTTP {status} {e.code}: {e.message}"
+            ) from e
+        except errors.UnretryableException as e:  # no answer at all: DNS, connection, TLS
+            raise MlflowException(
+                f"EAS {what}: cannot reach the EAS OpenAPI at {self.endpoint} ({e.message}). Check the "
+                "region, the network, or -C eas_endpoint / $MLFLOW_EAS_ENDPOINT."
             ) from e
 
     def create(self, service_json, labels):

@@ -16,6 +16,9 @@ import re
 from mlflow_eas_savedmodel.errors import invalid
 
 REGION_ENV_VAR = "ALIBABA_CLOUD_REGION_ID"
+# get/list/predict take no -C options in MLflow's CLI: endpoints also come from the environment.
+EAS_ENDPOINT_ENV_VAR = "MLFLOW_EAS_ENDPOINT"
+OSS_ENDPOINT_ENV_VAR = "MLFLOW_EAS_OSS_ENDPOINT"
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 _OSS_PATH_RE = re.compile(r"^oss://([a-z0-9][a-z0-9-]{1,61}[a-z0-9])(/.*)?$")
@@ -36,18 +39,18 @@ OPTIONS = (
     Option("processor", "str", None, "create, update, run-local",
            "EAS processor code, e.g. tensorflow_cpu_1.15 (required); must be one of the model's "
            "eas_processors (`mlflow-eas-savedmodel inspect`)."),
-    Option("region", "str", None, "create, update, delete, get, list, predict",
+    Option("region", "str", None, "create, update, delete",
            f"Alibaba Cloud region id, e.g. cn-shanghai (default: the target URI `eas:/<region>`, "
            f"then ${REGION_ENV_VAR})."),
     Option("oss_path", "str", None, "create, update",
            "oss://bucket/prefix/ the model is uploaded under (required): "
            "<prefix>/<service>/<v<version>|sha-<hash>>/savedmodel/ and the warm-up .bin beside it."),
     Option("oss_endpoint", "str", None, "create, update",
-           "OSS endpoint for the upload (default: the OSS SDK's public endpoint of the region); "
-           "http://host:port is taken as given."),
-    Option("eas_endpoint", "str", None, "all remote commands",
-           "EAS OpenAPI endpoint (default: pai-eas.<region>.aliyuncs.com); http://host:port is "
-           "taken as given."),
+           f"OSS endpoint for the upload (default: ${OSS_ENDPOINT_ENV_VAR}, then the OSS SDK's "
+           "public endpoint of the region); http://host:port is taken as given."),
+    Option("eas_endpoint", "str", None, "create, update, delete",
+           f"EAS OpenAPI endpoint (default: ${EAS_ENDPOINT_ENV_VAR}, then pai-eas.<region>.aliyuncs.com, "
+           "e.g. pai-eas-vpc.<region>.aliyuncs.com inside a VPC); http://host:port is taken as given."),
     Option("instance", "int", 1, "create, update", "Number of instances (metadata.instance)."),
     Option("cpu", "int", 2, "create, update", "vCPUs per instance (metadata.cpu)."),
     Option("memory", "int", 4000, "create, update", "Memory per instance in MB (metadata.memory)."),
@@ -63,10 +66,10 @@ OPTIONS = (
     Option("warm_up_count", "int", None, "create, update, run-local",
            "Times the warm-up request is replayed: metadata.rpc.warm_up_count_per_file on EAS "
            "(default: EAS's own), 1 in run-local."),
-    Option("token", "str", None, "create, predict",
+    Option("token", "str", None, "create",
            "Service token: at create, the token EAS sets for the service (default: EAS generates "
-           "one); at predict, the token sent (default: the service's AccessToken from "
-           "DescribeService, or $EAS_SERVICE_TOKEN). Never written to MLflow tags."),
+           "one). predict sends $EAS_SERVICE_TOKEN if set, else the service's AccessToken from "
+           "DescribeService. Never written to MLflow tags."),
     Option("require_check", "bool", False, "create, update",
            "Refuse a model version without a passing check-runtime for the processor (its "
            "model-version tag eas.check.<processor> must start with 'passed')."),
@@ -74,8 +77,9 @@ OPTIONS = (
            "Seconds to wait for the service to reach Running."),
     Option("poll_interval", "float", 10.0, "create, update",
            "Seconds between two DescribeService calls while waiting."),
-    Option("endpoint_type", "str", "internet", "get, predict",
-           "Which service endpoint predict uses and get reports first: internet or intranet."),
+    Option("endpoint_type", "str", "internet", "create, update",
+           "Which service endpoint create/update report as `endpoint` and record in the model-version "
+           "tag: internet or intranet (get and predict use the internet endpoint)."),
     Option("host", "str", "127.0.0.1", "run-local",
            "Interface the local replica binds (0.0.0.0 exposes it to the network)."),
     Option("port", "int", 8080, "run-local", "TCP port of the local replica."),
@@ -133,6 +137,8 @@ def parse_options(config, target_uri=None):
     options = {o.key: _convert(o, config.get(o.key, o.default)) for o in OPTIONS}
     if options["region"] is None:
         options["region"] = region_of_target(target_uri) or os.environ.get(REGION_ENV_VAR) or None
+    options["eas_endpoint"] = options["eas_endpoint"] or os.environ.get(EAS_ENDPOINT_ENV_VAR) or None
+    options["oss_endpoint"] = options["oss_endpoint"] or os.environ.get(OSS_ENDPOINT_ENV_VAR) or None
     if options["endpoint_type"] not in ("internet", "intranet"):
         raise invalid(f"-C endpoint_type={options['endpoint_type']!r} must be internet or intranet.")
     return options

@@ -1,0 +1,296 @@
+"""``mlflow deployments create|update|delete|get|list|predict -t eas`` through Alibaba Cloud's SDKs.
+
+The SDKs (alibabacloud-eas20210701, alibabacloud-oss-v2, alibabacloud-credentials) run for real
+against local stand-ins of the EAS OpenAPI and OSS (``tests/eas_standins.py``): the requests they
+send are checked field by field, and the stand-ins answer in the documented shapes. None of this
+has run against a live EAS service.
+"""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from eas_standins import EasStandin, OssStandin
+from mlflow.exceptions import MlflowException
+from servers import mlflow_command, server_env
+from stores import sqlite_store
+
+import mlflow_eas_savedmodel as mes
+from mlflow_eas_savedmodel.eas import protocol
+from mlflow_eas_savedmodel.eas.endpoint import serve_eas
+
+REGION = "cn-shanghai"
+AK_ID, AK_SECRET = "LTAI5tExampleKeyId", "example-secret"
+W1 = (np.arange(6, dtype=np.float32).reshape(3, 2) / 7).astype(np.float32)
+X = np.array([[1, 2, 3], [0, -1, 0.5]], np.float32)
+
+
+def _log_linear(tf, w, name="demo"):
+    import mlflow
+
+    g = tf.Graph()
+    with g.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 3], name="x")
+        y = tf.identity(tf.matmul(x, tf.compat.v1.get_variable("w", initializer=w)), name="y")
+        with tf.compat.v1.Session(graph=g) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            with mlflow.start_run():
+                return mes.log_model(sess, name="model", inputs={"x": x}, outputs={"y": y},
+                                     input_example={"x": X}, registered_model_name=name)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, tf):
+    """``demo`` versions 1 and 2 (x @ W, two W), and ``counts`` 1 (DenseBincount: TF >= 2.3 only)."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("deploy_remote")
+    with sqlite_store(root, "deploy-remote") as uri:
+        _log_linear(tf, W1)
+        _log_linear(tf, W1 * 2)
+        mlflow.MlflowClient().set_registered_model_alias("demo", "champion", "1")
+        g = tf.Graph()
+        with g.as_default():
+            x = tf.compat.v1.placeholder(tf.int32, [None], name="x")
+            y = tf.identity(tf.math.bincount(x, minlength=4, maxlength=4), name="y")
+            with tf.compat.v1.Session(graph=g) as sess, mlflow.start_run():
+                mes.log_model(sess, name="model", inputs={"x": x}, outputs={"y": y}, registered_model_name="counts")
+        yield {"uri": uri, "root": root}
+
+
+@pytest.fixture
+def credentials(monkeypatch, tmp_path):
+    """Access keys for the default credential chain; it reads its variables once, at import."""
+    from alibabacloud_credentials.utils import auth_util
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no profile files of this machine
+    monkeypatch.setattr(auth_util, "environment_access_key_id", AK_ID)
+    monkeypatch.setattr(auth_util, "environment_access_key_secret", AK_SECRET)
+    monkeypatch.setattr(auth_util, "environment_security_token", None)
+    monkeypatch.setattr(auth_util, "environment_ecs_metadata_disabled", "true")
+    monkeypatch.setattr(auth_util, "environment_credentials_file", None)
+
+
+@pytest.fixture
+def cloud(monkeypatch):
+    with EasStandin(REGION) as eas, OssStandin() as oss:
+        # get/list/predict take no -C options: their endpoint comes from the environment.
+        monkeypatch.setenv("MLFLOW_EAS_ENDPOINT", eas.url)
+        yield eas, oss
+
+
+def _config(eas, oss, **extra):
+    return {"processor": "tensorflow_cpu_1.15", "oss_path": "oss://my-bucket/models/",
+            "eas_endpoint": eas.url, "oss_endpoint": oss.url, "poll_interval": "0.01", **extra}
+
+
+def _client(target=f"eas:/{REGION}"):
+    from mlflow.deployments import get_deploy_client
+
+    return get_deploy_client(target)
+
+
+def _model_files(model_uri):
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(model_uri)
+    root = os.path.join(local, "savedmodel")
+    return {os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
+            for d, _, files in os.walk(root) for f in files}
+
+
+def test_lifecycle_create_get_list_predict_update_delete(registry, credentials, cloud, capsys):
+    import mlflow
+
+    eas, oss = cloud
+    client = _client()
+    created = client.create_deployment("mnist_svc", "models:/demo@champion", config=_config(
+        eas, oss, instance="2", cpu="4", memory="8000", batching="true", max_batch_size="16",
+        warm_up_count="3", token="tok-123"))
+
+    # OSS: the SavedModel files, byte for byte, its manifest and the warm-up request.
+    base = "models/mnist_svc/v1/"
+    expected = _model_files("models:/demo/1")
+    stored = {key: body for (bucket, key), body in oss.objects.items() if bucket == "my-bucket"}
+    assert sorted(stored) == sorted([base + "savedmodel/" + rel for rel in expected]
+                                    + [base + "savedmodel.sha256", base + "warm_up_serving_default.bin"])
+    for rel, body in expected.items():
+        assert stored[base + "savedmodel/" + rel] == body
+    assert all("OSS4-HMAC-SHA256 Credential=" + AK_ID + f"/" in r["headers"]["Authorization"] for r in oss.requests)
+    assert f"/{REGION}/oss/aliyun_v4_request" in oss.requests[0]["headers"]["Authorization"]
+    signature, inputs, output_filter = protocol.decode_request(stored[base + "warm_up_serving_default.bin"])
+    assert signature == "serving_default" and output_filter == []
+    np.testing.assert_array_equal(inputs["x"], X)
+
+    # EAS: the service JSON of eas-config, the labels, a signed request of API version 2021-07-01.
+    (create,) = eas.calls("CreateService")
+    assert (create["method"], create["path"]) == ("POST", "/api/v2/services")
+    assert create["body"] == {
+        "name": "mnist_svc", "processor": "tensorflow_cpu_1.15",
+        "model_path": "oss://my-bucket/models/mnist_svc/v1/savedmodel/",
+        "warm_up_data_path": "oss://my-bucket/models/mnist_svc/v1/warm_up_serving_default.bin",
+        "metadata": {"instance": 2, "cpu": 4, "memory": 8000,
+                     "rpc": {"batching": True, "max_batch_size": 16, "warm_up_count_per_file": 3}},
+        "token": "tok-123",
+    }
+    assert json.loads(create["query"]["Labels"]) == {
+        "mlflow_model_uri": "models:/demo@champion", "mlflow_model_name": "demo", "mlflow_model_version": "1"}
+    assert create["headers"]["x-acs-version"] == "2021-07-01"
+    assert f"Credential={AK_ID}," in create["headers"]["Authorization"]
+    describes = eas.calls("DescribeService")
+    assert len(describes) == 1 + eas.polls_until_running + 1  # exists?, then Creating x2, Running
+    assert all(d["path"] == f"/api/v2/services/{REGION}/mnist_svc" for d in describes)
+
+    assert created["status"] == "Running" and created["name"] == "mnist_svc"
+    assert created["endpoint"] == f"{eas.url}/api/predict/mnist_svc"
+    assert (created["model_name"], created["model_version"], created["processor"]) == ("demo", "1", "tensorflow_cpu_1.15")
+    err = capsys.readouterr().err
+    assert "Uploading 5 files" in err and "to oss://my-bucket/models/mnist_svc/v1/" in err
+    assert "EAS service mnist_svc: Creating (0/2 instances running)" in err
+    assert "EAS service mnist_svc: Running (2/2 instances running)" in err
+
+    registry_client = mlflow.MlflowClient()
+    tag = json.loads(registry_client.get_model_version("demo", "1").tags["eas.deployment.mnist_svc"])
+    assert tag == {"name": "mnist_svc", "region": REGION, "endpoint": created["endpoint"],
+                   "intranet_endpoint": created["intranet_endpoint"], "processor": "tensorflow_cpu_1.15",
+                   "model_path": "oss://my-bucket/models/mnist_svc/v1/savedmodel/"}
+    assert not any("tok-123" in v for v in registry_client.get_model_version("demo", "1").tags.values())
+
+    got = client.get_deployment("mnist_svc")
+    assert {k: got[k] for k in ("status", "model_version", "region")} == {"status": "Running", "model_version": "1", "region": REGION}
+    assert [d["name"] for d in client.list_deployments()] == ["mnist_svc"]
+    assert eas.calls("ListServices")[0]["query"] == {"PageNumber": "1", "PageSize": "100"}
+
+    # predict: EAS's protocol with the service token, answered by a real endpoint of version 1.
+    handle_1 = mes.load_model("models:/demo/1", device="cpu")
+    with serve_eas("models:/demo/1", "mnist_svc") as backend:
+        eas.backends["mnist_svc"] = backend
+        result = client.predict("mnist_svc", {"inputs": {"x": X.tolist()}, "params": {"signature_name": "serving_default"}})
+        from_frame = client.predict("mnist_svc", pd.DataFrame({"x": list(X)}))
+    np.testing.assert_allclose(np.float32(result["predictions"]["y"]), handle_1.predict({"x": X})["y"], rtol=1e-6)
+    assert from_frame["predictions"] == result["predictions"]
+    predicts = eas.calls("predict")
+    assert predicts[0]["headers"]["Authorization"] == "tok-123"
+    assert protocol.decode_request(predicts[0]["body"])[1]["x"].dtype == np.float32  # the signature's dtype
+
+    # update: version 2 uploaded beside version 1, the service rolled, labels and tags moved.
+    updated = client.update_deployment("mnist_svc", "models:/demo/2", config=_config(eas, oss))
+    (update,) = eas.calls("UpdateService")
+    assert (update["method"], update["path"]) == ("PUT", f"/api/v2/services/{REGION}/mnist_svc")
+    assert update["body"]["model_path"] == "oss://my-bucket/models/mnist_svc/v2/savedmodel/"
+    assert update["body"]["metadata"] == {"instance": 1, "cpu": 2, "memory": 4000}
+    (label,) = eas.calls("UpdateServiceLabel")
+    assert label["path"] == f"/api/v2/services/{REGION}/mnist_svc/label"
+    assert label["body"] == {"Labels": {"mlflow_model_uri": "models:/demo/2", "mlflow_model_name": "demo", "mlflow_model_version": "2"}}
+    assert ("my-bucket", "models/mnist_svc/v2/savedmodel/saved_model.pb") in oss.objects
+    assert updated["status"] == "Running" and updated["model_version"] == "2"
+    assert "EAS service mnist_svc: Updating" in capsys.readouterr().err
+    assert "eas.deployment.mnist_svc" not in registry_client.get_model_version("demo", "1").tags
+    assert "eas.deployment.mnist_svc" in registry_client.get_model_version("demo", "2").tags
+
+    # delete: gone from EAS and from the version's tags; deleting again is no error.
+    assert client.delete_deployment("mnist_svc") is None
+    (delete,) = eas.calls("DeleteService")
+    assert (delete["method"], delete["path"]) == ("DELETE", f"/api/v2/services/{REGION}/mnist_svc")
+    assert "eas.deployment.mnist_svc" not in registry_client.get_model_version("demo", "2").tags
+    with pytest.raises(MlflowException, match=f"No EAS service 'mnist_svc' in {REGION}"):
+        client.get_deployment("mnist_svc")
+    client.delete_deployment("mnist_svc")
+    assert len(eas.calls("DeleteService")) == 1
+
+
+def _refused(client, eas, oss, match, model_uri="models:/demo/1", name="svc", **config):
+    with pytest.raises(MlflowException, match=match):
+        client.create_deployment(name, model_uri, config=_config(eas, oss, **config))
+    assert not oss.requests and not eas.calls("CreateService")  # refused before any upload
+
+
+def test_refused_preconditions_name_the_fix(registry, credentials, cloud, monkeypatch):
+    import mlflow
+
+    eas, oss = cloud
+    client = _client()
+    _refused(client, eas, oss, r"The model 'models:/counts/1' is not compatible with EAS processor "
+             r"'tensorflow_cpu_1.15' \(.*DenseBincount.*\)\. Use one of: tensorflow_cpu_2.3, tensorflow_cpu_2.4",
+             model_uri="models:/counts/1")
+    no_check = (r"Model 'demo' version 1 has no passing runtime check for tensorflow_cpu_1.15 \(tag "
+                r"eas.check.tensorflow_cpu_1.15 is {}\)\. Run `mlflow-eas-savedmodel check-runtime "
+                r"models:/demo/1 --processor tensorflow_cpu_1.15`, or leave out -C require_check=true")
+    _refused(client, eas, oss, no_check.format("None"), require_check="true")
+    mlflow.MlflowClient().set_model_version_tag("demo", "1", "eas.check.tensorflow_cpu_1.15", "failed: C++ loader")
+    _refused(client, eas, oss, no_check.format("'failed: C\\+\\+ loader'"), require_check="true")
+    _refused(client, eas, oss, r"-C require_check=true needs a registered model version",
+             model_uri=f"runs:/{mlflow.MlflowClient().get_model_version('demo', '1').run_id}/model", require_check="true")
+    _refused(client, eas, oss, r"-C oss_path='s3://b/x' must be oss://<bucket>/<prefix>/", oss_path="s3://b/x")
+    _refused(client, eas, oss, r"Unknown -C option\(s\) \['cpus'\] for the eas target", cpus="2")
+    _refused(client, eas, oss, r"-C batching='maybe' must be true or false", batching="maybe")
+    _refused(client, eas, oss, r"Service name 'Bad-Name' is not valid on EAS", name="Bad-Name")
+    with pytest.raises(MlflowException, match="deploys the eas_savedmodel flavor only"):
+        client.create_deployment("svc", "models:/demo/1", flavor="tensorflow", config=_config(eas, oss))
+
+    monkeypatch.delenv("ALIBABA_CLOUD_REGION_ID", raising=False)
+    _refused(_client("eas"), eas, oss, r"No Alibaba Cloud region: pass -C region=cn-shanghai, use the target "
+             r"eas:/cn-shanghai, or set \$ALIBABA_CLOUD_REGION_ID")
+    monkeypatch.setenv("ALIBABA_CLOUD_REGION_ID", REGION)
+    assert _client("eas").get_deployment.__self__._options(None)["region"] == REGION
+
+    from alibabacloud_credentials.utils import auth_util
+
+    monkeypatch.setattr(auth_util, "environment_access_key_id", None)
+    monkeypatch.setattr(auth_util, "environment_access_key_secret", None)
+    _refused(client, eas, oss, r"No Alibaba Cloud credentials found\. Set ALIBABA_CLOUD_ACCESS_KEY_ID and "
+             r"ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+    assert not eas.requests
+
+
+def test_unreachable_openapi_names_the_endpoint(credentials, monkeypatch):
+    from servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_EAS_ENDPOINT", url)
+    with pytest.raises(MlflowException, match=f"EAS DescribeService: cannot reach the EAS OpenAPI at {url} "):
+        _client().get_deployment("svc")
+
+
+def test_passing_check_existing_service_failure_and_timeout(registry, credentials, cloud):
+    import mlflow
+
+    eas, oss = cloud
+    client = _client()
+    mlflow.MlflowClient().set_model_version_tag("demo", "2", "eas.check.tensorflow_cpu_1.15", "passed 2026-12-01")
+    created = client.create_deployment("checked", "models:/demo/2", config=_config(eas, oss, require_check="true", warm_up="false"))
+    assert created["status"] == "Running"
+    assert "warm_up_data_path" not in eas.calls("CreateService")[0]["body"]
+    with pytest.raises(MlflowException, match=r"EAS service 'checked' already exists in cn-shanghai\. Roll it to this "
+                       r"model with `mlflow deployments update -t eas --name checked -m models:/demo/2`"):
+        client.create_deployment("checked", "models:/demo/2", config=_config(eas, oss))
+    with pytest.raises(MlflowException, match=r"No EAS service 'other' in cn-shanghai to update"):
+        client.update_deployment("other", "models:/demo/2", config=_config(eas, oss))
+
+    eas.fail_with = "Load model failed: no MetaGraphDef"
+    with pytest.raises(MlflowException, match=r"EAS service 'failing' is Failed: Load model failed: no MetaGraphDef ModelLoadFailed"):
+        client.create_deployment("failing", "models:/demo/2", config=_config(eas, oss))
+    eas.fail_with, eas.polls_until_running = None, 10**9
+    with pytest.raises(MlflowException, match=r"EAS service 'slow' is still Creating after 0.5 s\. It keeps starting on "
+                       r"EAS: follow it with `mlflow deployments get -t eas --name slow`, or wait longer with -C timeout="):
+        client.create_deployment("slow", "models:/demo/2", config=_config(eas, oss, timeout="0.5", poll_interval="0.05"))
+
+
+def test_mlflow_cli_create(registry, cloud, tmp_path):
+    """The real CLI in its own process: entry point, -C parsing, credentials from the environment."""
+    eas, oss = cloud
+    env = server_env(MLFLOW_TRACKING_URI=registry["uri"], MLFLOW_REGISTRY_URI=registry["uri"], HOME=str(tmp_path),
+                     ALIBABA_CLOUD_ECS_METADATA_DISABLED="true", ALIBABA_CLOUD_ACCESS_KEY_ID=AK_ID,
+                     ALIBABA_CLOUD_ACCESS_KEY_SECRET=AK_SECRET)
+    args = ["deployments", "create", "-t", f"eas:/{REGION}", "--name", "cli_svc", "-m", "models:/demo/1"]
+    for key, value in _config(eas, oss).items():
+        args += ["-C", f"{key}={value}"]
+    done = subprocess.run(mlflow_command(*args), capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "eas_savedmodel deployment cli_svc is created" in done.stdout
+    assert "EAS service cli_svc: Running (1/1 instances running)" in done.stderr
+    assert eas.services["cli_svc"]["config"]["model_path"] == "oss://my-bucket/models/cli_svc/v1/savedmodel/"
+    assert f"Credential={AK_ID}," in eas.calls("CreateService")[0]["headers"]["Authorization"]
