@@ -6,6 +6,7 @@ send are checked field by field, and the stand-ins answer in the documented shap
 has run against a live EAS service.
 """
 
+import io
 import json
 import os
 import subprocess
@@ -169,9 +170,12 @@ def test_lifecycle_create_get_list_predict_update_delete(registry, credentials, 
     with serve_eas("models:/demo/1", "mnist_svc") as backend:
         eas.backends["mnist_svc"] = backend
         result = client.predict("mnist_svc", {"inputs": {"x": X.tolist()}, "params": {"signature_name": "serving_default"}})
-        from_frame = client.predict("mnist_svc", pd.DataFrame({"x": list(X)}))
+        # what `mlflow deployments predict --input-path` does with a JSON file
+        frame = pd.read_json(io.StringIO(json.dumps({"x": X.tolist()})))
+        from_frame = client.predict("mnist_svc", frame)
     np.testing.assert_allclose(np.float32(result["predictions"]["y"]), handle_1.predict({"x": X})["y"], rtol=1e-6)
     assert from_frame["predictions"] == result["predictions"]
+    assert json.loads(from_frame.to_json()) == {"predictions": result["predictions"]}
     predicts = eas.calls("predict")
     assert predicts[0]["headers"]["Authorization"] == "tok-123"
     assert protocol.decode_request(predicts[0]["body"])[1]["x"].dtype == np.float32  # the signature's dtype
