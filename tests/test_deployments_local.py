@@ -10,6 +10,8 @@ import base64
 import json
 import os
 import signal
+import socket
+import threading
 import urllib.error
 import urllib.request
 
@@ -140,30 +142,40 @@ def test_run_local_answers_the_official_client_from_the_old_runtime(registry, ve
         assert wrong_dtype["error_code"] == 400
         assert "Input 'x' is DT_DOUBLE; signature 'serving_default' takes DT_FLOAT" in wrong_dtype["error"]
 
+        # One C API session, many threads: each request gets its own answer.
+        batches = [np.random.default_rng(i).standard_normal((i + 1, 3)).astype(np.float32) for i in range(8)]
+        answers = [None] * len(batches)
+
+        def call(i):
+            answers[i] = protocol.decode_response(_post(url, protocol.encode_request({"x": batches[i]}))[1])
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(batches))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        for batch, got in zip(batches, answers):
+            np.testing.assert_allclose(got["y"], handle.predict({"x": batch})["y"], rtol=1e-6)
+
         status, text = _post(url, b"\xff\xff\xff")
         assert status == 400 and b"The body is not a serialized EAS PredictRequest" in text
         status, text = _post(server.url("/api/predict/other"), protocol.encode_request({"x": X}))
         assert status == 404 and b"this endpoint serves /api/predict/svc" in text
 
-        # SIGTERM to the CLI stops the replica in the old runtime too, cleanly.
-        os.kill(server.process.pid, signal.SIGTERM)
+        # SIGTERM to the CLI stops the replica in the old runtime too; so does Ctrl-C, which the
+        # terminal sends to the whole foreground process group. Both cleanly.
+        stop = signal.SIGTERM if version == VERSIONS[0] else signal.SIGINT
+        if stop == signal.SIGTERM:
+            os.kill(server.process.pid, stop)
+        else:
+            os.killpg(server.process.pid, stop)
         assert server.process.wait(timeout=30) == 0, log_tail(server.log_path)
         log = server.log()
     assert "warm-up warm_up_serving_default.bin signature=serving_default" in log
     assert f"(C++ loader)" in log and f"TensorFlow {described['tensorflow_version']}" in log
     assert "POST /api/predict/svc signature=lookup 200" in log and " ms" in log
     assert "POST /api/predict/svc signature=missing 400" in log
-    assert "signal 15: stopping" in log and "eas-local: stopped" in log
-
-
-@pytest.mark.runtime
-@pytest.mark.server
-def test_run_local_stops_on_sigint(registry, tmp_path):
-    with _run_local(registry, VERSIONS[0], tmp_path) as server:
-        # The terminal's Ctrl-C reaches the whole foreground process group.
-        os.killpg(server.process.pid, signal.SIGINT)
-        assert server.process.wait(timeout=30) == 0, log_tail(server.log_path)
-        assert "signal 2: stopping" in server.log()
+    assert f"signal {int(stop)}: stopping" in log and "eas-local: stopped" in log
 
 
 def test_run_local_refuses_bad_options(registry):
@@ -180,6 +192,21 @@ def test_run_local_refuses_bad_options(registry):
         run_local("svc", "models:/demo/1", config={"processor": "tensorflow_cpu_1.15", "port": "x"})
     with pytest.raises(MlflowException, match=r"deploys the eas_savedmodel flavor only; got flavor 'python_function'"):
         run_local("svc", "models:/demo/1", flavor="python_function", config={"processor": "tensorflow_cpu_1.15"})
+
+
+@pytest.mark.runtime
+def test_run_local_fails_with_the_reason_when_the_port_is_taken(registry, capfd):
+    from mlflow.exceptions import MlflowException
+    from mlflow_eas_savedmodel.deployments import run_local
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(MlflowException, match=r"The local EAS replica of 'models:/demo/1' in TensorFlow "
+                           f"{VERSIONS[0]} exited with code 4; its reason is printed above"):
+            run_local("svc", "models:/demo/1", config={"processor": f"tensorflow_cpu_{VERSIONS[0]}", "port": str(port)})
+    assert f"eas-local: cannot listen on 127.0.0.1:{port}" in capfd.readouterr().err
 
 
 def test_target_help_documents_every_option():

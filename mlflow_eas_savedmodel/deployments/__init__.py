@@ -20,20 +20,10 @@ Example:
 """
 
 from mlflow_eas_savedmodel.deployments.client import PluginDeploymentClient
-from mlflow_eas_savedmodel.deployments.local import run_local as _run_local
+from mlflow_eas_savedmodel.deployments.local import run_local
 from mlflow_eas_savedmodel.deployments.options import options_help
 
 __all__ = ["PluginDeploymentClient", "run_local", "target_help"]
-
-
-def run_local(name, model_uri, flavor=None, config=None):
-    """Serves ``model_uri`` locally in the runtime of ``-C processor=...`` until SIGINT/SIGTERM.
-
-    ``mlflow deployments run-local -t eas --name svc -m models:/m@champion
-    -C processor=tensorflow_cpu_1.15 -C port=8080``; the official ``eas-prediction`` client
-    then reaches it as ``PredictClient("127.0.0.1:8080", "svc")``.
-    """
-    return _run_local(name, model_uri, flavor=flavor, config=config)
 
 
 def target_help():

@@ -25,7 +25,9 @@ from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 from mlflow.exceptions import RESOURCE_DOES_NOT_EXIST, MlflowException
 
 from mlflow_eas_savedmodel.deployments.options import (
+    FLAVOR,
     TOKEN_ENV_VAR,
+    check_flavor,
     parse_options,
     region_of_target,
     require,
@@ -34,7 +36,6 @@ from mlflow_eas_savedmodel.deployments.options import (
 )
 from mlflow_eas_savedmodel.errors import invalid
 
-FLAVOR = "eas_savedmodel"
 CHECK_TAG_PREFIX = "eas.check."
 CHECK_PASSED = "passed"
 DEPLOYMENT_TAG_PREFIX = "eas.deployment."
@@ -71,11 +72,6 @@ class _ModelRef:
         if self.registered:
             labels.update({LABEL_NAME: self.name, LABEL_VERSION: self.version})
         return labels
-
-
-def _check_flavor(flavor):
-    if flavor not in (None, FLAVOR):
-        raise invalid(f"The eas target deploys the {FLAVOR} flavor only; got flavor {flavor!r}. Leave out --flavor.")
 
 
 def check_passed(model, processor):
@@ -256,7 +252,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
 
     def create_deployment(self, name, model_uri, flavor=None, config=None, endpoint=None):
         """Uploads ``model_uri`` and creates EAS service ``name``; blocks until it runs."""
-        _check_flavor(flavor)
+        check_flavor(flavor)
         options = self._options(config)
         model, conf, bucket, prefix = self._preconditions(name, model_uri, options)
         services, credentials = self._connect(options)
@@ -274,7 +270,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
 
     def update_deployment(self, name, model_uri=None, flavor=None, config=None, endpoint=None):
         """Rolls service ``name`` to ``model_uri`` (default: the model it runs, with new options)."""
-        _check_flavor(flavor)
+        check_flavor(flavor)
         options = self._options(config)
         services, credentials = self._connect(options)
         service = services.describe(name)

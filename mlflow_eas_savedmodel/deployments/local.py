@@ -21,7 +21,7 @@ import tempfile
 
 from mlflow.exceptions import MlflowException
 
-from mlflow_eas_savedmodel.deployments.options import parse_options, require
+from mlflow_eas_savedmodel.deployments.options import check_flavor, parse_options, require
 from mlflow_eas_savedmodel.errors import invalid
 
 SERVER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_local_server.py")
@@ -83,13 +83,15 @@ def run_local(name, model_uri, flavor=None, config=None):
     """Serves ``model_uri`` as EAS service ``name`` from the processor's runtime until stopped.
 
     Blocks until SIGINT/SIGTERM (both stop the replica cleanly) or until the replica fails.
+    ``mlflow deployments run-local -t eas --name svc -m models:/m@champion
+    -C processor=tensorflow_cpu_1.15 -C port=8080``; the official ``eas-prediction`` client
+    then reaches it as ``PredictClient("127.0.0.1:8080", "svc")``.
 
     Raises:
         MlflowException: a bad option, a processor the model does not claim, or a replica that
             could not load, warm up or listen (its reason is on stderr).
     """
-    if flavor not in (None, "eas_savedmodel"):
-        raise invalid(f"The eas target deploys the eas_savedmodel flavor only; got flavor {flavor!r}.")
+    check_flavor(flavor)
     with tempfile.TemporaryDirectory(prefix="eas-local-") as workdir:
         env, spec_path = prepare(name, model_uri, config, workdir)
         child_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}

@@ -15,6 +15,7 @@ import re
 
 from mlflow_eas_savedmodel.errors import invalid
 
+FLAVOR = "eas_savedmodel"
 REGION_ENV_VAR = "ALIBABA_CLOUD_REGION_ID"
 # get/list/predict take no -C options in MLflow's CLI: endpoints also come from the environment.
 EAS_ENDPOINT_ENV_VAR = "MLFLOW_EAS_ENDPOINT"
@@ -142,6 +143,12 @@ def parse_options(config, target_uri=None):
     if options["endpoint_type"] not in ("internet", "intranet"):
         raise invalid(f"-C endpoint_type={options['endpoint_type']!r} must be internet or intranet.")
     return options
+
+
+def check_flavor(flavor):
+    """Refuses a ``--flavor`` other than this package's (MLflow passes ``None`` when none is given)."""
+    if flavor not in (None, FLAVOR):
+        raise invalid(f"The eas target deploys the {FLAVOR} flavor only; got flavor {flavor!r}. Leave out --flavor.")
 
 
 def region_of_target(target_uri):
