@@ -9,6 +9,7 @@ has run against a live EAS service.
 import io
 import json
 import os
+import re
 import subprocess
 
 import numpy as np
@@ -268,6 +269,11 @@ def test_passing_check_existing_service_failure_and_timeout(registry, credential
     created = client.create_deployment("checked", "models:/demo/2", config=_config(eas, oss, require_check="true", warm_up="false"))
     assert created["status"] == "Running"
     assert "warm_up_data_path" not in eas.calls("CreateService")[0]["body"]
+    # A model outside the registry lands under a hash of all its files.
+    run_uri = f"runs:/{mlflow.MlflowClient().get_model_version('demo', '2').run_id}/model"
+    from_run = client.create_deployment("from_run", run_uri, config=_config(eas, oss))
+    assert re.fullmatch(r"oss://my-bucket/models/from_run/sha-[0-9a-f]{12}/savedmodel/", from_run["model_path"])
+    assert (from_run["model_uri"], from_run["model_version"]) == (run_uri, None)
     with pytest.raises(MlflowException, match=r"EAS service 'checked' already exists in cn-shanghai\. Roll it to this "
                        r"model with `mlflow deployments update -t eas --name checked -m models:/demo/2`"):
         client.create_deployment("checked", "models:/demo/2", config=_config(eas, oss))

@@ -67,6 +67,11 @@ class _ModelRef:
     def registered(self):
         return self.version is not None
 
+    @property
+    def pinned_uri(self):
+        """The URI of exactly the resolved version: an alias may move while we deploy."""
+        return f"models:/{self.name}/{self.version}" if self.registered else self.uri
+
     def labels(self):
         labels = {LABEL_URI: self.uri}
         if self.registered:
@@ -119,11 +124,11 @@ class PluginDeploymentClient(BaseDeploymentClient):
 
         processor = require(options, "processor", "tensorflow_cpu_1.15")
         bucket, prefix = split_oss_path(require(options, "oss_path", "oss://my-bucket/models/"))
-        _, conf = load_flavor_metadata(model_uri)
+        model = _ModelRef(model_uri)
+        _, conf = load_flavor_metadata(model.pinned_uri)
         # The service JSON is written once here with the final OSS prefix, only to have eas-config
         # refuse a processor, name or size it would refuse after the upload.
-        self._service_json(model_uri, f"oss://{bucket}/{prefix}{name}/", None, name, options)
-        model = _ModelRef(model_uri)
+        self._service_json(model.pinned_uri, f"oss://{bucket}/{prefix}{name}/", None, name, options)
         if options["require_check"]:
             check_passed(model, processor)
         return model, conf, bucket, prefix
@@ -137,9 +142,9 @@ class PluginDeploymentClient(BaseDeploymentClient):
 
         uploader = OssUploader(options["region"], credentials, bucket, endpoint=options["oss_endpoint"])
         with tempfile.TemporaryDirectory(prefix="eas-deploy-") as tmp:
-            local, _, _ = download_model(model.uri, dst_path=_new_dir(tmp, "model"))
+            local, _, _ = download_model(model.pinned_uri, dst_path=_new_dir(tmp, "model"))
             exported = export_for_upload(local, os.path.join(tmp, "savedmodel"))
-            label = f"v{model.version}" if model.registered else "sha-" + exported["files"]["saved_model.pb"][:12]
+            label = f"v{model.version}" if model.registered else "sha-" + _content_hash(exported["files"])
             base = f"{prefix}{name}/{label}/"
             uploads = [(f"{base}savedmodel/{rel}", os.path.join(exported["path"], rel)) for rel in exported["files"]]
             uploads.append((f"{base}savedmodel{MANIFEST_SUFFIX}", exported["manifest"]))
@@ -349,8 +354,10 @@ class PluginDeploymentClient(BaseDeploymentClient):
             raise invalid(f"No token for EAS service {deployment_name!r}: DescribeService returned none; set ${TOKEN_ENV_VAR}.")
         feeds, signature_name = _as_feeds(inputs)
         dtypes = None
-        if description["model_uri"]:
-            _, conf = load_flavor_metadata(description["model_uri"])
+        deployed = (f"models:/{description['model_name']}/{description['model_version']}"
+                    if description["model_version"] else description["model_uri"])
+        if deployed:
+            _, conf = load_flavor_metadata(deployed)
             signature = conf["signature_defs"].get(signature_name or conf["default_signature"])
             if signature is not None:
                 dtypes = {k: t["dtype"] for k, t in signature["inputs"].items()}
@@ -395,6 +402,14 @@ def _jsonable(array):
     if array.dtype.kind in "OS":
         return np.vectorize(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v, otypes=[object])(array).tolist()
     return array.tolist()
+
+
+def _content_hash(files):
+    """12 hex digits over every SavedModel file's SHA-256: another model never lands on this path."""
+    import hashlib
+
+    digest = hashlib.sha256("".join(f"{rel}\0{sha}\n" for rel, sha in sorted(files.items())).encode())
+    return digest.hexdigest()[:12]
 
 
 def _new_dir(parent, name):
