@@ -65,10 +65,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class OssStandin(_Server):
-    """OSS PutObject: ``objects[(bucket, key)] = bytes``."""
+    """OSS PutObject into ``buckets``: ``objects[(bucket, key)] = bytes``."""
 
-    def __init__(self):
+    def __init__(self, buckets=("my-bucket",)):
         self.objects = {}
+        self.buckets = set(buckets)
         super().__init__(_OssHandler)
 
 
@@ -85,6 +86,13 @@ class _OssHandler(_Handler):
                                  "size": len(body)})
         if "OSS4-HMAC-SHA256 Credential=" not in (self.headers.get("Authorization") or ""):
             self._send(403, b"<Error><Code>AccessDenied</Code></Error>", "application/xml")
+            return
+        if bucket not in standin.buckets:
+            self._send(404, ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchBucket</Code>"
+                             "<Message>The specified bucket does not exist.</Message>"
+                             f"<RequestId>{uuid.uuid4().hex}</RequestId><BucketName>{bucket}</BucketName>"
+                             "</Error>").encode(), "application/xml",
+                       headers=[("x-oss-request-id", uuid.uuid4().hex), ("x-oss-ec", "0015-00000101")])
             return
         standin.objects[(bucket, key)] = body
         crc = Crc64(0)

@@ -280,6 +280,12 @@ def test_passing_check_existing_service_failure_and_timeout(registry, credential
     with pytest.raises(MlflowException, match=r"No EAS service 'other' in cn-shanghai to update"):
         client.update_deployment("other", "models:/demo/2", config=_config(eas, oss))
 
+    with pytest.raises(MlflowException, match=r"Uploading .*saved_model.pb to oss://no-such-bucket/x/nobucket/v2/"
+                       r"savedmodel/saved_model.pb failed: .*NoSuchBucket.*Check that bucket 'no-such-bucket' exists "
+                       r"in cn-shanghai and that the credentials may write to it"):
+        client.create_deployment("nobucket", "models:/demo/2", config=_config(eas, oss, oss_path="oss://no-such-bucket/x/"))
+    assert "nobucket" not in eas.services
+
     eas.fail_with = "Load model failed: no MetaGraphDef"
     with pytest.raises(MlflowException, match=r"EAS service 'failing' is Failed: Load model failed: no MetaGraphDef ModelLoadFailed"):
         client.create_deployment("failing", "models:/demo/2", config=_config(eas, oss))

@@ -154,6 +154,7 @@ class OssUploader:
             config.endpoint = f"{scheme}://{host}" if scheme else host
             config.disable_ssl = scheme == "http"
         self._oss = oss
+        self.region = region
         self.client = oss.Client(config)
         self.bucket = bucket
 
@@ -163,5 +164,10 @@ class OssUploader:
                 self._oss.PutObjectRequest(bucket=self.bucket, key=key), path
             )
         except Exception as e:  # noqa: BLE001 - the SDK wraps service errors in OperationError
-            raise MlflowException(f"Uploading {path} to oss://{self.bucket}/{key} failed: {e}") from e
+            raise MlflowException(
+                # The SDK's message spans several indented lines: one line reads better in a CLI.
+                f"Uploading {path} to oss://{self.bucket}/{key} failed: {' '.join(str(e).split())} Check that bucket "
+                f"{self.bucket!r} exists in {self.region} and that the credentials may write to it "
+                "(-C oss_path, -C region, -C oss_endpoint)."
+            ) from e
         return result.etag
