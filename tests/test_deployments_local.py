@@ -172,7 +172,7 @@ def test_run_local_answers_the_official_client_from_the_old_runtime(registry, ve
         assert server.process.wait(timeout=30) == 0, log_tail(server.log_path)
         log = server.log()
     assert "warm-up warm_up_serving_default.bin signature=serving_default" in log
-    assert f"(C++ loader)" in log and f"TensorFlow {described['tensorflow_version']}" in log
+    assert "(C++ loader)" in log and f"TensorFlow {described['tensorflow_version']}" in log
     assert "POST /api/predict/svc signature=lookup 200" in log and " ms" in log
     assert "POST /api/predict/svc signature=missing 400" in log
     assert f"signal {int(stop)}: stopping" in log and "eas-local: stopped" in log

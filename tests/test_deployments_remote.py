@@ -121,7 +121,7 @@ def test_lifecycle_create_get_list_predict_update_delete(registry, credentials, 
                                     + [base + "savedmodel.sha256", base + "warm_up_serving_default.bin"])
     for rel, body in expected.items():
         assert stored[base + "savedmodel/" + rel] == body
-    assert all("OSS4-HMAC-SHA256 Credential=" + AK_ID + f"/" in r["headers"]["Authorization"] for r in oss.requests)
+    assert all(f"OSS4-HMAC-SHA256 Credential={AK_ID}/" in r["headers"]["Authorization"] for r in oss.requests)
     assert f"/{REGION}/oss/aliyun_v4_request" in oss.requests[0]["headers"]["Authorization"]
     signature, inputs, output_filter = protocol.decode_request(stored[base + "warm_up_serving_default.bin"])
     assert signature == "serving_default" and output_filter == []
@@ -195,6 +195,11 @@ def test_lifecycle_create_get_list_predict_update_delete(registry, credentials, 
     assert "EAS service mnist_svc: Updating" in capsys.readouterr().err
     assert "eas.deployment.mnist_svc" not in registry_client.get_model_version("demo", "1").tags
     assert "eas.deployment.mnist_svc" in registry_client.get_model_version("demo", "2").tags
+
+    # update without -m: the model the service runs (its label), with new options.
+    client.update_deployment("mnist_svc", config=_config(eas, oss, instance="3"))
+    assert eas.calls("UpdateService")[-1]["body"]["metadata"]["instance"] == 3
+    assert eas.calls("UpdateService")[-1]["body"]["model_path"] == "oss://my-bucket/models/mnist_svc/v2/savedmodel/"
 
     # delete: gone from EAS and from the version's tags; deleting again is no error.
     assert client.delete_deployment("mnist_svc") is None

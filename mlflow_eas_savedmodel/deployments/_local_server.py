@@ -189,7 +189,7 @@ class Codec(object):
             request.ParseFromString(body)
         except DecodeError as e:
             raise RequestError("The body is not a serialized EAS PredictRequest (%s). Send the bytes "
-                               "of TFRequest.to_string() from eas-prediction." % e)
+                               "of TFRequest.to_string() from eas-prediction." % e) from e
         inputs = {}
         for key, proto in request.inputs.items():
             if proto.dtype not in self.wire:

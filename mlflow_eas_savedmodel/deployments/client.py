@@ -146,7 +146,9 @@ class PluginDeploymentClient(BaseDeploymentClient):
             exported = export_for_upload(local, os.path.join(tmp, "savedmodel"))
             label = f"v{model.version}" if model.registered else "sha-" + _content_hash(exported["files"])
             base = f"{prefix}{name}/{label}/"
-            uploads = [(f"{base}savedmodel/{rel}", os.path.join(exported["path"], rel)) for rel in exported["files"]]
+            uploads = [
+                (f"{base}savedmodel/{rel}", os.path.join(exported["path"], rel)) for rel in exported["files"]
+            ]
             uploads.append((f"{base}savedmodel{MANIFEST_SUFFIX}", exported["manifest"]))
             warm_up_path = None
             if options["warm_up"]:
@@ -166,9 +168,16 @@ class PluginDeploymentClient(BaseDeploymentClient):
         from mlflow_eas_savedmodel.eas.service_config import service_config
 
         config = service_config(
-            model_uri, options["processor"], model_path, warm_up_data_path=warm_up_path, name=name,
-            instance=options["instance"], cpu=options["cpu"], memory=options["memory"],
-            batching=options["batching"], max_batch_size=options["max_batch_size"],
+            model_uri,
+            options["processor"],
+            model_path,
+            warm_up_data_path=warm_up_path,
+            name=name,
+            instance=options["instance"],
+            cpu=options["cpu"],
+            memory=options["memory"],
+            batching=options["batching"],
+            max_batch_size=options["max_batch_size"],
         )
         if options["token"]:
             config["token"] = options["token"]
@@ -183,10 +192,14 @@ class PluginDeploymentClient(BaseDeploymentClient):
         while True:
             service = services.describe(name)
             if service is None:
-                raise MlflowException(f"EAS service {name!r} disappeared from {services.region} while starting.")
+                raise MlflowException(
+                    f"EAS service {name!r} disappeared from {services.region} while starting."
+                )
             rollout_done = service.latest_version is None or service.current_version == service.latest_version
-            line = (f"EAS service {name}: {service.status} ({service.running_instance or 0}/"
-                    f"{service.total_instance or '?'} instances running)")
+            line = (
+                f"EAS service {name}: {service.status} ({service.running_instance or 0}/"
+                f"{service.total_instance or '?'} instances running)"
+            )
             if line != last:
                 _progress(line)
                 last = line
@@ -237,9 +250,15 @@ class PluginDeploymentClient(BaseDeploymentClient):
             return
         from mlflow import MlflowClient
 
-        value = {k: description[k] for k in ("name", "region", "endpoint", "intranet_endpoint", "processor", "model_path")}
+        value = {
+            k: description[k]
+            for k in ("name", "region", "endpoint", "intranet_endpoint", "processor", "model_path")
+        }
         MlflowClient().set_model_version_tag(
-            model.name, model.version, DEPLOYMENT_TAG_PREFIX + description["name"], json.dumps(value, sort_keys=True)
+            model.name,
+            model.version,
+            DEPLOYMENT_TAG_PREFIX + description["name"],
+            json.dumps(value, sort_keys=True),
         )
 
     @staticmethod
@@ -249,7 +268,9 @@ class PluginDeploymentClient(BaseDeploymentClient):
         from mlflow import MlflowClient
 
         try:
-            MlflowClient().delete_model_version_tag(labels_of["model_name"], labels_of["model_version"], DEPLOYMENT_TAG_PREFIX + name)
+            MlflowClient().delete_model_version_tag(
+                labels_of["model_name"], labels_of["model_version"], DEPLOYMENT_TAG_PREFIX + name
+            )
         except MlflowException:  # the version or its tag went away in the registry meanwhile
             pass
 
@@ -268,7 +289,9 @@ class PluginDeploymentClient(BaseDeploymentClient):
             )
         service_json = self._upload_and_configure(name, model, conf, bucket, prefix, options, credentials)
         services.create(json.dumps(service_json), model.labels())
-        _progress(f"CreateService {name} in {services.region}; waiting for {RUNNING} (timeout {options['timeout']:g} s)")
+        _progress(
+            f"CreateService {name} in {services.region}; waiting for {RUNNING} (timeout {options['timeout']:g} s)"
+        )
         description = self._describe(self._wait_running(services, name, options), options)
         self._record(model, description)
         return description
@@ -287,12 +310,16 @@ class PluginDeploymentClient(BaseDeploymentClient):
         before = self._describe(service)
         model_uri = model_uri or before["model_uri"]
         if not model_uri:
-            raise invalid(f"EAS service {name!r} was not created by this plugin; pass the model with -m <model uri>.")
+            raise invalid(
+                f"EAS service {name!r} was not created by this plugin; pass the model with -m <model uri>."
+            )
         model, conf, bucket, prefix = self._preconditions(name, model_uri, options)
         service_json = self._upload_and_configure(name, model, conf, bucket, prefix, options, credentials)
         services.update(name, json.dumps(service_json))
         services.set_labels(name, model.labels())
-        _progress(f"UpdateService {name} in {services.region}; waiting for {RUNNING} (timeout {options['timeout']:g} s)")
+        _progress(
+            f"UpdateService {name} in {services.region}; waiting for {RUNNING} (timeout {options['timeout']:g} s)"
+        )
         description = self._describe(self._wait_running(services, name, options), options)
         if (before["model_name"], before["model_version"]) != (model.name, model.version):
             self._forget(before, name)
@@ -323,7 +350,9 @@ class PluginDeploymentClient(BaseDeploymentClient):
         services, _ = self._connect(options)
         service = services.describe(name)
         if service is None:
-            raise MlflowException(f"No EAS service {name!r} in {services.region}.", error_code=RESOURCE_DOES_NOT_EXIST)
+            raise MlflowException(
+                f"No EAS service {name!r} in {services.region}.", error_code=RESOURCE_DOES_NOT_EXIST
+            )
         return self._describe(service, options)
 
     def predict(self, deployment_name=None, inputs=None, endpoint=None):
@@ -346,16 +375,24 @@ class PluginDeploymentClient(BaseDeploymentClient):
         services, _ = self._connect(options)
         service = services.describe(deployment_name)
         if service is None:
-            raise MlflowException(f"No EAS service {deployment_name!r} in {services.region}.", error_code=RESOURCE_DOES_NOT_EXIST)
+            raise MlflowException(
+                f"No EAS service {deployment_name!r} in {services.region}.",
+                error_code=RESOURCE_DOES_NOT_EXIST,
+            )
         description = self._describe(service, options)
         url = _predict_url(description["endpoint"], deployment_name)
         token = os.environ.get(TOKEN_ENV_VAR) or service.access_token
         if not token:
-            raise invalid(f"No token for EAS service {deployment_name!r}: DescribeService returned none; set ${TOKEN_ENV_VAR}.")
+            raise invalid(
+                f"No token for EAS service {deployment_name!r}: DescribeService returned none; set ${TOKEN_ENV_VAR}."
+            )
         feeds, signature_name = _as_feeds(inputs)
         dtypes = None
-        deployed = (f"models:/{description['model_name']}/{description['model_version']}"
-                    if description["model_version"] else description["model_uri"])
+        deployed = (
+            f"models:/{description['model_name']}/{description['model_version']}"
+            if description["model_version"]
+            else description["model_uri"]
+        )
         if deployed:
             _, conf = load_flavor_metadata(deployed)
             signature = conf["signature_defs"].get(signature_name or conf["default_signature"])
@@ -373,7 +410,9 @@ class PluginDeploymentClient(BaseDeploymentClient):
 
 def _predict_url(endpoint, name):
     if not endpoint:
-        raise invalid(f"EAS service {name!r} has no endpoint yet; wait until it runs (`mlflow deployments get`).")
+        raise invalid(
+            f"EAS service {name!r} has no endpoint yet; wait until it runs (`mlflow deployments get`)."
+        )
     url = endpoint if "://" in endpoint else "http://" + endpoint
     return url if "/api/predict/" in url else url.rstrip("/") + "/api/predict/" + name
 
@@ -400,7 +439,9 @@ def _as_feeds(inputs):
 
 def _jsonable(array):
     if array.dtype.kind in "OS":
-        return np.vectorize(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v, otypes=[object])(array).tolist()
+        return np.vectorize(
+            lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v, otypes=[object]
+        )(array).tolist()
     return array.tolist()
 
 

@@ -41,7 +41,7 @@ def split_endpoint(endpoint):
         return None, None
     for scheme in ("http", "https"):
         if endpoint.startswith(scheme + "://"):
-            return endpoint[len(scheme) + 3:].rstrip("/"), scheme
+            return endpoint[len(scheme) + 3 :].rstrip("/"), scheme
     return endpoint.rstrip("/"), None
 
 
@@ -104,8 +104,7 @@ class EasServices:
 
     def describe(self, name):
         """The ``Service`` model, or ``None`` when there is no such service."""
-        return self._call("DescribeService", self.client.describe_service, self.region, name,
-                          missing_ok=True)
+        return self._call("DescribeService", self.client.describe_service, self.region, name, missing_ok=True)
 
     def update(self, name, service_json):
         request = self.models.UpdateServiceRequest(body=service_json)
@@ -113,13 +112,11 @@ class EasServices:
 
     def set_labels(self, name, labels):
         request = self.models.UpdateServiceLabelRequest(labels=labels)
-        return self._call("UpdateServiceLabel", self.client.update_service_label, self.region,
-                          name, request)
+        return self._call("UpdateServiceLabel", self.client.update_service_label, self.region, name, request)
 
     def delete(self, name):
         """Deletes ``name``; ``False`` when it did not exist."""
-        body = self._call("DeleteService", self.client.delete_service, self.region, name,
-                          missing_ok=True)
+        body = self._call("DeleteService", self.client.delete_service, self.region, name, missing_ok=True)
         return body is not None
 
     def list(self, page_size=100):
