@@ -104,7 +104,7 @@ def _model_files(model_uri):
             for d, _, files in os.walk(root) for f in files}
 
 
-def test_lifecycle_create_get_list_predict_update_delete(registry, credentials, cloud, capsys):
+def test_lifecycle_create_get_list_predict_update_delete(registry, credentials, cloud, capsys, monkeypatch):
     import mlflow
 
     eas, oss = cloud
@@ -174,11 +174,16 @@ def test_lifecycle_create_get_list_predict_update_delete(registry, credentials, 
         # what `mlflow deployments predict --input-path` does with a JSON file
         frame = pd.read_json(io.StringIO(json.dumps({"x": X.tolist()})))
         from_frame = client.predict("mnist_svc", frame)
+        monkeypatch.setenv("EAS_SERVICE_TOKEN", "not-the-token")
+        with pytest.raises(MlflowException, match=r"EAS service 'mnist_svc' answered HTTP 401: Authorization failed"):
+            client.predict("mnist_svc", {"x": X})
+        monkeypatch.delenv("EAS_SERVICE_TOKEN")
     np.testing.assert_allclose(np.float32(result["predictions"]["y"]), handle_1.predict({"x": X})["y"], rtol=1e-6)
     assert from_frame["predictions"] == result["predictions"]
     assert json.loads(from_frame.to_json()) == {"predictions": result["predictions"]}
     predicts = eas.calls("predict")
     assert predicts[0]["headers"]["Authorization"] == "tok-123"
+    assert predicts[-1]["headers"]["Authorization"] == "not-the-token"
     assert protocol.decode_request(predicts[0]["body"])[1]["x"].dtype == np.float32  # the signature's dtype
 
     # update: version 2 uploaded beside version 1, the service rolled, labels and tags moved.

@@ -53,7 +53,7 @@ run-local serves the model with the same protocol from the official TensorFlow r
          processor (Python 3.6-3.9 + the old wheel, built once under
          ~/.cache/mlflow-eas-savedmodel/runtimes/), replays the warm-up request first, logs each
          request's latency and stops on SIGINT/SIGTERM. GET /api/predict/<name> adds
-         "tensorflow_version".
+         "tensorflow_version". A GPU processor is replicated on the CPU wheel of its version.
 
 Options (-C key=value):
 {options_help()}
