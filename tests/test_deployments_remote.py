@@ -65,10 +65,10 @@ def registry(tmp_path_factory, tf):
 
 @pytest.fixture
 def credentials(monkeypatch, tmp_path):
-    """Access keys for the default credential chain; it reads its variables once, at import."""
-    from alibabacloud_credentials.utils import auth_util
+    """Access keys for the default credential chain; it reads its variables (and $HOME) once, at import."""
+    from alibabacloud_credentials.utils import auth_constant, auth_util
 
-    monkeypatch.setenv("HOME", str(tmp_path))  # no profile files of this machine
+    monkeypatch.setattr(auth_constant, "HOME", str(tmp_path))  # no profile files of this machine
     monkeypatch.setattr(auth_util, "environment_access_key_id", AK_ID)
     monkeypatch.setattr(auth_util, "environment_access_key_secret", AK_SECRET)
     monkeypatch.setattr(auth_util, "environment_security_token", None)

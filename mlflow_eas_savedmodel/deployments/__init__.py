@@ -46,7 +46,7 @@ create   exports the SavedModel (`mlflow-eas-savedmodel export`), writes the war
          eas.deployment.<service> (models:/ URIs).
 update   uploads another model version the same way and rolls the service to it (UpdateService).
 delete   DeleteService (a service that does not exist is not an error).
-get/list status, endpoints, processor and model version (from the service's mlflow.* labels).
+get/list status, endpoints, processor and model version (from the service's mlflow_model_* labels).
 predict  sends EAS's TensorFlow protocol (PredictRequest) to the service endpoint with the service
          token; input: a DataFrame or {{"inputs": {{key: values}}, "params": {{"signature_name": ...}}}}.
 run-local serves the model with the same protocol from the official TensorFlow runtime of the

@@ -188,11 +188,17 @@ def split_oss_path(oss_path):
     return match.group(1), (prefix + "/" if prefix else "")
 
 
-def options_help():
-    """The option table ``target_help`` prints."""
-    width = max(len(o.key) for o in OPTIONS) + 2
+def options_help(width=100):
+    """The option table ``target_help`` prints, wrapped to ``width`` columns."""
+    import textwrap
+
+    key_width = max(len(o.key) for o in OPTIONS) + 2
     lines = []
     for o in OPTIONS:
-        default = "" if o.default is None else f" [default: {str(o.default).lower() if o.kind == 'bool' else o.default}]"
-        lines.append(f"  {o.key.ljust(width)}({o.used_by}) {o.help}{default}")
+        shown = str(o.default).lower() if o.kind == "bool" else o.default
+        default = "" if o.default is None else f" [default: {shown}]"
+        lines.append(textwrap.fill(
+            f"({o.used_by}) {o.help}{default}", width=width, initial_indent=f"  {o.key.ljust(key_width)}",
+            subsequent_indent=" " * (key_width + 2),
+        ))
     return "\n".join(lines)
