@@ -29,7 +29,7 @@ from mlflow_eas_savedmodel.graph.weights import slice_spec
 from mlflow_eas_savedmodel.integrity import sha256_file
 
 # Memory the write holds at once: one part's values (a read copy of each piece).
-PART_BYTES = 128 * 1024 * 1024
+PART_BYTES = 64 * 1024 * 1024
 # Exports at least this large log a progress line per part.
 PROGRESS_FROM_BYTES = 1 << 30
 INDEX_SUFFIX = ".index"
@@ -146,11 +146,12 @@ def write_variables(prefix, values, part_bytes=PART_BYTES, check_free_space=True
                         "Writing variables: %s of %s (%d%%)",
                         format_bytes(written), format_bytes(total), 100 * written // max(total, 1),
                     )
+            # Before the merge renames the files the hashing thread reads.
+            digests = [d.result() for d in digests]
             if len(parts) > 1:
                 tf.raw_ops.MergeV2Checkpoints(
                     checkpoint_prefixes=part_prefixes, destination_prefix=prefix, delete_old_dirs=True
                 )
-        digests = [d.result() for d in digests]
     except (tf.errors.OpError, OSError) as e:
         hashing.shutdown(wait=True, cancel_futures=True)
         _remove_new_files(folder, before, prefix)
