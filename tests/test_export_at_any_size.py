@@ -221,6 +221,17 @@ def test_bundle_pieces_restore_to_the_values(tf, tmp_path):
         assert restored.tolist() == array.tolist(), name
 
 
+def test_progress_is_logged_on_writes_over_1_gib(tf, tmp_path, caplog):
+    # 1 GiB to write, 4 bytes in memory: a broadcast view, read a piece at a time.
+    values = {"ones": weight_values.ArrayValue(np.broadcast_to(np.float32(1.0), (1 << 28,)))}
+    with caplog.at_level("INFO", logger="mlflow_eas_savedmodel.tensor_bundle"):
+        tensor_bundle.write_variables(str(tmp_path / "variables"), values)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "Writing variables: 64.0 MiB of 1.0 GiB (6%)", lines
+    assert lines[-1] == "Writing variables: 1.0 GiB of 1.0 GiB (100%)"
+    assert len(lines) == 16
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 8 MiB tmpfs (root only: the test is skipped where mount is not allowed)."""

@@ -3,9 +3,9 @@
 Why trace and freeze instead of ``model.export``: every SavedModel TF 2.21 writes the TF2 way
 fails in EAS's TF 1.12-2.3 runtimes (``VarHandleOp.debug_name``, ``DisableCopyOnRead`` in the
 function library). So we trace ``model(inputs, training=False)`` once as a ``tf.function`` with
-named ``TensorSpec``s, freeze it with control flow lowered to v1 ops (the variables as stand-ins,
-see :mod:`..graph.weights`), and let the export write the weights as reference variables, read
-piece by piece from the live Keras variables. Rebuilding the model as a TF1 graph with reference
+named ``TensorSpec``s, freeze it with control flow lowered to v1 ops (the variables as
+stand-ins, see :mod:`mlflow_eas_savedmodel.graph.weights`), and let the export write the weights
+as reference variables, read piece by piece from the live Keras variables. Rebuilding the model as a TF1 graph with reference
 variables directly would need a second implementation of every Keras layer; tracing reuses
 Keras' own ``call`` and keeps numbers identical. Lookup tables (``StringLookup``) cannot be
 frozen, so they are re-created as ``HashTableV2`` plus an ``InitializeTableV2`` init op.
