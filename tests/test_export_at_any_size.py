@@ -193,6 +193,32 @@ def test_every_source_runs_in_the_real_runtime(exported, source, size, version):
         np.testing.assert_allclose(outputs["serving_default"]["scores"], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_savedmodel_whose_saver_renamed_its_variables_is_read_through_the_session(tf, tmp_path):
+    """The bundle holds ``renamed/w``, not ``w``: the variables are restored, then streamed."""
+    folder = str(tmp_path / "source")
+    w_value = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="x")
+        w = tf.compat.v1.get_variable("w", initializer=w_value, use_resource=False)
+        y = tf.identity(tf.matmul(x, w), name="y")
+        info = tf.compat.v1.saved_model.utils.build_tensor_info
+        signature = tf.compat.v1.saved_model.signature_def_utils.build_signature_def(
+            {"x": info(x)}, {"y": info(y)}, "tensorflow/serving/predict"
+        )
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(folder)
+            builder.add_meta_graph_and_variables(
+                sess, ["serve"], signature_def_map={"serving_default": signature},
+                saver=tf.compat.v1.train.Saver({"renamed/w": w}),
+            )
+            builder.save()
+    mes.save_model(folder, str(tmp_path / "model"))
+    got = mes.load_model(str(tmp_path / "model")).predict({"x": np.eye(2, dtype=np.float32)})["y"]
+    np.testing.assert_array_equal(got, w_value)
+
+
 # ----------------------------------------------------------------------------- the bundle writer
 
 
@@ -287,7 +313,7 @@ def test_graph_constants_over_the_limit_are_refused_naming_them(tf):
     assert "`tf.Variable(value, trainable=False)`" in message
 
 
-@pytest.mark.skipif(not LARGE, reason="set MLFLOW_EAS_SAVEDMODEL_LARGE=1 (needs ~8 GiB of memory)")
+@pytest.mark.skipif(not LARGE, reason="set MLFLOW_EAS_SAVEDMODEL_LARGE=1 (needs ~9 GiB of memory)")
 def test_large_session_constants_are_refused(tf, tmp_path):
     graph = tf.Graph()
     with graph.as_default():

@@ -200,19 +200,25 @@ def check_constants_fit(graph, limit=GRAPH_CONSTANTS_LIMIT):
         if n:
             itemsize = 1 if output.dtype == tf.string else output.dtype.size
             estimates.append((n * itemsize, op))
-    if sum(size for size, _ in estimates) <= limit:
+    remaining = sum(size for size, _ in estimates)
+    if remaining <= limit:
         return
-    sizes = []
-    for size, op in estimates:
+    # Largest first, measured until the answer is known: each measurement copies the constant.
+    estimates.sort(key=lambda item: -item[0])
+    total = 0
+    for i, (size, op) in enumerate(estimates):
+        remaining -= size
         if size >= _EXACT_SIZE_FROM:
-            size = op.get_attr("value").ByteSize()
-        sizes.append((size, op))
-    total = sum(size for size, _ in sizes)
-    if total <= limit:
+            estimates[i] = size, op = op.get_attr("value").ByteSize(), op
+        total += size
+        if total > limit or total + remaining <= limit:
+            break
+    if total + remaining <= limit:
         return
     from mlflow_eas_savedmodel.tensor_bundle import format_bytes
 
-    largest = sorted(sizes, key=lambda item: -item[0])[:5]
+    total += remaining  # the constants not measured count at their estimate
+    largest = sorted(estimates, key=lambda item: -item[0])[:5]
     listed = ", ".join(
         f"{op.name!r} ({format_bytes(size)}, {op.outputs[0].dtype.name} {op.outputs[0].shape.as_list()})"
         for size, op in largest

@@ -237,6 +237,8 @@ def bundle_values(prefix, graph, names):
     variable the bundle does not hold with its shape (a ``Saver`` that renamed it) is left out.
     """
     tf = import_tensorflow()
+    if not names:
+        return {}
     reader = tf.train.load_checkpoint(prefix)
     shapes = reader.get_variable_to_shape_map()
     dtypes = reader.get_variable_to_dtype_map()

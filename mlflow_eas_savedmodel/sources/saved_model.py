@@ -6,9 +6,14 @@ and a function library with ops the old runtimes lack; TF1-style saves written w
 ``strip_default_attrs`` hold attrs such as ``MatMul.grad_a``. Every folder is therefore read and
 re-exported through the one pipeline, keeping every SignatureDef's name, keys and method:
 
-* TF1-style (a graph plus SignatureDefs, ``simple_save``/``Builder``): loaded into a session with
-  the TF1 loader (which restores the variables and runs the main op, so tables are filled), then
-  frozen like any session (:mod:`.session`), the main op kept as the init op.
+* TF1-style (a graph plus SignatureDefs, ``simple_save``/``Builder``): its graph is loaded into a
+  session with the TF1 loader's steps but the restore (the main op runs, so tables are filled),
+  then frozen like any session (:mod:`.session`), the main op kept as the init op. The variables
+  are read from the folder's ``variables/`` bundle a piece at a time during the export, never
+  all at once (restored into the session only if the main op needs them or the Saver renamed
+  them).
+* TF2-style variables are restored by ``tf.saved_model.load`` (once, all of them) and streamed
+  from there.
 * TF2-style (``tf.saved_model.save`` of a ``tf.Module``, Keras ``model.export``): loaded with
   ``tf.saved_model.load``; each function of ``.signatures`` is traced and frozen on its own, and
   the frozen graphs are merged into one, each under its signature's name as a node-name prefix.

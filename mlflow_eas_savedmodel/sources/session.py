@@ -14,9 +14,11 @@ protos (what ``build_tensor_info`` returns); a value may also be a ``SignatureDe
 
 The session is frozen (every variable read becomes a stand-in constant, only the part of the
 graph the signatures and init ops need is kept) and the export writes the weights as
-``VariableV2``, reading them from the session a bounded piece at a time: TF 2.21's ``tf.compat.v1`` graphs use resource variables
-(``VarHandleOp.debug_name``), which no EAS runtime knows. Node names, and so the user's tensor
-names, are kept.
+``VariableV2``, reading them from the session a bounded piece at a time: TF 2.21's
+``tf.compat.v1`` graphs use resource variables (``VarHandleOp.debug_name``), which no EAS
+runtime knows. Node names, and so the user's tensor names, are kept. To read a large variable
+in pieces and to check that every variable is initialised, a few small ops are added to the
+session's graph under ``mlflow_eas_savedmodel_export/`` (not when the graph is finalized).
 
 Lookup tables: a table filled from a vocabulary file (``index_table_from_file``) would look for
 that file, by its absolute path, on the EAS machine; its contents are read from the live session
