@@ -12,6 +12,7 @@ TASKS = {
     "predict": "bench.predict:measure",
     "log_model": "bench.logging_cost:log_once",
     "export_growth": "bench.logging_cost:export_growth",
+    "load_peak": "bench.logging_cost:load_peak",
 }
 
 

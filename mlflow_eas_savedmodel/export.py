@@ -3,12 +3,14 @@
 The SavedModel is what ``tf.compat.v1.saved_model.Builder(...).add_meta_graph_and_variables(
 sess, ["serve"], strip_default_attrs=True, clear_devices=True)`` writes, built without a session:
 
-* weight constants become ``VariableV2`` reads (:mod:`.graph.variables`);
+* weight constants (stand-ins without values, see :mod:`.graph.weights`) become
+  ``VariableV2`` reads (:mod:`.graph.variables`);
 * the MetaGraphDef comes from a Saver over those variables, exported with
   ``strip_default_attrs=True`` (an attr left at its default is dropped, so old runtimes that do
   not know a newer attr such as ``MatMul.grad_a`` never see it) and devices cleared;
-* the weights are written straight into ``variables/variables`` with ``SaveV2`` in chunks, the
-  same tensor-bundle format ``Saver.save`` writes, so no session holds a second copy of them;
+* the weights are read from the model a bounded piece at a time and written straight into
+  ``variables/variables`` with ``SaveV2`` (:mod:`.tensor_bundle`), the tensor-bundle format
+  ``Saver.save`` writes, so they never pass through a ``GraphDef`` or a session;
 * table initializers become the ``saved_model_main_op`` that every loader runs after restoring.
 """
 
@@ -16,6 +18,7 @@ import os
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel import tensor_bundle
 from mlflow_eas_savedmodel.graph import rewrite
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG, node_name
 from mlflow_eas_savedmodel.graph.variables import weights_to_variables
@@ -26,19 +29,21 @@ VARIABLES_DIR = "variables"
 VARIABLES_PREFIX = "variables"
 SAVED_MODEL_PB = "saved_model.pb"
 SAVED_MODEL_PBTXT = "saved_model.pbtxt"
-# Weights are written in groups of at most this many bytes, then merged into one bundle.
-_CHUNK_BYTES = 256 * 1024 * 1024
 
 
 def build_meta_graph(serving_graph):
     """Builds the serving ``MetaGraphDef``; returns ``(meta_graph_def, variable values)``.
 
-    ``serving_graph.graph_def`` is consumed (rewritten in place, weights released).
+    ``serving_graph.graph_def`` is consumed (rewritten in place). The values are
+    :class:`~.graph.weights.WeightValue` objects, read only when :func:`write_saved_model`
+    writes them.
     """
     tf = import_tensorflow()
     graph_def = serving_graph.graph_def
     serving_graph.notes.extend(rewrite.rewrite_for_old_runtimes(graph_def))
-    values, var_nodes = weights_to_variables(graph_def, serving_graph.weights)
+    values, var_nodes = weights_to_variables(
+        graph_def, serving_graph.weights, serving_graph.weight_values
+    )
     for node in graph_def.node:
         # Colocation hints and devices name nodes and machines of the exporting process only.
         node.device = ""
@@ -100,54 +105,26 @@ def _signature_def(graph, name, spec):
 
 
 def write_saved_model(export_dir, meta_graph_def, values):
-    """Writes ``saved_model.pb`` and ``variables/`` into the new folder ``export_dir``."""
-    tf = import_tensorflow()
+    """Writes ``saved_model.pb`` and ``variables/`` into the new folder ``export_dir``.
+
+    Returns:
+        ``{path relative to export_dir: hex SHA-256}`` of the ``variables/`` files, hashed as
+        they were written (see :mod:`.tensor_bundle`).
+    """
+    import_tensorflow()
     from tensorflow.core.protobuf import saved_model_pb2
 
     os.makedirs(os.path.join(export_dir, VARIABLES_DIR))
-    if values:
-        _write_variables(tf, os.path.join(export_dir, VARIABLES_DIR, VARIABLES_PREFIX), values)
     saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=1)
     saved_model.meta_graphs.add().CopyFrom(meta_graph_def)
     with open(os.path.join(export_dir, SAVED_MODEL_PB), "wb") as f:
         f.write(saved_model.SerializeToString(deterministic=True))
-
-
-def _write_variables(tf, prefix, values):
-    chunks, current, size = [], [], 0
-    for name in sorted(values):
-        nbytes = values[name].nbytes
-        if current and size + nbytes > _CHUNK_BYTES:
-            chunks.append(current)
-            current, size = [], 0
-        current.append(name)
-        size += nbytes
-    chunks.append(current)
-    from tensorflow.python.eager import context
-
-    # Eagerly, whatever the caller's default graph: inside `with tf.compat.v1.Session(graph=g)`
-    # (how session sources are logged) raw ops would only add nodes to the user's graph.
-    with context.eager_mode(), tf.device("/CPU:0"):
-        if len(chunks) == 1:
-            _save_chunk(tf, prefix, chunks[0], values)
-            return
-        parts = []
-        for i, chunk in enumerate(chunks):
-            part = f"{prefix}_temp/part-{i:05d}"
-            _save_chunk(tf, part, chunk, values)
-            parts.append(part)
-        tf.raw_ops.MergeV2Checkpoints(
-            checkpoint_prefixes=parts, destination_prefix=prefix, delete_old_dirs=True
-        )
-
-
-def _save_chunk(tf, prefix, names, values):
-    tf.raw_ops.SaveV2(
-        prefix=prefix,
-        tensor_names=names,
-        shape_and_slices=[""] * len(names),
-        tensors=[values[n] for n in names],
+    if not values:
+        return {}
+    digests = tensor_bundle.write_variables(
+        os.path.join(export_dir, VARIABLES_DIR, VARIABLES_PREFIX), values
     )
+    return {f"{VARIABLES_DIR}/{name}": digest for name, digest in digests.items()}
 
 
 def export_saved_model(serving_graph, export_dir):

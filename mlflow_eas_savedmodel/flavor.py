@@ -176,9 +176,9 @@ def save_model(
         meta_graph_def, values = export.build_meta_graph(serving_graph)
         compatible, problems = runtimes.check_all(meta_graph_def.graph_def)
         _check_processors(eas_processor, compatible, problems)
-        export.write_saved_model(os.path.join(tmp, SAVED_MODEL_DIR), meta_graph_def, values)
+        written = export.write_saved_model(os.path.join(tmp, SAVED_MODEL_DIR), meta_graph_def, values)
         export.check_layout(os.path.join(tmp, SAVED_MODEL_DIR))
-        file_sha256 = integrity.hash_tree(os.path.join(tmp, SAVED_MODEL_DIR))
+        file_sha256 = integrity.hash_tree_reusing(os.path.join(tmp, SAVED_MODEL_DIR), written)
         del values
 
         signature_defs = _metadata.describe_signature_defs(meta_graph_def)

@@ -68,6 +68,22 @@ def hash_tree(directory):
     return {rel: sha256_file(os.path.join(directory, rel)) for rel in _relative_files(directory)}
 
 
+def hash_tree_reusing(directory, known):
+    """:func:`hash_tree`, taking the digests in ``known`` instead of reading those files again.
+
+    ``known`` (``{relative path: hex SHA-256}``) holds files whose digests were computed while
+    they were written (``variables/`` shards of several GiB); a file it names that is not
+    under ``directory`` is left out.
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise invalid(f"{directory!r} is not a folder; cannot hash a SavedModel there.")
+    return {
+        rel: known[rel] if rel in known else sha256_file(os.path.join(directory, rel))
+        for rel in _relative_files(directory)
+    }
+
+
 def verify(directory, expected):
     """Checks that ``directory`` holds exactly the files of ``expected``, with those SHA-256s.
 

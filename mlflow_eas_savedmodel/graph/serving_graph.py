@@ -1,10 +1,11 @@
 """The one in-memory form every source is converted to before export.
 
 A :class:`ServingGraph` is a *frozen* TF1 ``GraphDef``: inputs are ``Placeholder`` nodes, weights
-are ``Const`` nodes, control flow is lowered to v1 ops (``Switch``/``Merge``/``Enter``...) and the
-function library is inlined. That form is version-neutral, which is what old EAS runtimes need;
-:mod:`mlflow_eas_savedmodel.export` then turns the weight constants back into reference variables
-(``VariableV2``) restored from ``variables/``, so ``saved_model.pb`` stays small.
+are stand-in ``Const`` nodes (shape and dtype, no values: see :mod:`.weights`), control flow is
+lowered to v1 ops (``Switch``/``Merge``/``Enter``...) and the function library is inlined. That
+form is version-neutral, which is what old EAS runtimes need; :mod:`mlflow_eas_savedmodel.export`
+then turns the weight constants into reference variables (``VariableV2``) restored from
+``variables/``, whose values it reads from ``weight_values``.
 
 Sources (Keras, session, checkpoint, SavedModel folder) only ever produce this object; nothing
 after export knows which source a model came from.
@@ -43,6 +44,8 @@ class ServingGraph:
         default_signature: name of the signature requests use when they name none.
         weights: ``Const`` node name -> checkpoint variable name it is restored as. Several
             constants may share one variable name (signatures frozen separately share weights).
+        weight_values: variable name -> :class:`~.weights.WeightValue`: where each variable's
+            value is read from when the export writes ``variables/``.
         init_ops: node names to run once at load (table initializers), in order.
         source: the source kind, recorded in the MLmodel metadata only.
         notes: human-readable notes on what the conversion changed, recorded in the metadata.
@@ -52,6 +55,7 @@ class ServingGraph:
     signatures: dict
     default_signature: str = DEFAULT_SIGNATURE_NAME
     weights: dict = dataclasses.field(default_factory=dict)
+    weight_values: dict = dataclasses.field(default_factory=dict)
     init_ops: list = dataclasses.field(default_factory=list)
     source: str = "unknown"
     notes: list = dataclasses.field(default_factory=list)

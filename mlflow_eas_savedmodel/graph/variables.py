@@ -1,21 +1,22 @@
-"""Weights back into reference variables: frozen ``Const`` nodes -> ``VariableV2`` reads.
+"""Weights into reference variables: stand-in ``Const`` nodes -> ``VariableV2`` reads.
 
 EAS's old runtimes know ``VariableV2`` (every TF1 model has them) but not TF2's resource
 variables as TF 2.21 writes them (``VarHandleOp.debug_name``), so each weight constant becomes
 ``VariableV2`` + ``Identity`` (the classic ``var/read``), restored by the Saver from
 ``variables/``. The constant's node keeps its name as the ``Identity``, so no consumer changes.
-Values are handed back separately and never stay in the ``GraphDef``: ``saved_model.pb`` holds
-only the graph, far from protobuf's 2 GB limit.
+Weight constants are stand-ins (:mod:`.weights`): their shape and dtype are all this module
+reads; the values are written by :mod:`mlflow_eas_savedmodel.tensor_bundle` straight from the
+model. Large constants of the graph itself are moved out the same way, so ``saved_model.pb``
+holds only the graph.
 """
-
-import numpy as np
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph import edit
+from mlflow_eas_savedmodel.graph.weights import ArrayValue
 
-# Constants this large that did not come from a variable (captured arrays, folded transposes)
-# are stored as variables too: they are weights in all but name.
+# Constants this large that did not come from a variable (folded transposes, arrays written
+# into a session's graph) are stored as variables too: they are weights in all but name.
 LARGE_CONSTANT_BYTES = 64 * 1024
 
 
@@ -24,15 +25,22 @@ def _tensor_nbytes(node):
     return len(tensor.tensor_content)
 
 
-def weights_to_variables(graph_def, weights):
-    """Rewrites ``graph_def`` in place; returns ``{variable name: numpy value}``.
+def weights_to_variables(graph_def, weights, values):
+    """Rewrites ``graph_def`` in place; returns ``({variable name: WeightValue}, var nodes)``.
 
     Args:
-        graph_def: frozen graph; its weight constants are replaced and their bytes released.
+        graph_def: frozen graph; its weight constants (stand-ins) are replaced.
         weights: ``Const`` node name -> variable name.
+        values: variable name -> :class:`~.weights.WeightValue` of every variable in
+            ``weights``; the graph's own large constants are added to the result.
+
+    Returns:
+        ``(values, var_nodes)``: the values to write, and variable name -> ``VariableV2``
+        node name.
     """
     tf = import_tensorflow()
     weights = dict(weights)
+    values = dict(values)
     for node in graph_def.node:
         if (
             node.op == "Const"
@@ -41,6 +49,7 @@ def weights_to_variables(graph_def, weights):
             and _tensor_nbytes(node) >= LARGE_CONSTANT_BYTES
         ):
             weights[node.name] = f"constants/{node.name}"
+            values[f"constants/{node.name}"] = ArrayValue(tf.make_ndarray(node.attr["value"].tensor))
 
     # A variable named like its own constant (session sources) takes the name; the read becomes
     # "<name>/read", as in TF1 graphs (or "<name>/read_1" where a frozen reference variable's
@@ -51,30 +60,35 @@ def weights_to_variables(graph_def, weights):
     }
     if renamed:
         edit.rename_inputs(graph_def, renamed)
-    values, var_nodes = {}, {}
+    specs, var_nodes = {}, {}
     for node in list(graph_def.node):
         variable = weights.get(node.name)
         if variable is None or node.op != "Const":
             continue
-        value = tf.make_ndarray(node.attr["value"].tensor)
         dtype = node.attr["dtype"].type
-        if variable in values:
-            if values[variable].shape != value.shape or values[variable].dtype != value.dtype:
+        shape = tf.TensorShape(node.attr["value"].tensor.tensor_shape)
+        if variable in specs:
+            if specs[variable] != (shape, dtype):
                 raise invalid(
-                    f"Two weights are both named {variable!r} with different shapes "
-                    f"{values[variable].shape} and {value.shape}. Give the variables unique names."
+                    f"Two weights are both named {variable!r} with different shapes or dtypes "
+                    f"{specs[variable][0]} and {shape}. Give the variables unique names."
                 )
         else:
-            values[variable] = np.ascontiguousarray(value)
+            specs[variable] = (shape, dtype)
             var_name = variable if variable in renamed else edit.unique_name(variable, taken)
             var_nodes[variable] = var_name
             var = graph_def.node.add(name=var_name, op="VariableV2")
             var.attr["dtype"].type = dtype
-            var.attr["shape"].shape.CopyFrom(tf.TensorShape(value.shape).as_proto())
+            var.attr["shape"].shape.CopyFrom(shape.as_proto())
         read_name = renamed.get(node.name, node.name)
         node.Clear()
         node.name, node.op = read_name, "Identity"
         node.input.append(var_nodes[variable])
         node.attr["T"].type = dtype
-    return values, var_nodes
-
+    missing = sorted(set(specs) - set(values))
+    if missing:
+        raise invalid(
+            f"The serving graph reads the variables {missing[:5]} but their values were not "
+            "found in the model. Re-create the model so every variable it uses is tracked by it."
+        )
+    return {name: values[name] for name in specs}, var_nodes

@@ -116,7 +116,7 @@ def _from_saver_checkpoint(
     prefix, reader, build_fn, inputs, outputs, signature_name, signatures, default_signature, init_op
 ):
     tf = import_tensorflow()
-    from mlflow_eas_savedmodel.sources.session import session_to_serving_graph
+    from mlflow_eas_savedmodel.sources.session import reads_session, serving_graph_from_session
 
     graph = tf.Graph()
     built = None
@@ -137,16 +137,23 @@ def _from_saver_checkpoint(
     if build_fn is not None:
         inputs, outputs, signatures = _signatures_from_build_fn(built, inputs, outputs, signatures)
 
-    with tf.compat.v1.Session(graph=graph) as sess:
+    sess = tf.compat.v1.Session(graph=graph)
+    serving_graph = None
+
+    def restore():
         if saver is not None:
             try:
                 saver.restore(sess, prefix)
             except (tf.errors.OpError, ValueError) as e:
                 raise invalid(f"Restoring the checkpoint {prefix!r} failed: {e}") from e
+
+    try:
         tables = graph.get_collection(tf.compat.v1.GraphKeys.TABLE_INITIALIZERS)
         if tables:
             sess.run(tables)
-        serving_graph = session_to_serving_graph(
+        # The variables are not restored: the export reads them from the checkpoint piece by
+        # piece (restore() only for a variable it holds under another name).
+        serving_graph = serving_graph_from_session(
             sess,
             inputs=inputs,
             outputs=outputs,
@@ -154,7 +161,11 @@ def _from_saver_checkpoint(
             signatures=signatures,
             default_signature=default_signature,
             init_op=init_op,
+            bundle=(prefix, restore),
         )
+    finally:
+        if serving_graph is None or not reads_session(serving_graph):
+            sess.close()
     serving_graph.source = "checkpoint"
     return serving_graph
 
@@ -165,11 +176,15 @@ def _check_variables(prefix, reader, graph):
     shapes = reader.get_variable_to_shape_map()
     missing, mismatched = [], []
     for variable in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES):
-        name = variable.op.name
+        # A partition (fixed_size_partitioner) is saved as a slice of its full variable.
+        info = getattr(variable, "_save_slice_info", None)
+        name = info.full_name if info is not None else variable.op.name
+        shape = list(info.full_shape) if info is not None else variable.shape
         if name not in shapes:
             missing.append(name)
-        elif variable.shape.is_fully_defined() and list(variable.shape) != list(shapes[name]):
-            mismatched.append(f"{name}: graph {variable.shape.as_list()}, checkpoint {shapes[name]}")
+        elif info is not None or variable.shape.is_fully_defined():
+            if list(shape) != list(shapes[name]):
+                mismatched.append(f"{name}: graph {list(shape)}, checkpoint {shapes[name]}")
     if missing:
         raise invalid(
             f"The variables {missing[:10]} are not in the checkpoint {prefix!r}, which holds "

@@ -3,8 +3,9 @@
 Why trace and freeze instead of ``model.export``: every SavedModel TF 2.21 writes the TF2 way
 fails in EAS's TF 1.12-2.3 runtimes (``VarHandleOp.debug_name``, ``DisableCopyOnRead`` in the
 function library). So we trace ``model(inputs, training=False)`` once as a ``tf.function`` with
-named ``TensorSpec``s, freeze it with control flow lowered to v1 ops, and let the export put the
-weights back into reference variables. Rebuilding the model as a TF1 graph with reference
+named ``TensorSpec``s, freeze it with control flow lowered to v1 ops (the variables as
+stand-ins, see :mod:`mlflow_eas_savedmodel.graph.weights`), and let the export write the weights
+as reference variables, read piece by piece from the live Keras variables. Rebuilding the model as a TF1 graph with reference
 variables directly would need a second implementation of every Keras layer; tracing reuses
 Keras' own ``call`` and keeps numbers identical. Lookup tables (``StringLookup``) cannot be
 frozen, so they are re-created as ``HashTableV2`` plus an ``InitializeTableV2`` init op.
@@ -260,7 +261,7 @@ def keras_to_serving_graph(
     )]
     output_keys = _resolve_keys(outputs, "outputs", out_items, "output")
 
-    graph_def, in_names, out_names, weights, tables = freeze_concrete_function(
+    graph_def, in_names, out_names, weights, values, tables = freeze_concrete_function(
         concrete, _variable_names(model)
     )
     init_ops = recreate_tables(graph_def, tables, _lookup_tables(model)) if tables else []
@@ -273,6 +274,7 @@ def keras_to_serving_graph(
         signatures={signature_name: signature},
         default_signature=signature_name,
         weights=weights,
+        weight_values=values,
         init_ops=init_ops,
         source="keras",
     )

@@ -6,9 +6,14 @@ and a function library with ops the old runtimes lack; TF1-style saves written w
 ``strip_default_attrs`` hold attrs such as ``MatMul.grad_a``. Every folder is therefore read and
 re-exported through the one pipeline, keeping every SignatureDef's name, keys and method:
 
-* TF1-style (a graph plus SignatureDefs, ``simple_save``/``Builder``): loaded into a session with
-  the TF1 loader (which restores the variables and runs the main op, so tables are filled), then
-  frozen like any session (:mod:`.session`), the main op kept as the init op.
+* TF1-style (a graph plus SignatureDefs, ``simple_save``/``Builder``): its graph is loaded into a
+  session with the TF1 loader's steps but the restore (the main op runs, so tables are filled),
+  then frozen like any session (:mod:`.session`), the main op kept as the init op. The variables
+  are read from the folder's ``variables/`` bundle a piece at a time during the export, never
+  all at once (restored into the session only if the main op needs them or the Saver renamed
+  them).
+* TF2-style variables are restored by ``tf.saved_model.load`` (once, all of them) and streamed
+  from there.
 * TF2-style (``tf.saved_model.save`` of a ``tf.Module``, Keras ``model.export``): loaded with
   ``tf.saved_model.load``; each function of ``.signatures`` is traced and frozen on its own, and
   the frozen graphs are merged into one, each under its signature's name as a node-name prefix.
@@ -33,7 +38,11 @@ from mlflow_eas_savedmodel.graph.serving_graph import (
     SignatureSpec,
     sanitize_node_name,
 )
-from mlflow_eas_savedmodel.sources.session import pick_default_signature, session_to_serving_graph
+from mlflow_eas_savedmodel.sources.session import (
+    pick_default_signature,
+    reads_session,
+    serving_graph_from_session,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -117,9 +126,13 @@ def serving_signature_names(meta_graph):
 def _from_tf1_saved_model(path, meta_graph, default_signature):
     tf = import_tensorflow()
     graph = tf.Graph()
-    with tf.compat.v1.Session(graph=graph) as sess:
+    sess = tf.compat.v1.Session(graph=graph)
+    serving_graph = None
+    try:
+        # The graph and its init ops without restoring the variables: their values are read
+        # from variables/ piece by piece at export, never all at once.
         try:
-            loaded = tf.compat.v1.saved_model.loader.load(sess, list(meta_graph.meta_info_def.tags), path)
+            loaded, restore = _load_tf1_without_variables(sess, list(meta_graph.meta_info_def.tags), path)
         except (tf.errors.OpError, ValueError, RuntimeError) as e:
             raise invalid(
                 f"TensorFlow cannot load the SavedModel in {path!r}: {e}. Check that the folder is "
@@ -131,14 +144,45 @@ def _from_tf1_saved_model(path, meta_graph, default_signature):
             if ops:
                 init_op = list(ops)
                 break
-        serving_graph = session_to_serving_graph(
+        serving_graph = serving_graph_from_session(
             sess,
             signatures={name: loaded.signature_def[name] for name in serving_signature_names(loaded)},
             default_signature=default_signature,
             init_op=init_op,
+            bundle=(os.path.join(path, "variables", "variables"), restore),
         )
+    finally:
+        # Values still read from the session (renamed by the SavedModel's Saver) keep it open.
+        if serving_graph is None or not reads_session(serving_graph):
+            sess.close()
     serving_graph.notes.insert(0, "re-exported TF1 SavedModel: frozen and written with strip_default_attrs")
     return serving_graph
+
+
+def _load_tf1_without_variables(sess, tags, path):
+    """``loader.load`` without the restore: ``(meta graph, restore)``; ``restore()`` restores.
+
+    The init op runs as the loader runs it (asset paths fed); one that reads variables gets
+    them restored first.
+    """
+    tf = import_tensorflow()
+    from tensorflow.python.saved_model import loader_impl
+
+    loader = loader_impl.SavedModelLoader(path)
+    saver, _ = loader.load_graph(sess.graph, tags)
+    restored = []
+
+    def restore():
+        if not restored and saver is not None:
+            loader.restore_variables(sess, saver)
+            restored.append(True)
+
+    try:
+        loader.run_init_ops(sess, tags)
+    except tf.errors.FailedPreconditionError:
+        restore()
+        loader.run_init_ops(sess, tags)
+    return loader.get_meta_graph_def_from_tags(tags), restore
 
 
 def _from_tf2_saved_model(path, meta_graph, default_signature):
@@ -230,11 +274,13 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
     """
     tf = import_tensorflow()
     merged = tf.compat.v1.GraphDef()
-    signatures, weights, init_ops = {}, {}, []
+    signatures, weights, weight_values, init_ops = {}, {}, {}, []
     prefixes = set()
     for name, (concrete, input_keys, output_keys, method) in functions.items():
         try:
-            graph_def, in_names, out_names, frozen_weights, tables = freeze_concrete_function(concrete, variables)
+            graph_def, in_names, out_names, frozen_weights, values, tables = freeze_concrete_function(
+                concrete, variables
+            )
         except Exception as e:  # noqa: BLE001 - the converter raises many types
             raise invalid(f"Freezing signature {name!r} failed: {e}") from e
         table_inits = recreate_tables(graph_def, tables, _live_tables(graph_def, tables)) if tables else []
@@ -245,6 +291,7 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
         merged.node.extend(graph_def.node)
         merged.versions.CopyFrom(graph_def.versions)
         weights.update({prefix + const: var for const, var in frozen_weights.items()})
+        weight_values.update(values)
         init_ops.extend(prefix + op for op in table_inits)
         signatures[name] = SignatureSpec(
             inputs={k: prefix + t for k, t in zip(input_keys, in_names)},
@@ -260,6 +307,7 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
         signatures=signatures,
         default_signature=default_signature,
         weights=weights,
+        weight_values=weight_values,
         init_ops=init_ops,
         notes=notes,
     )

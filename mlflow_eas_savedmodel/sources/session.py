@@ -12,11 +12,13 @@ as ``tf.compat.v1.saved_model.simple_save`` does; ``signatures=`` gives several,
 Tensors are ``tf.Tensor`` objects of the session's graph, names (``"x:0"``), or ``TensorInfo``
 protos (what ``build_tensor_info`` returns); a value may also be a ``SignatureDef`` proto.
 
-The session is frozen (every variable read becomes a constant, only the part of the graph the
-signatures and init ops need is kept) and the export turns the weights back into
-``VariableV2``: TF 2.21's ``tf.compat.v1`` graphs use resource variables
-(``VarHandleOp.debug_name``), which no EAS runtime knows. Node names, and so the user's tensor
-names, are kept.
+The session is frozen (every variable read becomes a stand-in constant, only the part of the
+graph the signatures and init ops need is kept) and the export writes the weights as
+``VariableV2``, reading them from the session a bounded piece at a time: TF 2.21's
+``tf.compat.v1`` graphs use resource variables (``VarHandleOp.debug_name``), which no EAS
+runtime knows. Node names, and so the user's tensor names, are kept. To read a large variable
+in pieces and to check that every variable is initialised, a few small ops are added to the
+session's graph under ``mlflow_eas_savedmodel_export/`` (not when the graph is finalized).
 
 Lookup tables: a table filled from a vocabulary file (``index_table_from_file``) would look for
 that file, by its absolute path, on the EAS machine; its contents are read from the live session
@@ -35,6 +37,7 @@ from mlflow_eas_savedmodel.graph.serving_graph import (
     SignatureSpec,
 )
 from mlflow_eas_savedmodel.graph.tables import initialize_from_constants
+from mlflow_eas_savedmodel.graph.weights import SessionVariableValue, bundle_values
 
 _logger = logging.getLogger(__name__)
 
@@ -80,6 +83,30 @@ def session_to_serving_graph(
         ...         sess, inputs={"image": x}, outputs={"scores": y})
     """
     del input_example
+    return serving_graph_from_session(
+        model, inputs, outputs, signature_name, signatures, default_signature, init_op
+    )
+
+
+def serving_graph_from_session(
+    model,
+    inputs=None,
+    outputs=None,
+    signature_name=None,
+    signatures=None,
+    default_signature=None,
+    init_op=None,
+    bundle=None,
+):
+    """:func:`session_to_serving_graph`, the values read from a tensor bundle if one is given.
+
+    Args:
+        bundle: ``(prefix, restore)`` for the checkpoint and SavedModel sources: the variables
+            are read from the tensor bundle at ``prefix`` (piece by piece, at export), so the
+            session need not hold them; ``restore()`` fills the session with every variable
+            and is called only when the bundle lacks one under its own name (a ``Saver``
+            that renamed variables), whose value is then read from the session.
+    """
     tf = import_tensorflow()
     graph = model.graph
     specs = collect_signatures(graph, inputs, outputs, signature_name, signatures)
@@ -91,9 +118,18 @@ def session_to_serving_graph(
     keep = {n.split(":")[0] for spec, _, _ in specs.values() for n in (*spec.inputs.values(), *spec.outputs.values())}
     keep.update(op.name for op in init_ops)
     try:
-        graph_def, weights = freeze_session(model, sorted(keep))
+        graph_def, weights, values = freeze_session(
+            model, sorted(keep), lambda e: _uninitialized_error(model, e)
+        )
     except tf.errors.OpError as e:
         raise _uninitialized_error(model, e) from e
+    if bundle is not None:
+        prefix, restore = bundle
+        from_bundle = bundle_values(prefix, graph, list(values))
+        if len(from_bundle) < len(values):
+            restore()
+        values.update(from_bundle)
+    _check_initialized(model, {n: v for n, v in values.items() if isinstance(v, SessionVariableValue)})
 
     notes = list(init_notes)
     notes.extend(_replace_file_tables(model, graph_def))
@@ -108,10 +144,16 @@ def session_to_serving_graph(
         signatures={name: spec for name, (spec, _, _) in specs.items()},
         default_signature=default,
         weights=weights,
+        weight_values=values,
         init_ops=[op.name for op in init_ops],
         source="session",
         notes=notes,
     )
+
+
+def reads_session(serving_graph):
+    """Whether the export will read values from a session (which must stay open until then)."""
+    return any(isinstance(v, SessionVariableValue) for v in serving_graph.weight_values.values())
 
 
 def collect_signatures(graph, inputs, outputs, signature_name, signatures):
@@ -360,6 +402,32 @@ def _without_variable_initializers(ops):
     return kept, notes
 
 
+def _check_initialized(sess, values):
+    """Fails now, not in the middle of the write, when a variable the graph needs is not set.
+
+    ``VarIsInitializedOp``/``IsVariableInitialized`` read no value; they are added to the
+    session's graph only when it is not finalized (a finalized graph is checked by the write).
+    """
+    tf = import_tensorflow()
+    graph = sess.graph
+    if not values or graph.finalized:
+        return
+    with graph.as_default(), graph.name_scope("mlflow_eas_savedmodel_export"):
+        probes = []
+        for value in values.values():
+            handle = value.op.outputs[0]
+            if value.op.type == "VarHandleOp":
+                probes.append(tf.raw_ops.VarIsInitializedOp(resource=handle))
+            else:
+                probes.append(tf.raw_ops.IsVariableInitialized(ref=handle))
+    try:
+        initialized = sess.run(probes)
+    except tf.errors.OpError as e:
+        raise _uninitialized_error(sess, e) from e
+    if not all(initialized):
+        raise _uninitialized_error(sess, None)
+
+
 def _uninitialized_error(sess, error):
     """The user-facing error for a freeze that could not read variables, naming them."""
     tf = import_tensorflow()
@@ -383,7 +451,7 @@ def _uninitialized_error(sess, error):
             "`sess.run(tf.compat.v1.global_variables_initializer())` or restore a checkpoint "
             "(`saver.restore(sess, prefix)`) before logging."
         )
-    return invalid(f"Freezing the session failed: {error.message}")
+    return invalid(f"Reading the session's variables failed: {getattr(error, 'message', error)}")
 
 
 def _replace_file_tables(sess, graph_def):
