@@ -33,6 +33,7 @@ from mlflow_eas_savedmodel.graph.serving_graph import (
     SignatureSpec,
     sanitize_node_name,
 )
+from mlflow_eas_savedmodel.sources import reference
 from mlflow_eas_savedmodel.sources.session import pick_default_signature, session_to_serving_graph
 
 _logger = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ def _from_tf1_saved_model(path, meta_graph, default_signature):
             default_signature=default_signature,
             init_op=init_op,
         )
+    serving_graph.reference = reference.tf1_saved_model_reference(path, list(meta_graph.meta_info_def.tags))
     serving_graph.notes.insert(0, "re-exported TF1 SavedModel: frozen and written with strip_default_attrs")
     return serving_graph
 
@@ -159,6 +161,9 @@ def _from_tf2_saved_model(path, meta_graph, default_signature):
         functions[name] = (concrete, input_keys, output_keys, method or None)
     serving_graph = concrete_functions_to_serving_graph(
         functions, variable_names(loaded), default_signature=default_signature
+    )
+    serving_graph.reference = reference.tf2_saved_model_reference(
+        path, list(meta_graph.meta_info_def.tags), {n: (f[1], f[2]) for n, f in functions.items()}
     )
     serving_graph.notes.insert(
         0,
@@ -262,6 +267,9 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
         weights=weights,
         init_ops=init_ops,
         notes=notes,
+        reference=reference.concrete_function_reference(
+            {name: (concrete, inputs, outputs) for name, (concrete, inputs, outputs, _) in functions.items()}
+        ),
     )
 
 

@@ -28,6 +28,7 @@ import logging
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph.freeze import VARIABLE_OPS, freeze_session
+from mlflow_eas_savedmodel.sources.reference import session_reference
 from mlflow_eas_savedmodel.graph.serving_graph import (
     DEFAULT_SIGNATURE_NAME,
     METHOD_ALIASES,
@@ -111,6 +112,7 @@ def session_to_serving_graph(
         init_ops=[op.name for op in init_ops],
         source="session",
         notes=notes,
+        reference=session_reference(model, {name: spec for name, (spec, _, _) in specs.items()}),
     )
 
 
