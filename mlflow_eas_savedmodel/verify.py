@@ -264,7 +264,9 @@ def verify_saved_model(
             raise invalid(
                 f"Verification failed: SignatureDef {name!r} of the saved model answers differently "
                 f"from the source model on the {origin} inputs: " + "; ".join(problems)
-                + ". Nothing was saved; this is a conversion bug, report it with the model."
+                + ". Nothing was saved. If the model is random by design (random ops on the "
+                "serving path), save it with verify='static'; otherwise this is a conversion "
+                "bug: report it with the model."
             )
         results[name] = {"inputs": origin, "result": "matches the source", "max_abs_diff": worst}
     summary["run"] = {"tensorflow": import_tensorflow().__version__, "signatures": results}
