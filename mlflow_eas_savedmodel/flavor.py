@@ -148,6 +148,7 @@ def save_model(
         ...                outputs={"scores": keras_model.output})
     """
     from mlflow_eas_savedmodel import export, runtimes, sources
+    from mlflow_eas_savedmodel.runtimes import semantic  # noqa: F401 - runtimes.semantic below
     from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 
     path = os.path.abspath(os.fspath(path))
@@ -185,6 +186,7 @@ def save_model(
         serving_graph = sources.to_serving_graph(model, **options)
         meta_graph_def, values = export.build_meta_graph(serving_graph)
         compatible, problems = runtimes.check_all(meta_graph_def.graph_def)
+        serving_graph.notes.extend(runtimes.semantic.rule_notes(problems))
         _check_processors(eas_processor, compatible, problems)
         export.write_saved_model(os.path.join(tmp, SAVED_MODEL_DIR), meta_graph_def, values)
         export.check_layout(os.path.join(tmp, SAVED_MODEL_DIR))
