@@ -605,7 +605,8 @@ def grouped_convolution_groups(node, tensors):
 
 
 def _rewrite_grouped_convolution(graph_def, node, tensors, taken):
-    """Grouped ``Conv2D``/``Conv3D`` -> ``Split`` + one convolution per group + ``ConcatV2``.
+    """Grouped ``Conv2D``/``Conv3D`` -> ``Split`` + one convolution per group + ``ConcatV2``, or
+    ``DepthwiseConv2dNative`` when each group has one input channel.
 
     Exact: each output channel of a grouped convolution sums over its group's input channels
     only, which is what the per-group convolution computes. Every CPU kernel from 1.12 to
@@ -625,6 +626,32 @@ def _rewrite_grouped_convolution(graph_def, node, tensors, taken):
         for k in ("strides", "padding", "data_format", "dilations", "explicit_paddings")
         if k in node.attr
     }
+
+    (_, x_shape), (_, w_shape) = inputs[:2]
+    strides = list(attrs["strides"].list.i)
+    if (
+        op == "Conv2D"
+        and w_shape[2] == 1
+        and w_shape.is_fully_defined()
+        and strides[1 if axis == 3 else 2] == strides[2 if axis == 3 else 3]
+        and not ("explicit_paddings" in attrs and attrs["explicit_paddings"].list.i)
+    ):
+        # One input channel per group (ConvNeXt, "depthwise" by groups): DepthwiseConv2dNative
+        # orders its outputs channel-major like the grouped convolution, so the filter
+        # [h, w, 1, groups * m] is the depthwise filter [h, w, groups, m] as it is.
+        kh, kw, _, out = w_shape.as_list()
+
+        def build(tf, x, w):
+            kwargs = {"strides": strides, "padding": attrs["padding"].s.decode()}
+            for key in ("data_format", "dilations"):
+                if key in attrs:
+                    kwargs[key] = attrs[key].s.decode() if key == "data_format" else list(attrs[key].list.i)
+            return tf.raw_ops.DepthwiseConv2dNative(
+                input=x, filter=tf.reshape(w, [kh, kw, groups, out // groups]), **kwargs
+            )
+
+        _splice(graph_def, node, build, inputs, taken)
+        return "as DepthwiseConv2dNative"
 
     def build(tf, x, w):
         xs = tf.split(x, groups, axis=axis)
@@ -658,7 +685,10 @@ CHANNELS_FIRST_OPS = {
     "Conv3D": "NCDHW",
     "MaxPool3D": "NCDHW",
     "AvgPool3D": "NCDHW",
+    "Conv2DBackpropInput": "NCHW",  # Conv2DTranspose
+    "Conv3DBackpropInputV2": "NCDHW",  # Conv3DTranspose
 }
+_BACKPROP_OPS = ("Conv2DBackpropInput", "Conv3DBackpropInputV2")
 _INPUT_ARG = {"AvgPool": "value"}
 
 
@@ -693,8 +723,14 @@ def _rewrite_channels_first(graph_def, node, tensors, taken):
         kwargs["explicit_paddings"] = [p for i in to_last for p in pairs[i]]
 
     def build(tf, x, *rest):
-        last = tf.transpose(x, to_last)
         fn = getattr(tf.raw_ops, op)
+        if op in _BACKPROP_OPS:  # (input_sizes, filter, out_backprop): sizes are a shape vector
+            sizes, w, grad = x, rest[0], rest[1]
+            result = fn(
+                input_sizes=tf.gather(sizes, to_last), filter=w, out_backprop=tf.transpose(grad, to_last), **kwargs
+            )
+            return tf.transpose(result, to_first)
+        last = tf.transpose(x, to_last)
         if rest:
             result = fn(input=last, filter=rest[0], **kwargs)
         else:

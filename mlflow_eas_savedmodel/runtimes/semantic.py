@@ -8,22 +8,28 @@ first, so a rule only fires on what stays (e.g. a depth that is unknown statical
 name appears in ``eas_incompatibilities`` and in ``conversion_notes``.
 
 What was measured in the official wheels (``tensorflow==1.12.0``, ``1.14.0``,
-``tensorflow-cpu==1.15.0``, ``2.3.0``, ``2.4.0``, ``2.7.0``; TF 2.21 with oneDNN runs them all):
+``tensorflow-cpu==1.15.0``, ``2.3.0``, ``2.4.0``, ``2.7.0``), each refused at run time on CPU
+(the model loads, then ``TF_SessionRun`` fails), while TF 2.21's oneDNN kernels run them:
 
-* ``Conv2D``, ``MaxPool``, ``AvgPool``, ``DepthwiseConv2dNative`` with ``data_format=NCHW``:
-  refused at run time on CPU by 1.14, 1.15, 2.3, 2.4 and 2.7 ("only supports NHWC ... on the
-  CPU"); ``BiasAdd``, ``FusedBatchNorm``/``V3`` with NCHW run everywhere. 1.12 was not measured
-  alone (the probe graph held ``FusedBatchNormV3``); its kernels are the same code as 1.14's.
-* grouped ``Conv2D`` (input depth a multiple of the filter depth): 1.14 "Generic conv
-  implementation does not support grouped convolutions", 1.15 "does not support grouped
-  convolutions on the CPU"; inside an XLA must-compile function (Keras' ``groups>1``) 2.3, 2.4
-  and 2.7 compile it with XLA and answer; 1.12 refuses the call's ``config_proto`` attr.
-* ``Conv2D`` with strides and dilations both > 1 runs in every runtime.
+* channels-first data (rule ``channels-first-on-cpu``): ``Conv2D``, ``MaxPool``, ``AvgPool``,
+  ``DepthwiseConv2dNative`` with ``NCHW`` in 1.14-2.7 ("only supports NHWC ... on the CPU"),
+  ``Conv2DBackpropInput`` (``Conv2DTranspose``) with ``NCHW``, ``Conv3D``, ``MaxPool3D``,
+  ``AvgPool3D``, ``Conv3DBackpropInputV2`` with ``NCDHW`` and ``MaxPoolV2`` with ``NCHW`` in
+  all six. ``BiasAdd`` and ``FusedBatchNorm``/``V3`` with ``NCHW`` run everywhere they exist.
+  The rewrites transpose all of these but ``MaxPoolV2`` (which 2.21 refuses too).
+* grouped convolutions (rule ``grouped-convolution-on-cpu``): ``Conv2D`` whose input depth is a
+  multiple of its filter depth: 1.14 "Generic conv implementation does not support grouped
+  convolutions", 1.15 "does not support grouped convolutions on the CPU". The rewrite splits
+  them (or makes them ``DepthwiseConv2dNative`` for one channel per group, ConvNeXt).
+* XLA must-compile calls (rule ``xla-must-compile``), Keras' ``Conv2D(groups>1)``: 2.3, 2.4 and
+  2.7 compile them with XLA and answer; 1.14 and 1.15 run the body with the CPU kernels above
+  and fail; 1.12 refuses the call's ``config_proto`` attr at load. The rewrite inlines them.
+* ``Conv2D`` with strides and dilations both > 1 runs in every runtime: no rule.
 
-Checked and not turned into rules: the 1.12-2.7 release notes' CPU-kernel limits are about ops
-Keras 3 does not emit on the serving path (``Conv2DBackpropFilter``, ``FractionalMaxPool``,
-quantized ops); ``Conv2DBackpropInput`` (``Conv2DTranspose``) with NCHW shares the NHWC-only
-CPU code path and is left out under the channels-first rule below.
+Checked and not turned into rules: the other CPU-kernel limits of the 1.12-2.7 release notes
+are about ops that are not on a serving path (``Conv2DBackpropFilter``, ``FractionalMaxPool``
+gradients) or that Keras 3 does not emit (quantized ops, ``NCHW_VECT_C``). The probe scripts'
+results are what ``tests/test_semantic_rules.py`` runs again with ``runtime`` marked tests.
 """
 
 import dataclasses
