@@ -163,3 +163,45 @@ def resolve_inputs(signature_defs, mlmodel, local_model_path, inputs=None, batch
         )
     label = FROM_CALLER if given else FROM_EXAMPLE
     return feeds, {n: (label if c else SYNTHESISED) for n, c in covered.items()}
+
+
+def load_inputs_file(path):
+    """Inputs from a file (``check-runtime --input``): ``.npz`` or ``.json``.
+
+    ``.npz``: one array per input key, or per ``SIGNATURE/KEY`` to give each SignatureDef its
+    own (split at the last ``/``, so ``tensorflow/serving/regress/inputs`` works). ``.json``:
+    ``{key: nested list}`` or ``{signature: {key: nested list}}``.
+    """
+    import json
+    import os
+
+    if not os.path.isfile(path):
+        raise invalid(f"Input file {path!r} does not exist. Pass an .npz or .json file.")
+    if path.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError) as e:
+            raise invalid(f"Cannot read {path!r} as .npz ({e}). Write it with numpy.savez.") from e
+        nested = {}
+        if arrays and all("/" in name for name in arrays):
+            for name, value in arrays.items():
+                signature, _, key = name.rpartition("/")
+                nested.setdefault(signature, {})[key] = value
+            return nested
+        return arrays
+    if path.endswith(".json"):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except ValueError as e:
+            raise invalid(f"Cannot read {path!r} as JSON ({e}). Fix the file.") from e
+        if not isinstance(data, dict) or not data:
+            raise invalid(
+                f"{path!r} must hold an object {{key: values}} or {{signature: {{key: values}}}}."
+            )
+        return {
+            k: ({kk: np.asarray(vv) for kk, vv in v.items()} if isinstance(v, dict) else np.asarray(v))
+            for k, v in data.items()
+        }
+    raise invalid(f"Input file {path!r} must end in .npz or .json.")

@@ -49,6 +49,7 @@ def _rewrite_ops(graph_def):
         "BatchMatMulV2": _rewrite_batch_mat_mul_v2,
         "Einsum": _rewrite_einsum,
         "LeakyRelu": _rewrite_leaky_relu,
+        "ParseExampleV2": _rewrite_parse_example_v2,
     }
     targets = [node for node in graph_def.node if node.op in rewrites]
     if not targets:
@@ -782,3 +783,59 @@ def rewrite_xla_and_grouped_convolutions(graph_def):
 def _drop_cleared(graph_def):
     for index in reversed([i for i, n in enumerate(graph_def.node) if not n.name]):
         del graph_def.node[index]
+
+
+# --------------------------------------------------------------------------- ParseExampleV2
+
+
+def _rewrite_parse_example_v2(graph_def, node, tensors, taken):
+    """``ParseExampleV2`` (TF 2.x ``tf.io.parse_example``) -> ``ParseExample`` (TF 1.x).
+
+    Same outputs in the same order when there are no ragged features and the input is a vector
+    of serialized examples: V1 takes each key as a scalar input where V2 takes one vector.
+    """
+    from tensorflow.python.framework import tensor_util
+
+    if node.attr["ragged_value_types"].list.type:
+        raise _Skip("ragged features")
+    (_, serialized_shape) = _input_tensors(node, tensors)[0]
+    if serialized_shape.rank != 1:
+        raise _Skip("serialized input is not a vector")
+    by_name = {n.name: n for n in graph_def.node}
+    keys = []
+    for inp in node.input[2:4]:
+        const = by_name.get(node_name(inp))
+        if const is None or const.op != "Const":
+            raise _Skip("feature keys are not constants")
+        keys.append([k for k in tensor_util.MakeNdarray(const.attr["value"].tensor).reshape(-1).tolist()])
+    sparse_keys, dense_keys = keys
+    anchor = "^" + node_name(node.input[0])
+    new_inputs = []
+    for kind, values in (("sparse_key", sparse_keys), ("dense_key", dense_keys)):
+        for i, value in enumerate(values):
+            const = graph_def.node.add()
+            const.name = edit.unique_name(f"{node.name}/{REWRITE_SCOPE}/{kind}_{i}", taken)
+            const.op = "Const"
+            const.attr["dtype"].type = 7  # DT_STRING
+            const.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value))
+            const.input.append(anchor)
+            taken.add(const.name)
+            new_inputs.append(const.name)
+    data = _data_inputs(node)
+    controls = [i for i in node.input if i.startswith("^")]
+    defaults = data[5:]
+    del node.input[:]
+    node.input.extend(data[:2] + new_inputs + defaults + controls)
+    n_sparse = node.attr["num_sparse"].i
+    attrs = {k: node.attr[k] for k in ("sparse_types", "Tdense", "dense_shapes") if k in node.attr}
+    for k in list(node.attr):
+        if not k.startswith("_"):
+            del node.attr[k]
+    node.op = "ParseExample"
+    node.attr["Nsparse"].i = n_sparse
+    node.attr["Ndense"].i = len(dense_keys)
+    for k, v in attrs.items():
+        node.attr[k].CopyFrom(v)
+    if "sparse_types" not in node.attr:
+        node.attr["sparse_types"].list.SetInParent()
+    return "as ParseExample"

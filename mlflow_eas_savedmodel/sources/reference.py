@@ -74,7 +74,9 @@ def tf1_saved_model_reference(path, tags):
             from tensorflow.python.util import deprecation
 
             with graph.as_default(), deprecation.silence():
-                state["meta"] = tf.compat.v1.saved_model.loader.load(state["sess"], tags, path)
+                state["meta"] = tf.compat.v1.saved_model.loader.load(
+                    state["sess"], tags, path, clear_devices=True
+                )
         signature = state["meta"].signature_def[name]
         keys = sorted(signature.outputs)
         values = state["sess"].run(

@@ -120,7 +120,11 @@ def _from_tf1_saved_model(path, meta_graph, default_signature):
     graph = tf.Graph()
     with tf.compat.v1.Session(graph=graph) as sess:
         try:
-            loaded = tf.compat.v1.saved_model.loader.load(sess, list(meta_graph.meta_info_def.tags), path)
+            # Devices cleared: Estimator-era exports pin ops to /device:GPU:0, which a CPU
+            # machine cannot place; the export clears devices anyway.
+            loaded = tf.compat.v1.saved_model.loader.load(
+                sess, list(meta_graph.meta_info_def.tags), path, clear_devices=True
+            )
         except (tf.errors.OpError, ValueError, RuntimeError) as e:
             raise invalid(
                 f"TensorFlow cannot load the SavedModel in {path!r}: {e}. Check that the folder is "
