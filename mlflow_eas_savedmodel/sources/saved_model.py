@@ -78,6 +78,11 @@ def read_saved_model(path):
     saved_model = saved_model_pb2.SavedModel()
     pb, pbtxt = (os.path.join(path, f) for f in ("saved_model.pb", "saved_model.pbtxt"))
     source = pb if os.path.exists(pb) else pbtxt
+    if os.path.getsize(source) == 0:
+        raise invalid(
+            f"{source!r} is empty (0 bytes): the export was interrupted or the file was truncated "
+            "in a copy. Export the model again (or copy the whole folder again)."
+        )
     try:
         if source == pb:
             with open(pb, "rb") as f:
@@ -93,6 +98,11 @@ def read_saved_model(path):
 
 
 def _serving_meta_graph(path, saved_model):
+    if not saved_model.meta_graphs:
+        raise invalid(
+            f"The SavedModel in {path!r} holds no MetaGraph at all, so there is no graph to serve. "
+            "Export the model again (tf.saved_model.save, or Builder.add_meta_graph_and_variables)."
+        )
     tagged = [m for m in saved_model.meta_graphs if SERVING_TAG in m.meta_info_def.tags]
     if not tagged and len(saved_model.meta_graphs) == 1:
         tagged = list(saved_model.meta_graphs)
