@@ -18,9 +18,10 @@ What was measured in the official wheels (``tensorflow==1.12.0``, ``1.14.0``,
   all six. ``BiasAdd`` and ``FusedBatchNorm``/``V3`` with ``NCHW`` run everywhere they exist.
   The rewrites transpose all of these but ``MaxPoolV2`` (which 2.21 refuses too).
 * grouped convolutions (rule ``grouped-convolution-on-cpu``): ``Conv2D`` whose input depth is a
-  multiple of its filter depth: 1.14 "Generic conv implementation does not support grouped
-  convolutions", 1.15 "does not support grouped convolutions on the CPU". The rewrite splits
-  them (or makes them ``DepthwiseConv2dNative`` for one channel per group, ConvNeXt).
+  multiple of its filter depth: 1.12 refuses the graph at load ("Dimensions must be equal"),
+  1.14 "Generic conv implementation does not support grouped convolutions", 1.15, 2.3 and 2.4
+  "does not support grouped convolutions on the CPU"; 2.7 runs them. The rewrite splits them
+  (or makes them ``DepthwiseConv2dNative`` for one channel per group, ConvNeXt) everywhere.
 * XLA must-compile calls (rule ``xla-must-compile``), Keras' ``Conv2D(groups>1)``: 2.3, 2.4 and
   2.7 compile them with XLA and answer; 1.14 and 1.15 run the body with the CPU kernels above
   and fail; 1.12 refuses the call's ``config_proto`` attr at load. The rewrite inlines them.
@@ -113,8 +114,8 @@ RULES = (
     ),
     Rule(
         "grouped-convolution-on-cpu",
-        "CPU convolution kernels refuse grouped convolutions",
-        _ALL,
+        "CPU convolution kernels refuse grouped convolutions (1.12 at load, 1.14-2.4 at run)",
+        ("1.12", "1.14", "1.15", "2.3", "2.4"),
         _find_grouped_convolutions,
     ),
 )
