@@ -97,6 +97,7 @@ def save_model(
     eas_processor=None,
     device=None,
     bundle_package=False,
+    verify=True,
     conda_env=None,
     code_paths=None,
     mlflow_model=None,
@@ -132,6 +133,12 @@ def save_model(
             wheel of this package: the wheel is stored in the model under ``wheels/`` and
             ``requirements.txt`` names it, so ``mlflow models serve --env-manager uv`` builds a
             working environment where this package is not installed (see :mod:`.bundle`).
+        verify: ``True`` (default): before the folder is moved into place, check every
+            variable against ``variables/`` and every SignatureDef tensor, then load the
+            SavedModel with TensorFlow's TF1 loader and run every SignatureDef on the input
+            example (or synthesised inputs), compared with the source model's own outputs;
+            the run is skipped above 1 GiB of variables (``$MLFLOW_EAS_SAVEDMODEL_VERIFY_MAX_BYTES``).
+            ``"static"``: the checks without the run. ``False``: neither. See :mod:`.verify`.
         conda_env, code_paths, mlflow_model, signature, input_example, pip_requirements,
             extra_pip_requirements, metadata: as in every MLflow flavor.
 
@@ -141,6 +148,7 @@ def save_model(
         ...                outputs={"scores": keras_model.output})
     """
     from mlflow_eas_savedmodel import export, runtimes, sources
+    from mlflow_eas_savedmodel.runtimes import semantic  # noqa: F401 - runtimes.semantic below
     from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 
     path = os.path.abspath(os.fspath(path))
@@ -150,6 +158,9 @@ def save_model(
         )
     if eas_processor is not None:
         runtimes.processor_version(eas_processor)
+    from mlflow_eas_savedmodel import verify as _verify
+
+    _verify.check_mode(verify)
     tf = import_tensorflow()
 
     parent = os.path.dirname(path)
@@ -175,11 +186,19 @@ def save_model(
         serving_graph = sources.to_serving_graph(model, **options)
         meta_graph_def, values = export.build_meta_graph(serving_graph)
         compatible, problems = runtimes.check_all(meta_graph_def.graph_def)
+        serving_graph.notes.extend(runtimes.semantic.rule_notes(problems))
         _check_processors(eas_processor, compatible, problems)
         written = export.write_saved_model(os.path.join(tmp, SAVED_MODEL_DIR), meta_graph_def, values)
         export.check_layout(os.path.join(tmp, SAVED_MODEL_DIR))
         file_sha256 = integrity.hash_tree_reusing(os.path.join(tmp, SAVED_MODEL_DIR), written)
         del values
+        verification = _verify.verify_saved_model(
+            os.path.join(tmp, SAVED_MODEL_DIR),
+            meta_graph_def,
+            reference=serving_graph.reference,
+            example=_example_arrays(mlflow_model, tmp) if input_example is not None else None,
+            mode=verify,
+        )
 
         signature_defs = _metadata.describe_signature_defs(meta_graph_def)
         default = serving_graph.default_signature
@@ -206,6 +225,7 @@ def save_model(
                 v: sorted({p.reason for p in ps})[:5] for v, ps in problems.items() if ps
             },
             "conversion_notes": serving_graph.notes,
+            "verification": verification,
             integrity.FLAVOR_KEY: file_sha256,
         }
         if custom_objects is not None:
@@ -238,6 +258,12 @@ def save_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _logger.info("Saved %s model to %s; EAS processors: %s", serving_graph.source, path, compatible)
+
+
+def _example_arrays(mlflow_model, path):
+    from mlflow_eas_savedmodel.eas.inputs import load_input_example
+
+    return load_input_example(mlflow_model, path)
 
 
 def _check_processors(eas_processor, compatible, problems):

@@ -65,7 +65,8 @@ def mlflow_signature(signature_defs, default_signature):
     default = signature_defs[default_signature]
     input_keys = {tuple(sorted(s["inputs"])) for s in signature_defs.values()}
     known_rank = all(t["shape"] is not None for t in default["inputs"].values())
-    inputs = _schema(default["inputs"]) if len(input_keys) == 1 and known_rank else None
+    # No input schema for a SignatureDef without inputs either: MLflow has no empty schema.
+    inputs = _schema(default["inputs"]) if len(input_keys) == 1 and known_rank and default["inputs"] else None
     outputs = _schema(default["outputs"])
     params = ParamSchema([ParamSpec(SIGNATURE_NAME_PARAM, "string", default_signature)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)

@@ -235,9 +235,170 @@ def test_compare_rules():
     assert compare(a, a + 1e-7, "o") == (pytest.approx(1e-7, rel=0.5), [])
     diff, problems = compare(a, a + 1e-3, "o")
     assert diff == pytest.approx(1e-3, rel=1e-3)
-    assert problems == ["o: max abs diff 0.001 exceeds rtol=1e-05, atol=1e-06"]
-    assert compare(np.array([1, 2]), np.array([1, 3]), "i")[1] == ["i: values differ (exact match needed)"]
+    assert problems == ["o: max abs diff 0.001 exceeds 2.1e-05 (atol=1e-06 + rtol=1e-05 x max|output| 2)"]
+    assert compare(a, a + 1e-3, "o", rtol=1e-3)[1] == []
+    assert compare(a, a + 1e-3, "o", atol=2e-3)[1] == []
+    assert compare(np.array([1, 2]), np.array([1, 3]), "i")[1] == ["i: values differ by up to 1 (exact match needed)"]
     assert compare(np.array([b"a"], object), np.array([b"a"]), "s") == (0.0, [])
     assert compare(np.array([b"a"], object), np.array([b"b"]), "s")[1] == ["s: strings differ from TF 2.21's"]
     assert compare(a, a[:1], "o")[1] == ["o: shape (1,), TF 2.21 gives (2,)"]
-    assert compare(a, None, "o")[1] == ["o: missing from the runtime's outputs"]
+    assert compare(a, None, "o")[1] == ["o: missing from the outputs"]
+    nan = np.array([np.nan, 1.0], np.float32)
+    assert compare(nan, nan.copy(), "n") == (0.0, [])
+    assert compare(nan, np.array([0.0, 1.0], np.float32), "n")[1] == ["n: NaN where TF 2.21 has a number (or the reverse)"]
+
+
+def test_tolerance_is_relative_to_the_output_magnitude():
+    """Float32 logits: an element near zero beside large ones carries the rounding of the large
+    ones (measured on ConvNeXt and a 200 MB MLP); per-element allclose called that a bug."""
+    expected = np.array([120.0, -80.0, 3e-6], np.float32)
+    actual = expected + np.array([4e-4, -3e-4, 4e-6], np.float32)
+    assert not np.allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    diff, problems = compare(expected, actual, "logits")
+    assert problems == [] and diff == pytest.approx(4e-4, rel=0.05)
+    diff, problems = compare(expected, expected + 0.01, "logits")
+    assert problems and "exceeds 0.0012 (atol=1e-06 + rtol=1e-05 x max|output| 120)" in problems[0]
+
+
+# --------------------------------------------------------------------------- Estimator era
+
+
+@pytest.fixture(scope="module")
+def estimator_path(tmp_path_factory, tf):
+    """An Estimator-style export (classify/regress/predict on tf.Examples), converted."""
+    from estimator_models import build_estimator_saved_model
+
+    folder = tmp_path_factory.mktemp("check_runtime_estimator")
+    export = build_estimator_saved_model(tf, str(folder / "export"), parse_v2=True)
+    path = str(folder / "model")
+    mes.save_model(export, path)
+    return path
+
+
+@pytest.mark.runtime
+@pytest.mark.parametrize("version", VERSIONS)
+def test_estimator_signatures_run_on_synthesised_examples(estimator_path, version):
+    """Valid serialized tf.Examples from the parse op's spec; '/' in a SignatureDef name."""
+    report = mes.check_runtime(estimator_path, processor=f"tensorflow_cpu_{version}")
+    assert report.ok, report.format()
+    signatures = {s.name: s for s in report.runtimes[0].signatures}
+    assert sorted(signatures) == ["classification", "predict", "serving_default", "tensorflow/serving/regress"]
+    assert {s.inputs_from for s in signatures.values()} == {"synthesised"}
+    assert all(s.verdict == "passed" and s.c_api_max_abs_diff <= 1e-5 for s in signatures.values())
+    assert report.runtimes[0].verdict == "passed"
+
+
+@pytest.mark.runtime
+def test_inputs_per_signature_and_from_a_file(tmp_path, estimator_path, tf):
+    from estimator_models import serialized_examples
+
+    regress = serialized_examples(tf, np.ones((2, 3)), ["red", "blue"])
+    predict = serialized_examples(tf, np.zeros((3, 3)), ["green", "pink", "red"])
+    per_signature = {"tensorflow/serving/regress": {"inputs": regress}, "predict": {"examples": predict}}
+    report = mes.check_runtime(estimator_path, processor="tensorflow_cpu_2.3", inputs=per_signature)
+    assert report.ok, report.format()
+    origins = {s.name: s.inputs_from for s in report.runtimes[0].signatures}
+    assert origins == {
+        "classification": "synthesised", "predict": "given inputs",
+        "serving_default": "synthesised", "tensorflow/serving/regress": "given inputs",
+    }
+    npz = tmp_path / "inputs.npz"
+    np.savez(npz, **{"tensorflow/serving/regress/inputs": regress.astype(bytes)})
+    result = CliRunner().invoke(
+        cli, ["check-runtime", estimator_path, "--processor", "tensorflow_cpu_2.3", "--input", str(npz),
+              "--rtol", "1e-4", "--atol", "1e-5", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["rtol"] == 1e-4 and data["atol"] == 1e-5
+    origins = {s["name"]: s["inputs_from"] for s in data["runtimes"][0]["signatures"]}
+    assert origins["tensorflow/serving/regress"] == "given inputs" and origins["predict"] == "synthesised"
+
+
+def test_input_files_are_read_and_bad_ones_named(tmp_path):
+    from mlflow_eas_savedmodel.eas.inputs import load_inputs_file
+
+    (tmp_path / "flat.json").write_text(json.dumps({"x": [[1.0, 2.0]]}))
+    assert load_inputs_file(str(tmp_path / "flat.json"))["x"].tolist() == [[1.0, 2.0]]
+    (tmp_path / "nested.json").write_text(json.dumps({"predict": {"x": [1, 2]}}))
+    assert load_inputs_file(str(tmp_path / "nested.json"))["predict"]["x"].tolist() == [1, 2]
+    np.savez(tmp_path / "flat.npz", x=np.ones(2))
+    assert list(load_inputs_file(str(tmp_path / "flat.npz"))) == ["x"]
+    with pytest.raises(MlflowException, match=r"Input file '.*nope.npz' does not exist"):
+        load_inputs_file(str(tmp_path / "nope.npz"))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(MlflowException, match=r"Cannot read '.*bad.json' as JSON"):
+        load_inputs_file(str(tmp_path / "bad.json"))
+    (tmp_path / "x.csv").write_text("1")
+    with pytest.raises(MlflowException, match=r"must end in .npz or .json"):
+        load_inputs_file(str(tmp_path / "x.csv"))
+
+
+def test_per_signature_inputs_must_cover_the_signature():
+    from mlflow_eas_savedmodel.eas.inputs import resolve_inputs
+
+    sigs = {"a": {"inputs": {"x": {"dtype": "float32", "shape": [-1]}, "y": {"dtype": "float32", "shape": [-1]}}}}
+    with pytest.raises(MlflowException, match=r"The inputs given for SignatureDef 'a' \(keys \['x'\]\) do not cover its inputs \['x', 'y'\]"):
+        resolve_inputs(sigs, None, None, inputs={"a": {"x": np.ones(2)}})
+
+
+def _run(outputs, c_outputs=None, loaded=True, run_errors=None):
+    from mlflow_eas_savedmodel.runtimes.conformance import RuntimeRun
+
+    return RuntimeRun(
+        "1.15", "python", "3.7", "tensorflow-cpu==1.15.0", loaded, None if loaded else "refused", loaded,
+        None if loaded else "refused", outputs=outputs, c_api_outputs=c_outputs or outputs,
+        c_api_run_errors=dict(run_errors or {}), python_run_errors=dict(run_errors or {}),
+    )
+
+
+def test_verdicts_tell_refused_failed_and_differing_apart():
+    from mlflow_eas_savedmodel.eas.runtime_check import RuntimeResult, _fill
+
+    sigs = {"a": {}, "b": {}}
+    reference = {"a": {"y": np.array([1.0, 2.0])}, "b": {"y": np.array([3.0])}}
+    origins = {"a": "synthesised", "b": "synthesised"}
+
+    def verdict(run, reference_errors=None):
+        result = RuntimeResult("1.15", ["tensorflow_cpu_1.15"], claimed=True)
+        _fill(result, run, sigs, reference, origins, None, reference_errors or {}, 1e-5, 1e-6)
+        return result
+
+    ok = verdict(_run({"a": {"y": np.array([1.0, 2.0])}, "b": {"y": np.array([3.0])}}))
+    assert ok.verdict == "passed" and ok.ok
+    differs = verdict(_run({"a": {"y": np.array([1.0, 2.1])}, "b": {"y": np.array([3.0])}}))
+    assert differs.verdict == "ran, outputs differ" and not differs.ok
+    assert [s.verdict for s in differs.signatures] == ["ran, outputs differ", "passed"]
+    failed = verdict(_run({"b": {"y": np.array([3.0])}}, run_errors={"a": "boom"}))
+    assert failed.verdict == "failed to run"
+    refused = verdict(_run({}, loaded=False))
+    assert refused.verdict == "refused to load"
+    # One SignatureDef TF 2.21 cannot run keeps the other's comparison.
+    partial = verdict(_run({"a": {"y": np.array([1.0, 2.0])}, "b": {"y": np.array([3.0])}}), {"b": "ValueError: x"})
+    assert [s.verdict for s in partial.signatures] == ["passed", "ran, no reference"]
+
+
+@pytest.mark.runtime
+def test_zero_input_signature_runs_in_the_real_runtime(tmp_path, tf):
+    g = tf.Graph()
+    with g.as_default():
+        c = tf.compat.v1.get_variable("c", initializer=np.array([1.0, 2.0], np.float32), use_resource=False)
+        version = tf.identity(c * 2, name="version")
+        x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="x")
+        with tf.compat.v1.Session(graph=g) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            mes.save_model(sess, str(tmp_path / "m"), signatures={
+                "serving_default": {"inputs": {"x": x}, "outputs": {"y": tf.identity(x + c, name="y")}},
+            })
+            builder = tf.compat.v1.saved_model.Builder(str(tmp_path / "sm"))
+            info = tf.compat.v1.saved_model.build_tensor_info
+            builder.add_meta_graph_and_variables(sess, ["serve"], {
+                "model_version": tf.compat.v1.saved_model.build_signature_def(
+                    {}, {"version": info(version)}, "tensorflow/serving/predict"),
+            })
+            builder.save()
+    mes.save_model(str(tmp_path / "sm"), str(tmp_path / "zero"))
+    report = mes.check_runtime(str(tmp_path / "zero"), processor="tensorflow_cpu_1.15")
+    assert report.ok, report.format()
+    (sig,) = report.runtimes[0].signatures
+    assert sig.name == "model_version" and sig.c_api_max_abs_diff == 0.0 and sig.max_abs_diff == 0.0

@@ -7,6 +7,10 @@ expected ones (the rewrites widen them, the input-arity check narrows them for w
 The ``runtime`` tests run the same artifacts in the official old TensorFlow wheels, proving the
 compatible list is not a lie: TF 1.15 and 2.3 by default, every runtime (1.12 included, where
 the rewrites matter) with ``MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES=1``.
+
+Beside Keras models the table holds sources nobody here wrote the graph of: ``keras.applications``
+models (``weights=None``) and Estimator-era SavedModels (``tests/estimator_models.py``), whose
+expected outputs come from the original SavedModel in TF's own TF1 loader.
 """
 
 import dataclasses
@@ -37,6 +41,16 @@ class Case:
     processors: list
     notes: Tuple[str, ...] = ()  # prefixes every conversion note list must contain
     ops_gone: Tuple[str, ...] = ()  # ops the model emits that the rewrites must remove
+    # (source, example) -> {output key: the source's own output}; None: a Keras model's call
+    expected: Callable = None
+    xfail: str = None  # a known gap, with the issue that closes it
+
+
+def _params(cases):
+    return [
+        pytest.param(c, id=c.name, marks=[pytest.mark.xfail(reason=c.xfail, strict=False)] if c.xfail else [])
+        for c in cases
+    ]
 
 
 def _rng():
@@ -133,6 +147,73 @@ def _integer_lookup():
     return keras.Model(inp, out), np.array([[3, 4], [9, 9], [5, 0]], np.int64)
 
 
+def _grouped_conv():
+    import keras
+
+    inp = keras.Input((8, 8, 4), name="image")
+    h = keras.layers.Conv2D(6, 3, groups=2, activation="relu")(inp)  # an XLA must-compile call
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inp, keras.layers.Dense(3, name="scores")(h)), _rng().random((2, 8, 8, 4), np.float32)
+
+
+def _channels_first():
+    import keras
+
+    L = keras.layers
+    inp = keras.Input((3, 12, 12), name="image")
+    h = L.Conv2D(4, 3, data_format="channels_first", activation="relu")(inp)
+    h = L.Conv2DTranspose(4, 3, strides=2, data_format="channels_first")(h)
+    h = L.MaxPooling2D(data_format="channels_first")(h)
+    h = L.GlobalAveragePooling2D(data_format="channels_first")(h)
+    return keras.Model(inp, L.Dense(3, name="scores")(h)), _rng().random((2, 3, 12, 12), np.float32)
+
+
+def _convnext_tiny():
+    import keras
+
+    # Grouped convolutions with one channel per group (the "depthwise" 7x7 of every block).
+    model = keras.applications.ConvNeXtTiny(weights=None, input_shape=(32, 32, 3), classes=5)
+    return model, _rng().random((2, 32, 32, 3), np.float32)
+
+
+def _scalar_weight():
+    import keras
+
+    class Scale(keras.layers.Layer):
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+
+        def call(self, x):
+            return x * self.scale
+
+    inp = keras.Input((4,), name="features")
+    return keras.Model(inp, Scale(name="scores")(keras.layers.Dense(3)(inp))), _rng().random((3, 4), np.float32)
+
+
+def _estimator(parse_v2):
+    def build():
+        import tempfile
+
+        from estimator_models import build_estimator_saved_model, serialized_examples
+
+        from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+
+        tf = import_tensorflow()
+        path = build_estimator_saved_model(tf, os.path.join(tempfile.mkdtemp(), "export"), parse_v2=parse_v2)
+        examples = serialized_examples(tf, _rng().random((3, 3)), ["red", "blue", "pink"])
+        return path, examples
+
+    return build
+
+
+def _estimator_outputs(path, examples):
+    from estimator_models import original_outputs
+
+    from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+
+    return original_outputs(import_tensorflow(), path, "serving_default", examples)
+
+
 CASES = [
     Case("mlp", _mlp, ALL_PROCESSORS),
     Case("cnn_batchnorm_dropout", _cnn, ALL_PROCESSORS),
@@ -152,6 +233,37 @@ CASES = [
     Case("string_lookup", _string_lookup, ALL_PROCESSORS),
     # multi_hot counts with DenseBincount (TF 2.3+), which has no exact rewrite here: honest 2.3+.
     Case("integer_lookup_multi_hot", _integer_lookup, FROM_2_3),
+    Case(
+        "grouped_conv",
+        _grouped_conv,
+        ALL_PROCESSORS,
+        ("XLA must-compile calls inlined", "grouped convolution rewritten"),
+        ("StatefulPartitionedCall",),
+    ),
+    Case("channels_first", _channels_first, ALL_PROCESSORS, ("channels-first ops made channels-last",)),
+    Case(
+        "convnext_tiny",
+        _convnext_tiny,
+        ALL_PROCESSORS,
+        ("XLA must-compile calls inlined into plain ops: 18", "grouped convolution rewritten for CPU kernels: 18 as DepthwiseConv2dNative"),
+        ("StatefulPartitionedCall",),
+    ),
+    Case("scalar_weight", _scalar_weight, ALL_PROCESSORS),
+    Case(
+        "estimator_parse_example",
+        _estimator(False),
+        ALL_PROCESSORS,
+        ("re-exported TF1 SavedModel",),
+        expected=_estimator_outputs,
+    ),
+    Case(
+        "estimator_parse_example_v2",
+        _estimator(True),
+        ALL_PROCESSORS,
+        ("re-exported TF1 SavedModel", "ParseExampleV2 rewritten"),
+        ("ParseExampleV2",),
+        expected=_estimator_outputs,
+    ),
 ]
 BY_NAME = {c.name: c for c in CASES}
 
@@ -175,15 +287,19 @@ def exported(tf, tmp_path_factory):
     def get(name):
         if name not in cache:
             keras.utils.set_random_seed(0)
-            model, x = BY_NAME[name].build()
+            case = BY_NAME[name]
+            model, x = case.build()
             path = str(tmp_path_factory.mktemp(name) / "model")
             mes.save_model(model, path)
             conf = Model.load(path).flavors[mes.FLAVOR_NAME]
-            outputs = conf["signature_defs"][conf["default_signature"]]["outputs"]
-            result = model(x, training=False)
-            result = result if isinstance(result, (list, tuple)) else [result]
-            assert len(outputs) == len(result) == 1
-            expected = {next(iter(outputs)): np.asarray(result[0])}
+            if case.expected is not None:
+                expected = case.expected(model, x)
+            else:
+                outputs = conf["signature_defs"][conf["default_signature"]]["outputs"]
+                result = model(x, training=False)
+                result = result if isinstance(result, (list, tuple)) else [result]
+                assert len(outputs) == len(result) == 1
+                expected = {next(iter(outputs)): np.asarray(result[0])}
             cache[name] = Exported(model, x, expected, path, conf)
         return cache[name]
 
@@ -199,13 +315,18 @@ def _feeds(exported):
     return {next(iter(inputs)): exported.x}
 
 
-def _assert_close(actual, expected):
+def _assert_close(actual, expected, rtol=RTOL, atol=ATOL):
     assert set(actual) == set(expected)
     for key in expected:
-        np.testing.assert_allclose(actual[key], expected[key], rtol=RTOL, atol=ATOL, err_msg=key)
+        if np.asarray(expected[key]).dtype.kind in "OSU":
+            assert [bytes(v) for v in np.asarray(actual[key]).reshape(-1)] == [
+                bytes(v) for v in np.asarray(expected[key]).reshape(-1)
+            ], key
+        else:
+            np.testing.assert_allclose(actual[key], expected[key], rtol=rtol, atol=atol, err_msg=key)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", _params(CASES))
 def test_round_trip_matches_keras_and_processors_are_honest(exported, case):
     e = exported(case.name)
     handle = mes.load_model(e.path, device="cpu")
@@ -214,13 +335,14 @@ def test_round_trip_matches_keras_and_processors_are_honest(exported, case):
     finally:
         handle.close()
     assert e.conf["eas_processors"] == case.processors
+    assert {r["result"] for r in e.conf["verification"]["run"]["signatures"].values()} == {"matches the source"}
     for prefix in case.notes:
         assert any(n.startswith(prefix) for n in e.conf["conversion_notes"]), e.conf["conversion_notes"]
     if not case.notes:
         assert e.conf["conversion_notes"] == []
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", _params(CASES))
 def test_tf1_loader_runs_the_artifact_by_tensor_names(tf, exported, case):
     e = exported(case.name)
     graph = tf.Graph()
@@ -236,7 +358,7 @@ def test_tf1_loader_runs_the_artifact_by_tensor_names(tf, exported, case):
     _assert_close(dict(zip(keys, values)), e.expected)
     # Weights live in variables/, restored into reference variables, never in the protobuf.
     assert "VarHandleOp" not in graph_ops
-    if e.model.trainable_weights:
+    if getattr(e.model, "trainable_weights", True):
         assert "VariableV2" in graph_ops
     assert not graph_ops & set(case.ops_gone)
 
@@ -275,7 +397,11 @@ def test_unrolled_lstm_has_no_tensor_lists(exported):
 
 # --------------------------------------------------------------------------- real old runtimes
 
-RUNTIME_CASES = ["mlp", "cnn_batchnorm_dropout", "embedding", "attention", "string_lookup", "lstm", "leaky_relu"]
+RUNTIME_CASES = [
+    "mlp", "cnn_batchnorm_dropout", "embedding", "attention", "string_lookup", "lstm", "leaky_relu",
+    "grouped_conv", "channels_first", "convnext_tiny", "scalar_weight",
+    "estimator_parse_example", "estimator_parse_example_v2",
+]
 # Old TensorFlow builds use other kernels (Eigen, no oneDNN): allow float32 rounding noise.
 RUNTIME_RTOL, RUNTIME_ATOL = 1e-5, 1e-5
 
@@ -284,7 +410,9 @@ def _runtime_params():
     params = []
     for name in RUNTIME_CASES:
         versions = ["1.15", "2.3"] + (["1.12", "1.14", "2.4", "2.7"] if ALL_RUNTIMES else [])
-        params.extend(pytest.param(name, v, id=f"{name}-tf{v}") for v in versions)
+        xfail = BY_NAME[name].xfail
+        marks = [pytest.mark.xfail(reason=xfail, strict=False)] if xfail else []
+        params.extend(pytest.param(name, v, id=f"{name}-tf{v}", marks=marks) for v in versions)
     return params
 
 
@@ -304,6 +432,4 @@ def test_compatible_list_holds_in_the_real_runtime(exported, name, version):
         return
     assert run.ok, run.report
     for outputs in (run.c_api_outputs["serving_default"], run.outputs["serving_default"]):
-        assert set(outputs) == set(e.expected)
-        for key, value in outputs.items():
-            np.testing.assert_allclose(value, e.expected[key], rtol=RUNTIME_RTOL, atol=RUNTIME_ATOL)
+        _assert_close(outputs, e.expected, RUNTIME_RTOL, RUNTIME_ATOL)

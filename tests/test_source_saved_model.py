@@ -259,3 +259,126 @@ def test_unknown_default_signature(tmp_path, tf2_export):
 def test_options_a_saved_model_does_not_take(tmp_path, tf2_export):
     with pytest.raises(MlflowException, match=r"`inputs=` cannot be used with a saved_model source"):
         mes.save_model(tf2_export, tmp_path / "m", inputs={"x": "x:0"})
+
+
+# --------------------------------------------------------------------------- Estimator era
+
+
+@pytest.fixture(scope="module")
+def estimator_exports(tmp_path_factory, tf):
+    """``{(parse_v2, init): SavedModel folder}`` as Estimator's export_saved_model wrote them."""
+    from estimator_models import build_estimator_saved_model
+
+    exports = {}
+    for parse_v2, init in ((False, "legacy_init_op"), (True, "main_op")):
+        parent = tmp_path_factory.mktemp(f"estimator_{parse_v2}_{init}")
+        exports[(parse_v2, init)] = build_estimator_saved_model(tf, str(parent / "export"), parse_v2, init)
+    return exports
+
+
+ESTIMATOR_SIGNATURES = {
+    "classification": "tensorflow/serving/classify",
+    "predict": "tensorflow/serving/predict",
+    "serving_default": "tensorflow/serving/classify",
+    "tensorflow/serving/regress": "tensorflow/serving/regress",
+}
+
+
+@pytest.mark.parametrize("key", [(False, "legacy_init_op"), (True, "main_op")], ids=["ParseExample-legacy_init_op", "ParseExampleV2-main_op"])
+def test_estimator_export_answers_exactly_like_the_original(tmp_path, tf, estimator_exports, key):
+    from estimator_models import original_outputs, serialized_examples
+
+    export = estimator_exports[key]
+    path = str(tmp_path / "m")
+    mes.save_model(export, path)
+    conf = _flavor(path)
+    assert {n: s["method_name"] for n, s in conf["signature_defs"].items()} == ESTIMATOR_SIGNATURES
+    assert conf["eas_processors"] == list(runtimes.PROCESSORS)  # ParseExampleV2 rewritten for 1.x
+    assert (key[0] and "ParseExampleV2 rewritten for TF 1.12: 1 as ParseExample" in conf["conversion_notes"]) or not key[0]
+    assert conf["signature_defs"]["predict"]["inputs"]["examples"]["dtype"] == "string"
+    run = conf["verification"]["run"]["signatures"]
+    assert {r["result"] for r in run.values()} == {"matches the source"}
+    examples = serialized_examples(tf, np.random.default_rng(1).random((4, 3)), ["red", "blue", "pink", "green"])
+    handle = mes.load_model(path, device="cpu")
+    try:
+        for name in ESTIMATOR_SIGNATURES:
+            (input_key,) = conf["signature_defs"][name]["inputs"]
+            actual = handle.predict({input_key: examples}, signature_name=name)
+            expected = original_outputs(tf, export, name, examples)
+            assert set(actual) == set(expected)
+            for k in expected:
+                np.testing.assert_array_equal(actual[k], expected[k], err_msg=f"{name}/{k}")
+    finally:
+        handle.close()
+    # The GPU pins of the original are gone: EAS's CPU processors could not place them.
+    assert not any(n.device for n in _graph_def(os.path.join(path, "savedmodel")).node)
+    assert any(n.device for n in _graph_def(export).node)
+
+
+def test_zero_input_signature_defs_are_kept(tmp_path, tf):
+    g = tf.Graph()
+    with g.as_default():
+        c = tf.compat.v1.get_variable("c", initializer=np.array([1.0, 2.0], np.float32), use_resource=False)
+        version = tf.identity(c * 2, name="version")
+        x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="x")
+        y = tf.identity(x + c, name="y")
+        with tf.compat.v1.Session(graph=g) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(str(tmp_path / "sm"))
+            info = tf.compat.v1.saved_model.build_tensor_info
+            builder.add_meta_graph_and_variables(sess, ["serve"], {
+                "model_version": tf.compat.v1.saved_model.build_signature_def(
+                    {}, {"version": info(version)}, "tensorflow/serving/predict"),
+                "serving_default": tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y}),
+            })
+            builder.save()
+    mes.save_model(str(tmp_path / "sm"), str(tmp_path / "m"))
+    conf = _flavor(str(tmp_path / "m"))
+    assert conf["signature_defs"]["model_version"]["inputs"] == {}
+    assert conf["verification"]["run"]["signatures"]["model_version"]["result"] == "matches the source"
+    handle = mes.load_model(str(tmp_path / "m"), device="cpu")
+    try:
+        np.testing.assert_array_equal(handle.predict({}, signature_name="model_version")["version"], [2.0, 4.0])
+    finally:
+        handle.close()
+
+
+def test_a_stateful_serving_graph_is_refused_naming_the_op(tmp_path, tf):
+    g = tf.Graph()
+    with g.as_default():
+        counter = tf.compat.v1.get_variable("counter", initializer=np.zeros([1], np.float32), use_resource=False)
+        x = tf.compat.v1.placeholder(tf.float32, [None, 1], name="x")
+        y = tf.identity(x + tf.compat.v1.assign_add(counter, [1.0]), name="y")
+        with tf.compat.v1.Session(graph=g) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.saved_model.simple_save(sess, str(tmp_path / "sm"), {"x": x}, {"y": y})
+    with pytest.raises(MlflowException) as e:
+        mes.save_model(str(tmp_path / "sm"), str(tmp_path / "m"))
+    assert (
+        "Signature 'serving_default' updates a variable on its serving path: node 'AssignAdd' "
+        "(AssignAdd) writes 'counter'. Stateful serving graphs are not supported" in e.value.message
+    )
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_empty_saved_model_pb_is_called_empty(tmp_path):
+    export_dir = tmp_path / "empty"
+    export_dir.mkdir()
+    (export_dir / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(MlflowException, match=r"saved_model\.pb' is empty \(0 bytes\): the export was interrupted"):
+        mes.save_model(str(export_dir), tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("version_folder", [True, False])
+def test_a_legacy_session_bundle_is_named(tmp_path, version_folder):
+    bundle = tmp_path / "bundle" / "00000123"
+    bundle.mkdir(parents=True)
+    for name in ("export.meta", "export-00000-of-00001", "checkpoint"):
+        (bundle / name).write_bytes(b"")
+    source = bundle if version_folder else bundle.parent
+    with pytest.raises(MlflowException) as e:
+        mes.save_model(str(source), tmp_path / "m")
+    assert f"{str(bundle)!r} is a legacy SessionBundle export (export.meta + export-*-of-*)" in e.value.message
+    assert "import_meta_graph('export.meta')" in e.value.message
+    assert not (tmp_path / "m").exists()

@@ -101,14 +101,24 @@ def serve_eas_command(model_uri, name, host, port, device):
 @click.option("--all", "all_runtimes", is_flag=True, help="Check all six runtimes (TF 1.12-2.7).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds per runtime.")
+@click.option("--rtol", type=float, default=1e-5, show_default=True,
+              help="Float outputs may differ from TF 2.21's by atol + rtol x max|output|.")
+@click.option("--atol", type=float, default=1e-6, show_default=True, help="See --rtol.")
+@click.option("--input", "input_file", type=click.Path(dir_okay=False), default=None,
+              help="Inputs to feed instead of the input example: .npz (KEY or SIGNATURE/KEY "
+                   "arrays) or .json ({key: values} or {signature: {key: values}}).")
 @_user_errors
-def check_runtime_command(model_uri, processor, all_runtimes, as_json, timeout):
+def check_runtime_command(model_uri, processor, all_runtimes, as_json, timeout, rtol, atol, input_file):
     """Run MODEL_URI in the real EAS TensorFlow runtime(s) and compare with TF 2.21; exit 1 on failure."""
+    from mlflow_eas_savedmodel.eas.inputs import load_inputs_file
     from mlflow_eas_savedmodel.eas.runtime_check import check_runtime
 
     if processor and all_runtimes:
         raise click.UsageError("Pass either --processor or --all, not both.")
-    report = check_runtime(model_uri, processor=processor, all=all_runtimes, timeout=timeout)
+    inputs = load_inputs_file(input_file) if input_file else None
+    report = check_runtime(
+        model_uri, processor=processor, all=all_runtimes, timeout=timeout, rtol=rtol, atol=atol, inputs=inputs
+    )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
     if not report.ok:
         sys.exit(1)

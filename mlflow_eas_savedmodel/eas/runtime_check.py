@@ -3,14 +3,21 @@
 For each runtime asked for, the SavedModel is loaded in a cached environment with the
 official wheel of that version (:func:`~mlflow_eas_savedmodel.runtimes.conformance.run_in_runtime`)
 by the C++ loader through the C API (``TF_LoadSessionFromSavedModel``, what EAS's processors
-call) and by the Python TF1 loader; every SignatureDef runs on its inputs (see :mod:`.inputs`)
-both ways and is compared with TensorFlow 2.21's outputs from this package's own handle:
-``allclose(rtol=1e-5, atol=1e-6)`` for floats, exact equality for integers, booleans and
-strings, same shapes always. A runtime passes when both loaders load the model and every
-SignatureDef matches both ways.
+call) and by the Python TF1 loader; every SignatureDef runs on its inputs (see :mod:`.inputs`:
+the input example, the caller's inputs, given per SignatureDef or for all, else synthesised,
+with valid serialized ``tf.Example``\s for inputs a parse op reads) both ways and is compared
+with TensorFlow 2.21's outputs from this package's own handle, SignatureDef by SignatureDef (one
+that fails in 2.21 takes only its own reference away). Floats pass within ``atol + rtol *
+max|output|`` (:mod:`..comparison`; ``rtol``/``atol`` arguments, ``--rtol``/``--atol``);
+integers, booleans and strings must be equal, shapes always.
 
-The report also says whether the model's metadata claims the processor: a claim that a runtime
-check contradicts is a bug of the conversion, and the report says so.
+Each runtime gets a verdict (:data:`VERDICTS`): it ``passed``, ``refused to load`` the model,
+loaded it but ``failed to run`` a SignatureDef, ``ran, outputs differ`` beyond the tolerance,
+``ran, no reference`` (TF 2.21 itself failed on that SignatureDef's inputs), or the check
+itself hit an ``error`` (environment, timeout). The report also says whether the
+model's metadata claims the processor: a claimed processor that refuses the model is a bug of
+the conversion, and the report says so; differing outputs are reported with their size, for the
+user to judge against the model's own tolerance.
 """
 
 import dataclasses
@@ -18,16 +25,22 @@ import os
 import tempfile
 from typing import List, Optional
 
-import numpy as np
-
+from mlflow_eas_savedmodel.comparison import ATOL, RTOL, compare
 from mlflow_eas_savedmodel.eas.artifact import download_model, saved_model_dir
 from mlflow_eas_savedmodel.eas.inputs import resolve_inputs
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.runtimes import PROCESSORS, RUNTIME_VERSIONS, processor_version
 
-RTOL = 1e-5
-ATOL = 1e-6
+__all__ = ["check_runtime", "compare", "RuntimeCheckReport", "VERDICTS"]
+
 DEFAULT_PROCESSOR = "tensorflow_cpu_1.15"
+PASSED = "passed"
+REFUSED = "refused to load"
+RUN_FAILED = "failed to run"
+DIFFERS = "ran, outputs differ"
+NOT_COMPARED = "ran, no reference"
+ERROR = "error"
+VERDICTS = (PASSED, REFUSED, RUN_FAILED, DIFFERS, NOT_COMPARED, ERROR)
 
 
 @dataclasses.dataclass
@@ -40,6 +53,8 @@ class SignatureResult:
     max_abs_diff: Optional[float] = None  # Python loader vs TF 2.21 (floats and ints)
     c_api_max_abs_diff: Optional[float] = None  # C API (C++ loader) vs TF 2.21
     problems: List[str] = dataclasses.field(default_factory=list)
+    verdict: str = PASSED  # PASSED, RUN_FAILED, DIFFERS, or REFUSED when the model did not load
+    reference_error: Optional[str] = None  # TF 2.21 could not run it: nothing to compare with
 
 
 @dataclasses.dataclass
@@ -62,13 +77,21 @@ class RuntimeResult:
     error: Optional[str] = None  # the environment could not be built or the runner timed out
 
     @property
+    def verdict(self):
+        """The worst of: error, refused to load, failed to run, outputs differ, passed."""
+        if self.error is not None:
+            return ERROR
+        if not (self.c_api_load_ok and self.python_load_ok):
+            return REFUSED
+        verdicts = {s.verdict for s in self.signatures}
+        for verdict in (RUN_FAILED, DIFFERS, NOT_COMPARED):
+            if verdict in verdicts:
+                return verdict
+        return PASSED
+
+    @property
     def ok(self):
-        return (
-            self.error is None
-            and self.c_api_load_ok
-            and self.python_load_ok
-            and all(s.ok for s in self.signatures)
-        )
+        return self.verdict == PASSED and all(s.ok for s in self.signatures)
 
 
 @dataclasses.dataclass
@@ -79,6 +102,8 @@ class RuntimeCheckReport:
     reference_tensorflow: str
     runtimes: List[RuntimeResult]
     reference_error: Optional[str] = None
+    rtol: float = RTOL
+    atol: float = ATOL
 
     @property
     def ok(self):
@@ -89,16 +114,21 @@ class RuntimeCheckReport:
         data["ok"] = self.ok
         for runtime, result in zip(data["runtimes"], self.runtimes):
             runtime["ok"] = result.ok
+            runtime["verdict"] = result.verdict
         return data
 
     def format(self):
-        lines = [f"Model: {self.model_uri}", f"Reference: TensorFlow {self.reference_tensorflow} (this process)"]
+        lines = [
+            f"Model: {self.model_uri}",
+            f"Reference: TensorFlow {self.reference_tensorflow} (this process); floats within "
+            f"atol={self.atol:g} + rtol={self.rtol:g} x max|output|",
+        ]
         if self.reference_error:
             lines.append(f"  reference FAILED: {self.reference_error}")
         for r in self.runtimes:
             lines.append("")
             lines.append(
-                f"TF {r.tf_version} ({', '.join(r.processors)}): {'PASS' if r.ok else 'FAIL'}"
+                f"TF {r.tf_version} ({', '.join(r.processors)}): {'PASS' if r.ok else 'FAIL'} ({r.verdict})"
                 + ("" if r.claimed else "  [not claimed by the model's metadata]")
             )
             if r.error:
@@ -112,11 +142,17 @@ class RuntimeCheckReport:
                          + ("ok" if r.python_load_ok else f"FAILED: {_first_line(r.python_error)}"))
             for s in r.signatures:
                 diffs = f"max abs diff {_num(s.max_abs_diff)} (Python), {_num(s.c_api_max_abs_diff)} (C API)"
-                lines.append(f"  signature {s.name!r} on {s.inputs_from}: {'ok' if s.ok else 'FAIL'}; {diffs}")
+                lines.append(f"  signature {s.name!r} on {s.inputs_from}: {'ok' if s.ok else s.verdict}; {diffs}")
                 lines.extend(f"    - {p}" for p in s.problems)
-            if r.claimed and not r.ok:
-                lines.append("  The metadata claims this processor but the runtime refuses the model: "
+            if r.claimed and r.verdict in (REFUSED, RUN_FAILED):
+                what = ("refuses the model" if r.verdict == REFUSED
+                        else "loads the model but fails to run it")
+                lines.append(f"  The metadata claims this processor but the runtime {what}: "
                              "a conversion bug; do not deploy there.")
+            elif r.verdict == DIFFERS:
+                lines.append("  The model loaded and ran; its outputs differ from TF 2.21's by more "
+                             "than the tolerance (sizes above). Judge them against your model's "
+                             "needs, or pass --rtol/--atol.")
         lines.append("")
         lines.append("PASS" if self.ok else "FAIL")
         return "\n".join(lines)
@@ -146,32 +182,9 @@ def _runtimes_to_check(processor, all_runtimes, claimed):
     return versions
 
 
-def _as_list(array):
-    return [v if isinstance(v, bytes) else str(v).encode() for v in np.asarray(array, dtype=object).reshape(-1).tolist()]
-
-
-def compare(expected, actual, where):
-    """``(max abs diff or None, [problems])`` of one output against TensorFlow 2.21's."""
-    expected = np.asarray(expected)
-    if actual is None:
-        return None, [f"{where}: missing from the runtime's outputs"]
-    actual = np.asarray(actual)
-    if expected.shape != actual.shape:
-        return None, [f"{where}: shape {actual.shape}, TF 2.21 gives {expected.shape}"]
-    if expected.dtype.kind in "OSU" or actual.dtype.kind in "OSU":
-        if _as_list(expected) != _as_list(actual):
-            return None, [f"{where}: strings differ from TF 2.21's"]
-        return 0.0, []
-    if expected.size == 0:
-        return 0.0, []
-    diff = float(np.max(np.abs(expected.astype(np.float64) - actual.astype(np.float64))))
-    if expected.dtype.kind in "fc":
-        ok = np.allclose(actual, expected, rtol=RTOL, atol=ATOL, equal_nan=True)
-        return diff, [] if ok else [f"{where}: max abs diff {diff:.3g} exceeds rtol={RTOL}, atol={ATOL}"]
-    return diff, [] if np.array_equal(expected, actual) else [f"{where}: values differ (exact match needed)"]
-
-
-def check_runtime(model_uri, processor=DEFAULT_PROCESSOR, all=False, inputs=None, timeout=300.0):  # noqa: A002
+def check_runtime(
+    model_uri, processor=DEFAULT_PROCESSOR, all=False, inputs=None, timeout=300.0, rtol=RTOL, atol=ATOL  # noqa: A002
+):
     """Runs ``model_uri`` in the official TensorFlow wheel(s) of EAS processors and compares.
 
     Args:
@@ -179,9 +192,12 @@ def check_runtime(model_uri, processor=DEFAULT_PROCESSOR, all=False, inputs=None
         processor: the EAS processor whose runtime to use, e.g. ``"tensorflow_cpu_1.15"``;
             ``None`` checks every runtime the model's metadata claims.
         all: check all six runtimes (1.12, 1.14, 1.15, 2.3, 2.4, 2.7) instead.
-        inputs: ``{key: array}`` (or one array) to feed instead of the saved input example;
-            SignatureDefs they do not cover get synthesised inputs (batch 2).
+        inputs: ``{key: array}`` (or one array) to feed instead of the saved input example, or
+            ``{signature name: {key: array}}`` to give each SignatureDef its own; SignatureDefs
+            they do not cover get synthesised inputs (batch 2).
         timeout: seconds one runtime may take.
+        rtol: float outputs may differ from TF 2.21's by ``atol + rtol * max|output|``.
+        atol: see ``rtol``.
 
     Returns:
         A :class:`RuntimeCheckReport`; ``report.ok`` is the verdict.
@@ -201,25 +217,36 @@ def check_runtime(model_uri, processor=DEFAULT_PROCESSOR, all=False, inputs=None
     from mlflow_eas_savedmodel.runtimes.conformance import run_in_runtime
     from mlflow_eas_savedmodel.runtimes.environments import ensure_runtime
 
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not isinstance(value, (int, float)) or value < 0:
+            raise invalid(f"{name}={value!r} must be a number >= 0, e.g. {name}=1e-5.")
     with tempfile.TemporaryDirectory(prefix="eas-check-") as tmp:
         local, mlmodel, conf = download_model(model_uri, dst_path=_empty_dir(tmp, "model"))
         claimed = list(conf.get("eas_processors", []))
         versions = _runtimes_to_check(processor, all, claimed)
         signature_defs = conf["signature_defs"]
-        feeds, origins = resolve_inputs(signature_defs, mlmodel, local, inputs=inputs)
         # Environments first: a missing interpreter fails before TensorFlow is even loaded.
         envs = {version: ensure_runtime(version) for version in versions}
 
         tf = import_tensorflow()
-        reference, reference_error = {}, None
+        export_dir = saved_model_dir(local, conf)
+        feeds, origins = resolve_inputs(
+            signature_defs, mlmodel, local, inputs=inputs, example_specs=_example_specs(export_dir)
+        )
+        reference, reference_errors, reference_error = {}, {}, None
         try:
             handle = load_model(local, device="cpu")
-            try:
-                reference = {name: handle.predict(f, signature_name=name) for name, f in feeds.items()}
-            finally:
-                handle.close()
         except Exception as e:  # noqa: BLE001 - reported, the runtimes still run
             reference_error = f"{type(e).__name__}: {e}"
+        else:
+            try:
+                for name, f in feeds.items():
+                    try:
+                        reference[name] = handle.predict(f, signature_name=name)
+                    except Exception as e:  # noqa: BLE001 - only this SignatureDef loses its reference
+                        reference_errors[name] = f"{type(e).__name__}: {_first_line(str(e))}"
+            finally:
+                handle.close()
 
         results = []
         for version in versions:
@@ -228,49 +255,69 @@ def check_runtime(model_uri, processor=DEFAULT_PROCESSOR, all=False, inputs=None
             env = envs[version]
             result.python, result.python_version, result.wheel = env.python, env.interpreter_version, env.wheel
             try:
-                run = run_in_runtime(saved_model_dir(local, conf), version, feeds, timeout=timeout)
+                run = run_in_runtime(export_dir, version, feeds, timeout=timeout)
             except MlflowException as e:
                 result.error = e.message
                 results.append(result)
                 continue
-            _fill(result, run, signature_defs, reference, origins, reference_error)
+            _fill(result, run, signature_defs, reference, origins, reference_error, reference_errors, rtol, atol)
             results.append(result)
-    return RuntimeCheckReport(model_uri, tf.__version__, results, reference_error)
+    return RuntimeCheckReport(model_uri, tf.__version__, results, reference_error, rtol=rtol, atol=atol)
 
 
-def _fill(result, run, signature_defs, reference, origins, reference_error):
+def _example_specs(export_dir):
+    """``{signature: {input key: tf.Example feature spec}}`` read from ``saved_model.pb``."""
+    from mlflow_eas_savedmodel.graph.example_spec import signature_example_specs
+    from mlflow_eas_savedmodel.sources.saved_model import read_saved_model
+
+    saved_model = read_saved_model(export_dir)
+    return signature_example_specs(saved_model.meta_graphs[0]) if saved_model.meta_graphs else {}
+
+
+def _fill(result, run, signature_defs, reference, origins, reference_error, reference_errors, rtol, atol):
     result.python, result.python_version, result.wheel = run.python, run.python_version, run.wheel
     result.tensorflow, result.seconds = run.tensorflow, run.seconds
     result.c_api_load_ok, result.c_api_error = run.c_api_load_ok, run.c_api_error
     result.python_load_ok, result.python_error = run.python_load_ok, run.python_error
     for name in signature_defs:
         sig = SignatureResult(name, origins[name], ok=True)
+        sig.reference_error = reference_error or reference_errors.get(name)
+        verdicts = set()
         for label, outputs, errors, loaded in (
             ("Python loader", run.outputs, run.python_run_errors, run.python_load_ok),
             ("C API", run.c_api_outputs, run.c_api_run_errors, run.c_api_load_ok),
         ):
             if not loaded:
                 sig.problems.append(f"{label}: the model did not load")
+                verdicts.add(REFUSED)
                 continue
             if name in errors:
                 sig.problems.append(f"{label}: run failed: {_first_line(errors[name])}")
+                verdicts.add(RUN_FAILED)
                 continue
-            if reference_error is not None:
-                sig.problems.append(f"{label}: no TF 2.21 reference ({reference_error})")
+            if sig.reference_error is not None:
+                sig.problems.append(f"{label}: ran; no TF 2.21 reference ({sig.reference_error})")
+                verdicts.add(NOT_COMPARED)
                 continue
             worst = 0.0
             for key, expected in reference[name].items():
-                diff, problems = compare(expected, outputs.get(name, {}).get(key), f"{label} output {key!r}")
+                diff, problems = compare(
+                    expected, outputs.get(name, {}).get(key), f"{label} output {key!r}", rtol=rtol, atol=atol
+                )
                 sig.problems.extend(problems)
+                if problems:
+                    verdicts.add(DIFFERS)
                 worst = max(worst, diff) if diff is not None else worst
             if label == "C API":
                 sig.c_api_max_abs_diff = worst
             else:
                 sig.max_abs_diff = worst
+        for verdict in (REFUSED, RUN_FAILED, DIFFERS, NOT_COMPARED):
+            if verdict in verdicts:
+                sig.verdict = verdict
+                break
         sig.ok = not sig.problems
         result.signatures.append(sig)
-
-
 
 
 def _empty_dir(parent, name):

@@ -39,11 +39,17 @@ class _Skip(Exception):
 
 def rewrite_for_old_runtimes(graph_def):
     """Applies every rewrite in place; returns one note per kind of change made or refused."""
+    xla_notes = rewrite_xla_and_grouped_convolutions(graph_def)
+    return xla_notes + _rewrite_ops(graph_def)
+
+
+def _rewrite_ops(graph_def):
     rewrites = {
         "SelectV2": _rewrite_select_v2,
         "BatchMatMulV2": _rewrite_batch_mat_mul_v2,
         "Einsum": _rewrite_einsum,
         "LeakyRelu": _rewrite_leaky_relu,
+        "ParseExampleV2": _rewrite_parse_example_v2,
     }
     targets = [node for node in graph_def.node if node.op in rewrites]
     if not targets:
@@ -448,3 +454,388 @@ def _einsum(tf, operands, labels, output):
     if [len(g) for g in groups] != [1] * len(groups):
         product = tf.reshape(product, _shape_vector(tf, [size[l] for l in result_labels]))
     return _transpose(tf, product, result_labels, output)
+
+
+# --------------------------------------------------------------------------- XLA must-compile calls
+
+CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall")
+MUST_COMPILE_ATTR = "_XlaMustCompile"
+INLINE_SCOPE = "eas_inlined"
+
+
+def is_must_compile_call(node, functions):
+    """A call of a function TensorFlow must compile with XLA (``tf.function(jit_compile=True)``)."""
+    if node.op not in CALL_OPS:
+        return False
+    if MUST_COMPILE_ATTR in node.attr and node.attr[MUST_COMPILE_ATTR].b:
+        return True
+    fdef = functions.get(node.attr["f"].func.name)
+    return fdef is not None and MUST_COMPILE_ATTR in fdef.attr and fdef.attr[MUST_COMPILE_ATTR].b
+
+
+def inline_must_compile_calls(graph_def):
+    """Inlines every XLA must-compile call into plain ops; returns how many were inlined.
+
+    Freezing inlines ordinary calls, but not these (``_noinline``), and no runtime before 2.x
+    compiles them: Keras builds grouped and channels-first 3-D convolutions this way. Their
+    bodies are plain ops that the grouped-convolution rewrite then makes runnable on CPU.
+    """
+    count = 0
+    for _ in range(16):  # bodies may call must-compile functions again; no deeper nesting seen
+        functions = {f.signature.name: f for f in graph_def.library.function}
+        calls = [n for n in graph_def.node if is_must_compile_call(n, functions)]
+        if not calls:
+            break
+        taken = {n.name for n in graph_def.node}
+        for call in calls:
+            _inline_call(graph_def, call, functions[call.attr["f"].func.name], taken)
+            count += 1
+    _drop_unused_functions(graph_def)
+    return count
+
+
+def _inline_call(graph_def, call, fdef, taken):
+    from tensorflow.python.framework import function_def_to_graph
+
+    body, flat = function_def_to_graph.function_def_to_graph_def(fdef)
+    args = [a.name for a in fdef.signature.input_arg]
+    data = _data_inputs(call)
+    controls = [i for i in call.input if i.startswith("^")]
+    bound = dict(zip(args, data))
+    prefix = edit.unique_name(f"{call.name}/{INLINE_SCOPE}", taken) + "/"
+    anchor = ["^" + node_name(data[0])] if data else []
+
+    def target(name):
+        node, sep, port = name.partition(":")
+        if node in bound:
+            source = bound[node]
+            if port not in ("", "0"):
+                raise ValueError(f"argument {node!r} read at port {port}")
+            return source
+        return prefix + node + sep + port
+
+    new_nodes = []
+    for node in body.node:
+        if node.name in bound:
+            continue
+        node.name = prefix + node.name
+        reads_outside = False
+        for i, inp in enumerate(node.input):
+            control = inp.startswith("^")
+            resolved = target(inp.lstrip("^"))
+            reads_outside = reads_outside or not resolved.startswith(prefix)
+            node.input[i] = ("^" + node_name(resolved)) if control else resolved
+        if not node.input:
+            node.input.extend(anchor)
+        if not any(i.startswith(prefix) or i.startswith("^" + prefix) for i in node.input):
+            node.input.extend(controls)
+        new_nodes.append(node)
+    outputs = [target(flat[fdef.ret[a.name]]) for a in fdef.signature.output_arg]
+    dtypes = list(call.attr["Tout"].list.type)
+    renamed = {}
+    for i, (tensor, dtype) in enumerate(zip(outputs, dtypes)):
+        identity = type(call)()
+        identity.name = call.name if i == 0 else f"{call.name}/output_{i}"
+        identity.op = "Identity"
+        identity.input.append(tensor)
+        identity.attr["T"].type = dtype
+        new_nodes.append(identity)
+        if i:
+            renamed[f"{call.name}:{i}"] = identity.name
+    for node in graph_def.node:
+        for i, inp in enumerate(node.input):
+            if inp in renamed:
+                node.input[i] = renamed[inp]
+    taken.update(n.name for n in new_nodes)
+    call.Clear()
+    graph_def.node.extend(new_nodes)
+    for index in reversed([i for i, n in enumerate(graph_def.node) if not n.name]):
+        del graph_def.node[index]
+
+
+def _drop_unused_functions(graph_def):
+    """Drops library functions no node (or used function) calls any more."""
+    by_name = {f.signature.name: f for f in graph_def.library.function}
+
+    def called(nodes):
+        for node in nodes:
+            if node.op in by_name:
+                yield node.op
+            for value in node.attr.values():
+                if value.HasField("func"):
+                    yield value.func.name
+                for func in value.list.func:
+                    yield func.name
+
+    used, pending = set(), list(called(graph_def.node))
+    while pending:
+        name = pending.pop()
+        if name in used or name not in by_name:
+            continue
+        used.add(name)
+        pending.extend(called(by_name[name].node_def))
+    kept = [f for f in graph_def.library.function if f.signature.name in used]
+    if len(kept) != len(graph_def.library.function):
+        del graph_def.library.function[:]
+        graph_def.library.function.extend(kept)
+
+
+# --------------------------------------------------------------------------- grouped convolution
+
+_CONV_OPS = {"Conv2D": 4, "Conv3D": 5}
+
+
+def _channel_axis(node, rank):
+    data_format = node.attr["data_format"].s.decode() if "data_format" in node.attr else ""
+    return 1 if data_format.startswith("NC") else rank - 1
+
+
+def grouped_convolution_groups(node, tensors):
+    """The group count of a ``Conv2D``/``Conv3D`` (input depth / filter depth), 1 if ungrouped.
+
+    ``None`` when the depths are not known statically.
+    """
+    (_, x_shape), (_, w_shape) = _input_tensors(node, tensors)[:2]
+    rank = _CONV_OPS[node.op]
+    if x_shape.rank != rank or w_shape.rank != rank:
+        return None
+    depth, filter_depth = x_shape[_channel_axis(node, rank)], w_shape[rank - 2]
+    if depth is None or filter_depth is None or filter_depth == 0:
+        return None
+    return depth // filter_depth if depth != filter_depth else 1
+
+
+def _rewrite_grouped_convolution(graph_def, node, tensors, taken):
+    """Grouped ``Conv2D``/``Conv3D`` -> ``Split`` + one convolution per group + ``ConcatV2``, or
+    ``DepthwiseConv2dNative`` when each group has one input channel.
+
+    Exact: each output channel of a grouped convolution sums over its group's input channels
+    only, which is what the per-group convolution computes. Every CPU kernel from 1.12 to
+    2.21 refuses grouped convolutions (``does not support grouped convolutions on the CPU``).
+    """
+    groups = grouped_convolution_groups(node, tensors)
+    if groups is None:
+        raise _Skip("input or filter depth unknown")
+    if groups == 1:
+        return None
+    inputs = _input_tensors(node, tensors)
+    op = node.op
+    rank = _CONV_OPS[op]
+    axis = _channel_axis(node, rank)
+    attrs = {
+        k: node.attr[k]
+        for k in ("strides", "padding", "data_format", "dilations", "explicit_paddings")
+        if k in node.attr
+    }
+
+    (_, x_shape), (_, w_shape) = inputs[:2]
+    strides = list(attrs["strides"].list.i)
+    if (
+        op == "Conv2D"
+        and w_shape[2] == 1
+        and w_shape.is_fully_defined()
+        and strides[1 if axis == 3 else 2] == strides[2 if axis == 3 else 3]
+        and not ("explicit_paddings" in attrs and attrs["explicit_paddings"].list.i)
+    ):
+        # One input channel per group (ConvNeXt, "depthwise" by groups): DepthwiseConv2dNative
+        # orders its outputs channel-major like the grouped convolution, so the filter
+        # [h, w, 1, groups * m] is the depthwise filter [h, w, groups, m] as it is.
+        kh, kw, _, out = w_shape.as_list()
+
+        def build(tf, x, w):
+            kwargs = {"strides": strides, "padding": attrs["padding"].s.decode()}
+            for key in ("data_format", "dilations"):
+                if key in attrs:
+                    kwargs[key] = attrs[key].s.decode() if key == "data_format" else list(attrs[key].list.i)
+            return tf.raw_ops.DepthwiseConv2dNative(
+                input=x, filter=tf.reshape(w, [kh, kw, groups, out // groups]), **kwargs
+            )
+
+        _splice(graph_def, node, build, inputs, taken)
+        return "as DepthwiseConv2dNative"
+
+    def build(tf, x, w):
+        xs = tf.split(x, groups, axis=axis)
+        ws = tf.split(w, groups, axis=rank - 1)
+        kwargs = {
+            "strides": list(attrs["strides"].list.i),
+            "padding": attrs["padding"].s.decode(),
+        }
+        if "data_format" in attrs:
+            kwargs["data_format"] = attrs["data_format"].s.decode()
+        if "dilations" in attrs:
+            kwargs["dilations"] = list(attrs["dilations"].list.i)
+        if op == "Conv2D" and "explicit_paddings" in attrs and attrs["explicit_paddings"].list.i:
+            kwargs["explicit_paddings"] = list(attrs["explicit_paddings"].list.i)
+        conv = getattr(tf.raw_ops, op)
+        return tf.concat([conv(input=xi, filter=wi, **kwargs) for xi, wi in zip(xs, ws)], axis)
+
+    _splice(graph_def, node, build, inputs, taken)
+    return f"as Split + {op} per group + ConcatV2"
+
+
+# --------------------------------------------------------------------------- channels-first on CPU
+
+# Ops whose CPU kernels refuse channels-first data in every runtime from 1.14 to 2.7 (measured in
+# the official wheels: "only supports NHWC ... on the CPU"), which TF 2.21's oneDNN kernels run.
+CHANNELS_FIRST_OPS = {
+    "Conv2D": "NCHW",
+    "MaxPool": "NCHW",
+    "AvgPool": "NCHW",
+    "DepthwiseConv2dNative": "NCHW",
+    "Conv3D": "NCDHW",
+    "MaxPool3D": "NCDHW",
+    "AvgPool3D": "NCDHW",
+    "Conv2DBackpropInput": "NCHW",  # Conv2DTranspose
+    "Conv3DBackpropInputV2": "NCDHW",  # Conv3DTranspose
+}
+_BACKPROP_OPS = ("Conv2DBackpropInput", "Conv3DBackpropInputV2")
+_INPUT_ARG = {"AvgPool": "value"}
+
+
+def is_channels_first(node):
+    return (
+        node.op in CHANNELS_FIRST_OPS
+        and "data_format" in node.attr
+        and node.attr["data_format"].s.decode() == CHANNELS_FIRST_OPS[node.op]
+    )
+
+
+def _rewrite_channels_first(graph_def, node, tensors, taken):
+    """A channels-first op -> ``Transpose`` to channels-last, the op, ``Transpose`` back (exact)."""
+    op = node.op
+    rank = len(CHANNELS_FIRST_OPS[op])
+    to_last = [0] + list(range(2, rank)) + [1]
+    to_first = [0, rank - 1] + list(range(1, rank - 1))
+    inputs = _input_tensors(node, tensors)
+
+    def permuted(values):
+        values = list(values)
+        return [values[i] for i in to_last] if len(values) == rank else values
+
+    kwargs = {"data_format": "NHWC" if rank == 4 else "NDHWC"}
+    for key in ("strides", "ksize", "dilations"):
+        if key in node.attr:
+            kwargs[key] = permuted(node.attr[key].list.i)
+    kwargs["padding"] = node.attr["padding"].s.decode()
+    if "explicit_paddings" in node.attr and node.attr["explicit_paddings"].list.i:
+        pairs = list(node.attr["explicit_paddings"].list.i)
+        pairs = [pairs[2 * i : 2 * i + 2] for i in range(rank)]
+        kwargs["explicit_paddings"] = [p for i in to_last for p in pairs[i]]
+
+    def build(tf, x, *rest):
+        fn = getattr(tf.raw_ops, op)
+        if op in _BACKPROP_OPS:  # (input_sizes, filter, out_backprop): sizes are a shape vector
+            sizes, w, grad = x, rest[0], rest[1]
+            result = fn(
+                input_sizes=tf.gather(sizes, to_last), filter=w, out_backprop=tf.transpose(grad, to_last), **kwargs
+            )
+            return tf.transpose(result, to_first)
+        last = tf.transpose(x, to_last)
+        if rest:
+            result = fn(input=last, filter=rest[0], **kwargs)
+        else:
+            result = fn(**{_INPUT_ARG.get(op, "input"): last}, **kwargs)
+        return tf.transpose(result, to_first)
+
+    _splice(graph_def, node, build, inputs, taken)
+    return op
+
+
+def rewrite_xla_and_grouped_convolutions(graph_def):
+    """Inlines XLA must-compile calls, makes channels-first ops channels-last, splits grouped
+    convolutions: what the old runtimes' CPU kernels refuse; returns notes."""
+    notes = []
+    inlined = inline_must_compile_calls(graph_def)
+    if inlined:
+        notes.append(f"XLA must-compile calls inlined into plain ops: {inlined}")
+    if any(is_channels_first(n) for n in graph_def.node):
+        tensors = _static_tensors(graph_def)
+        taken = {n.name for n in graph_def.node}
+        done = collections.Counter(
+            _rewrite_channels_first(graph_def, n, tensors, taken)
+            for n in [n for n in graph_def.node if is_channels_first(n)]
+        )
+        _drop_cleared(graph_def)
+        notes.append(
+            "channels-first ops made channels-last for CPU kernels (transpose, op, transpose): "
+            + ", ".join(f"{n} {op}" for op, n in sorted(done.items()))
+        )
+    convs = [n for n in graph_def.node if n.op in _CONV_OPS]
+    if not convs:
+        return notes
+    tensors = _static_tensors(graph_def)
+    taken = {n.name for n in graph_def.node}
+    done = collections.Counter()
+    for node in convs:
+        try:
+            how = _rewrite_grouped_convolution(graph_def, node, tensors, taken)
+        except _Skip:
+            continue  # depths unknown: the semantic rule cannot see a group either
+        if how:
+            done[how] += 1
+    _drop_cleared(graph_def)
+    for how, n in sorted(done.items()):
+        notes.append(f"grouped convolution rewritten for CPU kernels: {n} {how}")
+    return notes
+
+
+def _drop_cleared(graph_def):
+    for index in reversed([i for i, n in enumerate(graph_def.node) if not n.name]):
+        del graph_def.node[index]
+
+
+# --------------------------------------------------------------------------- ParseExampleV2
+
+
+def _rewrite_parse_example_v2(graph_def, node, tensors, taken):
+    """``ParseExampleV2`` (TF 2.x ``tf.io.parse_example``) -> ``ParseExample`` (TF 1.x).
+
+    Same outputs in the same order when there are no ragged features and the input is a vector
+    of serialized examples: V1 takes each key as a scalar input where V2 takes one vector.
+    """
+    from tensorflow.python.framework import tensor_util
+
+    if node.attr["ragged_value_types"].list.type:
+        raise _Skip("ragged features")
+    (_, serialized_shape) = _input_tensors(node, tensors)[0]
+    if serialized_shape.rank != 1:
+        raise _Skip("serialized input is not a vector")
+    by_name = {n.name: n for n in graph_def.node}
+    keys = []
+    for inp in node.input[2:4]:
+        const = by_name.get(node_name(inp))
+        if const is None or const.op != "Const":
+            raise _Skip("feature keys are not constants")
+        keys.append([k for k in tensor_util.MakeNdarray(const.attr["value"].tensor).reshape(-1).tolist()])
+    sparse_keys, dense_keys = keys
+    anchor = "^" + node_name(node.input[0])
+    new_inputs = []
+    for kind, values in (("sparse_key", sparse_keys), ("dense_key", dense_keys)):
+        for i, value in enumerate(values):
+            const = graph_def.node.add()
+            const.name = edit.unique_name(f"{node.name}/{REWRITE_SCOPE}/{kind}_{i}", taken)
+            const.op = "Const"
+            const.attr["dtype"].type = 7  # DT_STRING
+            const.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value))
+            const.input.append(anchor)
+            taken.add(const.name)
+            new_inputs.append(const.name)
+    data = _data_inputs(node)
+    controls = [i for i in node.input if i.startswith("^")]
+    defaults = data[5:]
+    del node.input[:]
+    node.input.extend(data[:2] + new_inputs + defaults + controls)
+    n_sparse = node.attr["num_sparse"].i
+    attrs = {k: node.attr[k] for k in ("sparse_types", "Tdense", "dense_shapes") if k in node.attr}
+    for k in list(node.attr):
+        if not k.startswith("_"):
+            del node.attr[k]
+    node.op = "ParseExample"
+    node.attr["Nsparse"].i = n_sparse
+    node.attr["Ndense"].i = len(dense_keys)
+    for k, v in attrs.items():
+        node.attr[k].CopyFrom(v)
+    if "sparse_types" not in node.attr:
+        node.attr["sparse_types"].list.SetInParent()
+    return "as ParseExample"

@@ -49,6 +49,9 @@ class ServingGraph:
         init_ops: node names to run once at load (table initializers), in order.
         source: the source kind, recorded in the MLmodel metadata only.
         notes: human-readable notes on what the conversion changed, recorded in the metadata.
+        reference: ``(signature name, {input key: array}) -> {output key: array}`` computed by
+            the source itself (see :mod:`..sources.reference`), or ``None``; the post-save
+            check (:mod:`..verify`) compares the artifact's answers with it.
     """
 
     graph_def: object
@@ -59,6 +62,7 @@ class ServingGraph:
     init_ops: list = dataclasses.field(default_factory=list)
     source: str = "unknown"
     notes: list = dataclasses.field(default_factory=list)
+    reference: object = None
 
 
 def node_name(tensor_name):

@@ -7,8 +7,11 @@ imports nothing from this project.  Usage::
     python _runner.py SAVED_MODEL_DIR INPUTS.npz OUTPUTS.npz [--c-api-outputs C.npz]
                       [--report REPORT.json] [--tags serve]
 
-``INPUTS.npz`` holds one array per ``<signature_name>/<input_key>``; every signature named
-there is run.  String inputs are ``S`` (bytes) arrays.
+``INPUTS.npz`` holds one array per ``<signature_name>/<input_key>``, both percent-encoded
+(``urllib.parse.quote(..., safe="")``) because SignatureDef names such as
+``tensorflow/serving/regress`` hold ``/``; every signature named there is run, and so is every one listed in the ``__signatures__`` array (SignatureDefs
+without inputs have no array of their own).  String inputs
+are ``S`` (bytes) arrays.
 
 What it does, in order (each stage's result is added to the report, which is rewritten to
 ``--report`` after every stage so a crash still leaves what was learnt):
@@ -41,6 +44,11 @@ import platform
 import struct
 import sys
 import traceback
+
+try:
+    from urllib.parse import quote, unquote
+except ImportError:  # pragma: no cover - Python 2 never runs this
+    from urllib import quote, unquote
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -235,6 +243,19 @@ def _from_tf_tensor(lib, t):
     return np.array(items, dtype=bytes).reshape(shape) if items else np.zeros(shape, dtype="S1")
 
 
+SIGNATURES_ARRAY = "__signatures__"
+
+
+def array_name(signature, key):
+    """The npz name of one input or output: ``quote(signature)/quote(key)``."""
+    return "%s/%s" % (quote(signature, safe=""), quote(key, safe=""))
+
+
+def split_array_name(name):
+    signature, _, key = name.partition("/")
+    return unquote(signature), unquote(key)
+
+
 def _split_name(tensor_name):
     name, _, idx = tensor_name.rpartition(":")
     if not name or not idx.isdigit():
@@ -317,7 +338,7 @@ def run_c_api(tf, saved_model_dir, tags, requested, meta_cls):
                               None, 0, None, status)
             _check(lib, status, "TF_SessionRun(%s)" % sig_name)
             for k, key in enumerate(out_keys):
-                outs["%s/%s" % (sig_name, key)] = _from_tf_tensor(lib, c_out_vals[k])
+                outs[array_name(sig_name, key)] = _from_tf_tensor(lib, c_out_vals[k])
                 lib.TF_DeleteTensor(c_out_vals[k])
             rep["signatures_run"].append(sig_name)
         except Exception as e:  # noqa: BLE001 - reported
@@ -360,7 +381,7 @@ def run_python_loader(tf, saved_model_dir, tags, requested):
                 fetches = dict((k, sig.outputs[k].name) for k in sig.outputs)
                 res = sess.run(fetches, feed_dict=feed_dict)
                 for key, val in res.items():
-                    outs["%s/%s" % (sig_name, key)] = _as_bytes_array(val)
+                    outs[array_name(sig_name, key)] = _as_bytes_array(val)
                 rep["signatures_run"].append(sig_name)
             except Exception as e:  # noqa: BLE001 - reported
                 rep["run_errors"][sig_name] = "%s: %s" % (type(e).__name__, e)
@@ -396,7 +417,11 @@ def main(argv=None):
     requested = {}
     with np.load(args.inputs, allow_pickle=False) as data:
         for name in data.files:
-            sig, _, key = name.partition("/")
+            if name == SIGNATURES_ARRAY:  # every requested signature, those without inputs too
+                for sig in data[name].tolist():
+                    requested.setdefault(unquote(sig.decode("utf-8")), {})
+                continue
+            sig, key = split_array_name(name)
             requested.setdefault(sig, {})[key] = data[name]
 
     report = {"python": platform.python_version(), "saved_model_dir": saved_model_dir,

@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence
+from urllib.parse import quote, unquote
 
 import numpy as np
 from mlflow.exceptions import MlflowException
@@ -63,6 +64,17 @@ class RuntimeRun:
         )
 
 
+def array_name(signature, key):
+    """The npz name of one input or output, as ``_runner.py`` reads and writes it (``/`` in
+    SignatureDef names such as ``tensorflow/serving/regress`` percent-encoded)."""
+    return "%s/%s" % (quote(signature, safe=""), quote(key, safe=""))
+
+
+def split_array_name(name):
+    signature, _, key = name.partition("/")
+    return unquote(signature), unquote(key)
+
+
 def _to_npz_array(value: Any) -> np.ndarray:
     arr = np.asarray(value)
     if arr.dtype == object or arr.dtype.kind == "U":
@@ -79,7 +91,7 @@ def _load_outputs(path: str) -> Dict[str, Dict[str, np.ndarray]]:
         return out
     with np.load(path, allow_pickle=False) as data:
         for name in data.files:
-            sig, _, key = name.partition("/")
+            sig, key = split_array_name(name)
             out.setdefault(sig, {})[key] = data[name]
     return out
 
@@ -104,12 +116,11 @@ def run_in_runtime(
     tmp = tempfile.mkdtemp(prefix="eas-runtime-%s-" % env.tf_version)
     try:
         inputs = os.path.join(tmp, "inputs.npz")
-        arrays = {}
+        # SignatureDefs without inputs have no array: the runner learns of them from this list.
+        arrays = {"__signatures__": np.array([quote(s, safe="").encode() for s in feeds], dtype=bytes)}
         for sig, sig_feeds in feeds.items():
             for key, value in sig_feeds.items():
-                if "/" in sig:
-                    raise MlflowException("signature name %r must not contain '/'" % sig)
-                arrays["%s/%s" % (sig, key)] = _to_npz_array(value)
+                arrays[array_name(sig, key)] = _to_npz_array(value)
         with open(inputs, "wb") as fh:
             np.savez(fh, **arrays)
         outputs = os.path.join(tmp, "outputs.npz")

@@ -44,6 +44,7 @@ def source_kind(model):
             os.path.exists(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")
         ):
             return "saved_model"
+        _refuse_session_bundle(path)
         if os.path.exists(path + ".index") or os.path.exists(path + ".meta") or os.path.isdir(path):
             return "checkpoint"
         raise invalid(
@@ -55,6 +56,25 @@ def source_kind(model):
         f"Cannot log an object of type {type(model).__module__}.{type(model).__name__}. "
         f"Pass {SUPPORTED}."
     )
+
+
+def _refuse_session_bundle(path):
+    """A legacy SessionBundle (``export.meta`` + ``export-?????-of-?????``, TF 0.x-1.x
+    ``session_bundle`` exporter) looks like a checkpoint folder but is neither that nor a
+    SavedModel; EAS's processors load only SavedModels."""
+    if not os.path.isdir(path):
+        return
+    folders = [path] + [os.path.join(path, d) for d in sorted(os.listdir(path)) if d.isdigit()]
+    for folder in folders:
+        if os.path.exists(os.path.join(folder, "export.meta")):
+            raise invalid(
+                f"{folder!r} is a legacy SessionBundle export (export.meta + export-*-of-*), the "
+                "format of TensorFlow's retired session_bundle exporter; neither EAS nor this "
+                "package loads it. Load it into a session and log that session instead: "
+                "`saver = tf.compat.v1.train.import_meta_graph('export.meta'); "
+                "saver.restore(sess, 'export'); log_model(sess, inputs={...}, outputs={...})` "
+                "with the input and output tensors of its signatures."
+            )
 
 
 def to_serving_graph(model, **options):

@@ -26,6 +26,7 @@ import re
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph.serving_graph import DEFAULT_SIGNATURE_NAME
+from mlflow_eas_savedmodel.sources.reference import saver_checkpoint_reference
 
 _OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _SHARD_RE = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
@@ -166,6 +167,7 @@ def _from_saver_checkpoint(
     finally:
         if serving_graph is None or not reads_session(serving_graph):
             sess.close()
+    serving_graph.reference = saver_checkpoint_reference(graph, saver, prefix, serving_graph.signatures)
     serving_graph.source = "checkpoint"
     return serving_graph
 

@@ -22,6 +22,7 @@ from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph import edit
 from mlflow_eas_savedmodel.graph.freeze import freeze_concrete_function
 from mlflow_eas_savedmodel.graph.tables import recreate_tables
+from mlflow_eas_savedmodel.sources.reference import concrete_function_reference
 from mlflow_eas_savedmodel.graph.serving_graph import (
     DEFAULT_SIGNATURE_NAME,
     ServingGraph,
@@ -277,6 +278,7 @@ def keras_to_serving_graph(
         weight_values=values,
         init_ops=init_ops,
         source="keras",
+        reference=concrete_function_reference({signature_name: (concrete, input_keys, output_keys)}),
     )
 
 

@@ -38,6 +38,7 @@ from mlflow_eas_savedmodel.graph.serving_graph import (
     SignatureSpec,
     sanitize_node_name,
 )
+from mlflow_eas_savedmodel.sources import reference
 from mlflow_eas_savedmodel.sources.session import (
     pick_default_signature,
     reads_session,
@@ -86,6 +87,11 @@ def read_saved_model(path):
     saved_model = saved_model_pb2.SavedModel()
     pb, pbtxt = (os.path.join(path, f) for f in ("saved_model.pb", "saved_model.pbtxt"))
     source = pb if os.path.exists(pb) else pbtxt
+    if os.path.getsize(source) == 0:
+        raise invalid(
+            f"{source!r} is empty (0 bytes): the export was interrupted or the file was truncated "
+            "in a copy. Export the model again (or copy the whole folder again)."
+        )
     try:
         if source == pb:
             with open(pb, "rb") as f:
@@ -101,6 +107,11 @@ def read_saved_model(path):
 
 
 def _serving_meta_graph(path, saved_model):
+    if not saved_model.meta_graphs:
+        raise invalid(
+            f"The SavedModel in {path!r} holds no MetaGraph at all, so there is no graph to serve. "
+            "Export the model again (tf.saved_model.save, or Builder.add_meta_graph_and_variables)."
+        )
     tagged = [m for m in saved_model.meta_graphs if SERVING_TAG in m.meta_info_def.tags]
     if not tagged and len(saved_model.meta_graphs) == 1:
         tagged = list(saved_model.meta_graphs)
@@ -155,6 +166,7 @@ def _from_tf1_saved_model(path, meta_graph, default_signature):
         # Values still read from the session (renamed by the SavedModel's Saver) keep it open.
         if serving_graph is None or not reads_session(serving_graph):
             sess.close()
+    serving_graph.reference = reference.tf1_saved_model_reference(path, list(meta_graph.meta_info_def.tags))
     serving_graph.notes.insert(0, "re-exported TF1 SavedModel: frozen and written with strip_default_attrs")
     return serving_graph
 
@@ -169,7 +181,9 @@ def _load_tf1_without_variables(sess, tags, path):
     from tensorflow.python.saved_model import loader_impl
 
     loader = loader_impl.SavedModelLoader(path)
-    saver, _ = loader.load_graph(sess.graph, tags)
+    # Devices cleared: Estimator-era exports pin ops to /device:GPU:0, which a CPU machine
+    # cannot place; the export clears devices anyway.
+    saver, _ = loader.load_graph(sess.graph, tags, clear_devices=True)
     restored = []
 
     def restore():
@@ -203,6 +217,9 @@ def _from_tf2_saved_model(path, meta_graph, default_signature):
         functions[name] = (concrete, input_keys, output_keys, method or None)
     serving_graph = concrete_functions_to_serving_graph(
         functions, variable_names(loaded), default_signature=default_signature
+    )
+    serving_graph.reference = reference.tf2_saved_model_reference(
+        path, list(meta_graph.meta_info_def.tags), {n: (f[1], f[2]) for n, f in functions.items()}
     )
     serving_graph.notes.insert(
         0,
@@ -310,6 +327,9 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
         weight_values=weight_values,
         init_ops=init_ops,
         notes=notes,
+        reference=reference.concrete_function_reference(
+            {name: (concrete, inputs, outputs) for name, (concrete, inputs, outputs, _) in functions.items()}
+        ),
     )
 
 

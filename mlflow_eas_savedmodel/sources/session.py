@@ -30,6 +30,7 @@ import logging
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph.freeze import VARIABLE_OPS, freeze_session
+from mlflow_eas_savedmodel.sources.reference import session_reference
 from mlflow_eas_savedmodel.graph.serving_graph import (
     DEFAULT_SIGNATURE_NAME,
     METHOD_ALIASES,
@@ -45,6 +46,15 @@ _PLACEHOLDER_OPS = ("Placeholder", "PlaceholderV2")
 # Ops that (re)write a variable: an init op reaching them would overwrite the restored weights.
 _VARIABLE_WRITE_OPS = ("Assign", "AssignVariableOp")
 _SIGNATURE_FIELDS = ("inputs", "outputs", "method", "method_name")
+# Ops that change variable state; on a serving path they make answers depend on past requests.
+_STATE_UPDATE_OPS = frozenset(
+    "Assign AssignAdd AssignSub AssignVariableOp AssignAddVariableOp AssignSubVariableOp CountUpTo "
+    "ResourceCountUpTo ScatterUpdate ScatterAdd ScatterSub ScatterMul ScatterDiv ScatterMin "
+    "ScatterMax ScatterNdUpdate ScatterNdAdd ScatterNdSub ResourceScatterUpdate ResourceScatterAdd "
+    "ResourceScatterSub ResourceScatterMul ResourceScatterDiv ResourceScatterMin ResourceScatterMax "
+    "ResourceScatterNdUpdate ResourceScatterNdAdd ResourceScatterNdSub".split()
+)
+_STATE_UPDATE_PREFIXES = ("Apply", "ResourceApply", "SparseApply", "ResourceSparseApply")
 _FILE_TABLE_INIT_OPS = ("InitializeTableFromTextFileV2", "InitializeTableFromTextFile")
 
 
@@ -148,6 +158,7 @@ def serving_graph_from_session(
         init_ops=[op.name for op in init_ops],
         source="session",
         notes=notes,
+        reference=session_reference(model, {name: spec for name, (spec, _, _) in specs.items()}),
     )
 
 
@@ -201,7 +212,8 @@ def collect_signatures(graph, inputs, outputs, signature_name, signatures):
 def _signature(graph, name, value):
     if not isinstance(name, str) or not name.strip():
         raise invalid(f"Signature name {name!r} is empty or not a string. Name every signature.")
-    if hasattr(value, "method_name") and hasattr(value, "inputs"):  # a SignatureDef proto
+    from_proto = hasattr(value, "method_name") and hasattr(value, "inputs")
+    if from_proto:  # a SignatureDef proto
         value = {
             "inputs": dict(value.inputs),
             "outputs": dict(value.outputs),
@@ -224,7 +236,8 @@ def _signature(graph, name, value):
             f"Signature {name!r} has method {method!r}. Use 'predict', 'classify' or 'regress' "
             f"(or {sorted(METHOD_ALIASES.values())})."
         )
-    input_tensors = _tensors(graph, name, "inputs", value.get("inputs"))
+    # A SignatureDef read from a folder may take no inputs (constants, a model version): kept.
+    input_tensors = _tensors(graph, name, "inputs", value.get("inputs"), allow_empty=from_proto)
     output_tensors = _tensors(graph, name, "outputs", value.get("outputs"))
     spec = SignatureSpec(
         inputs={k: t.name for k, t in input_tensors.items()},
@@ -234,7 +247,9 @@ def _signature(graph, name, value):
     return spec, {t.name: t.op for t in input_tensors.values()}, list(output_tensors.values())
 
 
-def _tensors(graph, signature, what, mapping):
+def _tensors(graph, signature, what, mapping, allow_empty=False):
+    if allow_empty and isinstance(mapping, dict) and not mapping:
+        return {}
     if not isinstance(mapping, dict) or not mapping:
         raise invalid(
             f"Signature {signature!r} has no {what}: pass `{what}=` as a non-empty dict "
@@ -327,6 +342,16 @@ def _check_feeds(signature, spec, input_ops, output_tensors):
             seen.add(op.name)
             if op.name in fed:
                 continue
+            if op.type in _STATE_UPDATE_OPS or op.type.startswith(_STATE_UPDATE_PREFIXES):
+                target = op.inputs[0].op.name if op.inputs else "?"
+                raise invalid(
+                    f"Signature {signature!r} updates a variable on its serving path: node "
+                    f"{op.name!r} ({op.type}) writes {target!r}. Stateful serving graphs are not "
+                    "supported: the export freezes variables into weights restored at every load, "
+                    "and EAS runs several workers, so the update would be lost and each worker "
+                    "would answer differently. Serve a graph without the update (keep it in the "
+                    "training graph, or compute the state outside the model)."
+                )
             if op.type in _PLACEHOLDER_OPS:
                 key = next(k for k, t in spec.outputs.items() if t == output.name)
                 raise invalid(
