@@ -222,6 +222,7 @@ def save_model(
             model_config={
                 "device": device,
                 _metadata.SIGNATURE_NAME_PARAM: default,
+                _metadata.OUTPUT_PARAM: None,  # "labels": class indices (see .pyfunc)
                 "verify_integrity": None,
             },
         )

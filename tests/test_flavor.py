@@ -50,11 +50,12 @@ def test_mlflow_signature_and_pyfunc_config(saved):
     params = json.loads(mlmodel["signature"]["params"])
     assert inputs == [{"name": "image", "type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 4]}}]
     assert outputs == [{"name": "scores", "type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 3]}}]
-    assert params == [{"name": "signature_name", "default": "serving_default", "shape": None, "type": "string"}]
+    assert params == [{"name": "signature_name", "default": None, "shape": None, "type": "string"},
+                      {"name": "output", "default": None, "shape": None, "type": "string"}]
     pyfunc_conf = mlmodel["flavors"]["python_function"]
     assert pyfunc_conf["loader_module"] == "mlflow_eas_savedmodel.pyfunc"
     assert pyfunc_conf["data"] == "savedmodel"
-    assert pyfunc_conf["config"] == {"device": None, "signature_name": "serving_default", "verify_integrity": None}
+    assert pyfunc_conf["config"] == {"device": None, "signature_name": "serving_default", "output": None, "verify_integrity": None}
     assert mlmodel["saved_input_example_info"]["type"] == "ndarray"
 
 
