@@ -38,6 +38,7 @@ from mlflow.utils.requirements_utils import _get_pinned_requirement
 from mlflow_eas_savedmodel import integrity
 from mlflow_eas_savedmodel.bundle import PACKAGE_NAME
 from mlflow_eas_savedmodel import metadata as _metadata
+from mlflow_eas_savedmodel._tensorflow import quiet_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
 
@@ -83,6 +84,7 @@ def get_default_conda_env(include_cloudpickle=False):
     return _mlflow_conda_env(additional_pip_deps=get_default_pip_requirements(include_cloudpickle))
 
 
+@quiet_tensorflow()  # the TF1 APIs the export needs print deprecations and C++ notices
 def save_model(
     model,
     path,
@@ -238,7 +240,25 @@ def save_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _logger.info("Saved %s model to %s; EAS processors: %s", serving_graph.source, path, compatible)
+    _log_export(path, serving_graph, signature_defs, compatible)
+
+
+def _log_export(path, serving_graph, signature_defs, compatible):
+    """One INFO line of what the export did: the conversion's notes live in MLmodel too."""
+    variables = os.path.join(path, SAVED_MODEL_DIR, "variables")
+    weights = get_total_file_size(variables) if os.path.isdir(variables) else 0
+    signatures = "; ".join(
+        f"{name}({', '.join(s['inputs'])}) -> {', '.join(s['outputs'])}"
+        for name, s in signature_defs.items()
+    )
+    _logger.info(
+        "Saved %s model to %s as a TF1 SavedModel: SignatureDefs %s (default %r); %s of weights "
+        "in variables/; conversion: %s; EAS processors: %s",
+        serving_graph.source, path, signatures, serving_graph.default_signature,
+        f"{weights / 1e6:.1f} MB" if weights >= 1e5 else f"{weights or 0} bytes",
+        "; ".join(serving_graph.notes) or "frozen and rebuilt, nothing else changed",
+        ", ".join(compatible),
+    )
 
 
 def _check_processors(eas_processor, compatible, problems):
