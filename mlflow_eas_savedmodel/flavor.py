@@ -339,7 +339,9 @@ def log_model(
     """Saves ``model`` with :func:`save_model` and logs it to the active run.
 
     Takes every argument of :func:`save_model` (but ``path``) plus MLflow's logging arguments
-    (``name``, ``registered_model_name``, ``params``, ``tags``...). Returns ``ModelInfo``.
+    (``name``, ``registered_model_name``, ``params``, ``tags``...). Returns ``ModelInfo``. A
+    version it registers gets the tags ``eas.processors`` and ``eas.tf_version`` (see
+    :mod:`.registry_tags`).
 
     Example:
         >>> with mlflow.start_run():
@@ -348,7 +350,7 @@ def log_model(
     """
     import mlflow_eas_savedmodel
 
-    return Model.log(
+    model_info = Model.log(
         artifact_path=artifact_path,
         name=name,
         flavor=mlflow_eas_savedmodel,
@@ -362,6 +364,16 @@ def log_model(
         model_id=model_id,
         **save_kwargs,
     )
+    if registered_model_name is not None and model_info.registered_model_version is not None:
+        from mlflow import MlflowClient
+
+        from mlflow_eas_savedmodel.registry_tags import tag_registered_version
+
+        tag_registered_version(
+            MlflowClient(), registered_model_name, model_info.registered_model_version,
+            model_info.flavors[FLAVOR_NAME],
+        )
+    return model_info
 
 
 def load_model(model_uri, device=None, dst_path=None, verify_integrity=None):

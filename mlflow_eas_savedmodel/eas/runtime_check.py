@@ -16,6 +16,7 @@ check contradicts is a bug of the conversion, and the report says so.
 import dataclasses
 import os
 import tempfile
+import time
 from typing import List, Optional
 
 import numpy as np
@@ -27,7 +28,12 @@ from mlflow_eas_savedmodel.runtimes import PROCESSORS, RUNTIME_VERSIONS, process
 
 RTOL = 1e-5
 ATOL = 1e-6
+# The one default of the API and the CLI: the most used EAS TensorFlow processor. Checking
+# every claimed processor builds up to six environments (minutes each on a new machine); ask
+# for it with processor=None (--claimed) or all=True (--all).
 DEFAULT_PROCESSOR = "tensorflow_cpu_1.15"
+# Per runtime, building its environment on first use included (measured: 1-4 min per wheel).
+DEFAULT_TIMEOUT_S = 900.0
 
 
 @dataclasses.dataclass
@@ -79,6 +85,8 @@ class RuntimeCheckReport:
     reference_tensorflow: str
     runtimes: List[RuntimeResult]
     reference_error: Optional[str] = None
+    recorded_on: Optional[str] = None  # models:/NAME/VERSION whose eas.check.* tags were set
+    recorded_tags: dict = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self):
@@ -171,7 +179,7 @@ def compare(expected, actual, where):
     return diff, [] if np.array_equal(expected, actual) else [f"{where}: values differ (exact match needed)"]
 
 
-def check_runtime(model_uri, processor=DEFAULT_PROCESSOR, all=False, inputs=None, timeout=300.0):  # noqa: A002
+def check_runtime(model_uri, processor=DEFAULT_PROCESSOR, all=False, inputs=None, timeout=DEFAULT_TIMEOUT_S):  # noqa: A002
     """Runs ``model_uri`` in the official TensorFlow wheel(s) of EAS processors and compares.
 
     Args:
@@ -181,10 +189,13 @@ def check_runtime(model_uri, processor=DEFAULT_PROCESSOR, all=False, inputs=None
         all: check all six runtimes (1.12, 1.14, 1.15, 2.3, 2.4, 2.7) instead.
         inputs: ``{key: array}`` (or one array) to feed instead of the saved input example;
             SignatureDefs they do not cover get synthesised inputs (batch 2).
-        timeout: seconds one runtime may take.
+        timeout: seconds one runtime may take, building its environment on first use
+            included (the build alone takes minutes on a new machine).
 
     Returns:
-        A :class:`RuntimeCheckReport`; ``report.ok`` is the verdict.
+        A :class:`RuntimeCheckReport`; ``report.ok`` is the verdict. For a ``models:/`` URI
+        the verdict per processor is also recorded on the version as ``eas.check.<processor>``
+        tags (``report.recorded_tags``, see :mod:`mlflow_eas_savedmodel.registry_tags`).
 
     Raises:
         MlflowException: an unknown processor, or no interpreter for a runtime's wheel (the
@@ -201,14 +212,25 @@ def check_runtime(model_uri, processor=DEFAULT_PROCESSOR, all=False, inputs=None
     from mlflow_eas_savedmodel.runtimes.conformance import run_in_runtime
     from mlflow_eas_savedmodel.runtimes.environments import ensure_runtime
 
+    from mlflow_eas_savedmodel import registry_tags
+
+    # A models:/ URI's alias is resolved once: the tags go on the version that was checked.
+    target = registry_tags.registered_version(model_uri)
     with tempfile.TemporaryDirectory(prefix="eas-check-") as tmp:
-        local, mlmodel, conf = download_model(model_uri, dst_path=_empty_dir(tmp, "model"))
+        local, mlmodel, conf = download_model(
+            target.uri if target else model_uri, dst_path=_empty_dir(tmp, "model")
+        )
         claimed = list(conf.get("eas_processors", []))
         versions = _runtimes_to_check(processor, all, claimed)
         signature_defs = conf["signature_defs"]
         feeds, origins = resolve_inputs(signature_defs, mlmodel, local, inputs=inputs)
         # Environments first: a missing interpreter fails before TensorFlow is even loaded.
-        envs = {version: ensure_runtime(version) for version in versions}
+        # `timeout` covers a runtime's build and its run: the run gets what the build left.
+        envs, run_timeouts = {}, {}
+        for version in versions:
+            started = time.monotonic()
+            envs[version] = ensure_runtime(version, timeout=timeout)
+            run_timeouts[version] = max(1.0, timeout - (time.monotonic() - started))
 
         tf = import_tensorflow()
         reference, reference_error = {}, None
@@ -228,14 +250,17 @@ def check_runtime(model_uri, processor=DEFAULT_PROCESSOR, all=False, inputs=None
             env = envs[version]
             result.python, result.python_version, result.wheel = env.python, env.interpreter_version, env.wheel
             try:
-                run = run_in_runtime(saved_model_dir(local, conf), version, feeds, timeout=timeout)
+                run = run_in_runtime(saved_model_dir(local, conf), version, feeds, timeout=run_timeouts[version])
             except MlflowException as e:
                 result.error = e.message
                 results.append(result)
                 continue
             _fill(result, run, signature_defs, reference, origins, reference_error)
             results.append(result)
-    return RuntimeCheckReport(model_uri, tf.__version__, results, reference_error)
+    report = RuntimeCheckReport(model_uri, tf.__version__, results, reference_error)
+    report.recorded_tags = registry_tags.record_check(target, report, processor=None if all else processor)
+    report.recorded_on = target.uri if target else None
+    return report
 
 
 def _fill(result, run, signature_defs, reference, origins, reference_error):
