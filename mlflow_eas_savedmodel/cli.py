@@ -18,7 +18,7 @@ _COMMAND_MODULES = (
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name=PACKAGE_NAME, message="%(prog)s %(version)s")
+@click.version_option(package_name=PACKAGE_NAME, prog_name=PACKAGE_NAME, message="%(prog)s %(version)s")
 def cli():
     """Export, check, inspect and promote TensorFlow models for PAI-EAS."""
 
