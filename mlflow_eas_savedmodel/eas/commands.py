@@ -45,14 +45,27 @@ def inspect_command(model_uri, as_json):
 @model_uri_argument("dest")
 @store_options
 @click.option("--archive", type=click.Choice(["tar.gz", "zip"]), default=None,
-              help="Write an archive with the SavedModel files at its root instead of a folder.")
+              help="Write an archive DEST.tar.gz/DEST.zip (suffix added if missing) with the "
+                   "SavedModel files at its root instead of a folder.")
+@click.option("--warmup", is_flag=True,
+              help="Put TF Serving's assets.extra/tf_serving_warmup_requests inside the exported "
+                   "SavedModel and EAS's warm_up_<signature>.bin beside it.")
 @_user_errors
-def export_command(model_uri, dest, archive):
+def export_command(model_uri, dest, archive, warmup):
     """Write the plain SavedModel (folder or archive) for OSS, with a sha256 manifest beside it."""
+    import os
+
     from mlflow_eas_savedmodel.eas.upload import export_for_upload
 
-    result = export_for_upload(model_uri, dest, archive=archive)
-    click.echo(f"Wrote {result['path']} ({len(result['files'])} files)")
+    result = export_for_upload(model_uri, dest, archive=archive, warmup=warmup)
+    kind = f"{archive} archive" if archive else "folder"
+    click.echo(f"Wrote {kind} {result['path']} ({len(result['files'])} files)")
+    if os.path.abspath(dest) != result["path"]:
+        click.echo(f"  (not {dest}: the archive name ends with .{archive}; upload and configure that file)")
+    for name, path in result["warmup"].items():
+        click.echo(f"EAS warm-up ({name}): {path}")
+    if warmup:
+        click.echo("TF Serving warm-up: assets.extra/tf_serving_warmup_requests inside the SavedModel")
     click.echo(f"Manifest {result['manifest']}")
 
 
