@@ -36,7 +36,7 @@ from mlflow.utils.model_utils import _get_flavor_configuration, _validate_and_co
 from mlflow.utils.requirements_utils import _get_pinned_requirement
 
 from mlflow_eas_savedmodel import integrity
-from mlflow_eas_savedmodel.bundle import PACKAGE_NAME
+from mlflow_eas_savedmodel.bundle import PACKAGE_NAME, default_bundle, is_package_requirement
 from mlflow_eas_savedmodel import metadata as _metadata
 from mlflow_eas_savedmodel._tensorflow import quiet_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
@@ -98,7 +98,7 @@ def save_model(
     custom_objects=None,
     eas_processor=None,
     device=None,
-    bundle_package=False,
+    bundle_package=None,
     conda_env=None,
     code_paths=None,
     mlflow_model=None,
@@ -134,6 +134,8 @@ def save_model(
             wheel of this package: the wheel is stored in the model under ``wheels/`` and
             ``requirements.txt`` names it, so ``mlflow models serve --env-manager uv`` builds a
             working environment where this package is not installed (see :mod:`.bundle`).
+            ``None`` (default): bundle unless this package was installed from a package index,
+            where the pinned requirement resolves; ``False``: never.
         conda_env, code_paths, mlflow_model, signature, input_example, pip_requirements,
             extra_pip_requirements, metadata: as in every MLflow flavor.
 
@@ -288,7 +290,7 @@ def _check_processors(eas_processor, compatible, problems):
 
 
 def _write_environment(
-    path, conda_env, pip_requirements, extra_pip_requirements, custom_objects, bundle_package=False
+    path, conda_env, pip_requirements, extra_pip_requirements, custom_objects, bundle_package=None
 ):
     if conda_env is None:
         default_reqs = None if pip_requirements is not None else get_default_pip_requirements(
@@ -299,6 +301,8 @@ def _write_environment(
         )
     else:
         conda_env, pip_requirements, pip_constraints = _process_conda_env(conda_env)
+    if bundle_package is None and any(is_package_requirement(r) for r in pip_requirements):
+        bundle_package = default_bundle()  # only where the pinned requirement cannot resolve
     if bundle_package:
         pip_requirements = _bundle_package(path, bundle_package, pip_requirements, conda_env)
     with open(os.path.join(path, _CONDA_ENV_FILE_NAME), "w") as f:

@@ -10,6 +10,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 import mlflow_eas_savedmodel as mes
+from mlflow_eas_savedmodel import bundle
 from mlflow_eas_savedmodel import runtimes
 
 
@@ -88,11 +89,15 @@ def test_requirements_are_pinned_without_inference(saved, tf):
     reqs = (saved / "requirements.txt").read_text().split()
     assert f"tensorflow-cpu=={importlib.metadata.version('tensorflow-cpu')}" in reqs
     assert f"mlflow=={mlflow.__version__}" in reqs
-    assert any(r.startswith("mlflow-eas-savedmodel==") for r in reqs)
     assert not any(r.startswith("cloudpickle") for r in reqs)  # no custom objects, no pickling
-    assert mes.get_default_pip_requirements() == reqs
+    defaults = mes.get_default_pip_requirements()
+    assert defaults[-1].startswith("mlflow-eas-savedmodel==")
+    if bundle.installed_from_index():  # the pin resolves from that index
+        assert reqs == defaults and not (saved / "wheels").exists()
+    else:  # a checkout or editable install (as in CI): the model carries the wheel by default
+        assert reqs[:-1] == defaults[:-1] and reqs[-1] == f"wheels/{os.listdir(saved / 'wheels')[0]}"
     conda = mes.get_default_conda_env()
-    assert {"pip": reqs} in conda["dependencies"]
+    assert {"pip": defaults} in conda["dependencies"]
 
 
 def test_log_load_through_run_and_registry_uris(tracking_uri, mlp, x4):
