@@ -44,3 +44,21 @@ def test_a_build_logs_its_stages_and_stops_at_the_timeout(python37, tmp_path, mo
     assert stills and all(line.endswith(" s elapsed)") for line in stills), lines
     elapsed = [int(line.rsplit("(", 1)[1].split()[0]) for line in lines]
     assert elapsed == sorted(elapsed) and elapsed[-1] <= 16, lines
+
+
+def test_check_runtime_cli_prints_the_build_stages_on_stderr(python37, tmp_path, mlp):
+    import subprocess
+    import sys
+
+    import mlflow_eas_savedmodel as mes
+
+    mes.save_model(mlp, tmp_path / "model")
+    env = {**os.environ, environments.CACHE_ENV_VAR: str(tmp_path / "cache")}
+    script = os.path.join(os.path.dirname(sys.executable), "mlflow-eas-savedmodel")
+    proc = subprocess.run([script, "check-runtime", "-m", str(tmp_path / "model"), "--timeout", "15"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1 and proc.stdout == ""
+    path = os.path.join(str(tmp_path / "cache"), "runtimes", "tf-1.15")
+    assert f"TF 1.15 runtime: building the environment (first use; cached afterwards under {path})" in proc.stderr
+    assert f"TF 1.15 runtime: creating the venv in {path} with {python37}" in proc.stderr
+    assert "Building the TensorFlow 1.15 runtime environment did not finish within the timeout (" in proc.stderr
