@@ -5,13 +5,15 @@
   model (``export MODEL_URI DEST``) take ``export -m URI DEST`` as well.
 * The stores: ``--tracking-uri`` and ``--registry-uri`` on every command that reads ``models:/``
   or ``runs:/`` URIs (default: ``$MLFLOW_TRACKING_URI`` / ``$MLFLOW_REGISTRY_URI``, as in MLflow).
-  They are set for this process and exported to the processes it starts (``serve``).
+  They are set for this process; :func:`given_store_uris` gives them to commands that start
+  other processes (``serve``).
 """
 
 import functools
-import os
 
 import click
+
+_STORE_URIS = "mlflow_eas_savedmodel.store_uris"
 
 _MODEL_URI_HELP = (
     "The model: a local folder, runs:/<run_id>/<path>, models:/<name>/<version> or "
@@ -58,6 +60,7 @@ def store_options(command):
 
     @functools.wraps(command)
     def wrapper(*args, tracking_uri=None, registry_uri=None, **kwargs):
+        click.get_current_context().meta[_STORE_URIS] = (tracking_uri, registry_uri)
         apply_store_uris(tracking_uri, registry_uri)
         return command(*args, **kwargs)
 
@@ -72,12 +75,17 @@ def store_options(command):
 
 
 def apply_store_uris(tracking_uri, registry_uri):
-    """Points MLflow (this process and its children) at the given stores; ``None`` keeps MLflow's."""
+    """Points MLflow in this process at the given stores; ``None`` keeps MLflow's."""
     import mlflow
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     if registry_uri:
         mlflow.set_registry_uri(registry_uri)
-        os.environ["MLFLOW_REGISTRY_URI"] = registry_uri
+
+
+def given_store_uris():
+    """``{env var: URI}`` of the ``--tracking-uri``/``--registry-uri`` the current command got."""
+    tracking_uri, registry_uri = click.get_current_context().meta.get(_STORE_URIS, (None, None))
+    given = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": registry_uri}
+    return {name: uri for name, uri in given.items() if uri}

@@ -16,17 +16,18 @@ import sys
 
 import click
 
-from mlflow_eas_savedmodel.cli_options import model_uri_argument, store_options
+from mlflow_eas_savedmodel.cli_options import given_store_uris, model_uri_argument, store_options
 
 ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
 
 
-def serve_command_line(model_uri, port, host="127.0.0.1", workers=None, env_manager="local"):
+def serve_command_line(model_uri, port, host="127.0.0.1", workers=None, env_manager="local", store_env=None):
     """The ``mlflow models serve`` command line and environment :func:`serve` runs.
 
     Returns:
         ``(argv, env)``: ``argv`` starts with this interpreter; ``env`` is ``os.environ`` with
-        the interpreter's ``bin`` folder first on ``PATH``.
+        the interpreter's ``bin`` folder first on ``PATH``, plus ``store_env``
+        (``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI``).
     """
     argv = [
         sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "-p", str(port),
@@ -34,7 +35,7 @@ def serve_command_line(model_uri, port, host="127.0.0.1", workers=None, env_mana
     ]
     if workers is not None:
         argv += ["-w", str(workers)]
-    env = dict(os.environ)
+    env = {**os.environ, **(store_env or {})}
     bin_dir = os.path.dirname(sys.executable)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "") if env.get("PATH") else bin_dir
     return argv, env
@@ -56,7 +57,7 @@ def serve_command(model_uri, port, host, workers, env_manager):
 
     Example: mlflow-eas-savedmodel serve -m models:/mnist@champion -p 5001
     """
-    argv, env = serve_command_line(model_uri, port, host, workers, env_manager)
+    argv, env = serve_command_line(model_uri, port, host, workers, env_manager, given_store_uris())
     sys.stdout.flush()
     sys.stderr.flush()
     # exec: Ctrl-C and signals from a process manager reach MLflow's server directly.
