@@ -4,6 +4,7 @@
     python3.11 dev.py demo      # the main job, end to end, on a local sqlite store
     python3.11 dev.py test      # the whole test suite (what .ci/run runs)
     python3.11 dev.py bench     # the benchmark table (bench/RESULTS.md)
+    python3.11 dev.py wheel     # dist/mlflow_eas_savedmodel-<version>-py3-none-any.whl, to install elsewhere
     python3.11 dev.py setup     # only create/update .venv
 
 Only Python 3.11 is needed: the rest comes from PyPI. Installs use `uv` (itself installed into
@@ -70,12 +71,16 @@ def _env():
 
 def main(argv):
     command, args = (argv[0], argv[1:]) if argv else ("help", [])
-    if command not in ("setup", "demo", "test", "bench"):
+    if command not in ("setup", "demo", "test", "bench", "wheel"):
         print(__doc__)
         return 0 if command == "help" else 2
     setup()
     if command == "setup":
         return 0
+    if command == "wheel":
+        # The same clean-copy build the flavor bundles into models (mlflow_eas_savedmodel.bundle).
+        code = "import sys; from mlflow_eas_savedmodel.bundle import build_wheel; print(build_wheel(sys.argv[1]))"
+        return subprocess.run([PYTHON, "-c", code, os.path.join(ROOT, "dist")], cwd=ROOT, env=_env()).returncode
     if command == "demo":
         cmd = [PYTHON, os.path.join(ROOT, "examples", "demo.py")] + args
     elif command == "bench":

@@ -2,9 +2,17 @@
 
 ``mlflow models serve --env-manager uv|virtualenv`` (and ``spark_udf``, ``mlflow models
 build-docker``) build a fresh environment from the model's ``requirements.txt``. This package is
-not on a package index, so ``save_model(..., bundle_package=True)`` puts its wheel into the model
-at ``wheels/<wheel file>`` and lists that relative path in ``requirements.txt`` instead of
-``mlflow-eas-savedmodel==X``.
+not on a public package index, so the model carries its wheel at ``wheels/<wheel file>`` and
+``requirements.txt`` lists that relative path instead of ``mlflow-eas-savedmodel==X``.
+
+When: by default (``save_model(..., bundle_package=None)``) whenever this package was *not*
+installed from a package index, i.e. it is imported from a source checkout, an editable install
+or a wheel file: exactly the cases where ``mlflow-eas-savedmodel==X`` cannot be resolved by a
+new environment. Installed from an index (no PEP 610 ``direct_url.json`` in its metadata), the
+pinned requirement resolves from that same index, and nothing is bundled. ``True`` or a wheel
+path bundles always, ``False`` never. The wheel built from a checkout is cached under
+``$MLFLOW_EAS_SAVEDMODEL_CACHE/wheels/<sha256 of the sources>/``, so only the first save after a
+source change pays for the build (a few seconds); every later save copies ~200 KB.
 
 Why a wheel under ``wheels/`` referenced by a relative path: it is exactly what MLflow's own
 :func:`mlflow.models.add_libraries_to_model` writes, and MLflow's environment managers install
@@ -16,17 +24,78 @@ version), so the environment's ``pip check`` and ``importlib.metadata`` see it.
 """
 
 import glob
+import hashlib
+import importlib.metadata
+import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
+import urllib.request
 
 from mlflow_eas_savedmodel.errors import invalid
 
 WHEELS_DIR = "wheels"
 PACKAGE_NAME = "mlflow-eas-savedmodel"
 _IMPORT_NAME = "mlflow_eas_savedmodel"
+_logger = logging.getLogger(__name__)
+
+
+def installed_from_index():
+    """Whether this package was installed from a package index (so a new env can resolve it).
+
+    PEP 610: an installer writes ``direct_url.json`` into the distribution's metadata when it
+    installs from a URL, a local path, a wheel file or a VCS, editable installs included; an
+    install from an index has none. Imported from a source checkout (editable, or the checkout
+    on ``sys.path``, where a stale ``*.egg-info`` may shadow the real metadata) or not installed
+    at all counts as not from an index.
+    """
+    if source_tree() is not None:
+        return False
+    try:
+        distribution = importlib.metadata.distribution(PACKAGE_NAME)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return distribution.read_text("direct_url.json") is None
+
+
+def _installed_wheel_file():
+    """The local wheel file this package was installed from, if it still exists."""
+    try:
+        direct_url = json.loads(importlib.metadata.distribution(PACKAGE_NAME).read_text("direct_url.json") or "{}")
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return None
+    url = direct_url.get("url", "")
+    if not url.startswith("file:") or not url.endswith(".whl"):
+        return None
+    path = urllib.request.url2pathname(urllib.parse.urlparse(url).path)
+    return path if os.path.isfile(path) else None
+
+
+def default_bundle():
+    """What ``bundle_package=None`` means here: ``None`` (nothing), ``True`` (build) or a wheel.
+
+    Nothing when installed from an index; the source checkout's wheel when imported from one;
+    else the wheel file it was installed from. Without any of those, nothing is bundled and a
+    warning says how to bundle a wheel by hand.
+    """
+    if installed_from_index():
+        return None
+    if source_tree() is not None:
+        return True
+    wheel = _installed_wheel_file()
+    if wheel is not None:
+        return wheel
+    _logger.warning(
+        "%s was not installed from a package index and its wheel cannot be found, so the model "
+        "names %s without carrying it: an environment built from its requirements (mlflow models "
+        "serve --env-manager uv) will not resolve it. Pass bundle_package='path/to/%s-X-py3-none-any.whl'.",
+        PACKAGE_NAME, PACKAGE_NAME, _IMPORT_NAME,
+    )
+    return None
 
 
 def source_tree():
@@ -80,9 +149,7 @@ def _copy_sources(root, destination):
     """The files setuptools needs to build the wheel: pyproject, readme/license, the package."""
     os.makedirs(destination)
     for name in os.listdir(root):
-        if name in ("pyproject.toml", "setup.cfg", "setup.py", "MANIFEST.in") or name.startswith(
-            ("README", "LICENSE")
-        ):
+        if _is_build_file(name):
             shutil.copy(os.path.join(root, name), destination)
     shutil.copytree(
         os.path.join(root, _IMPORT_NAME),
@@ -106,7 +173,9 @@ def bundle_into(model_dir, bundle_package):
     """
     wheels_dir = os.path.join(model_dir, WHEELS_DIR)
     if bundle_package is True:
-        wheel = build_wheel(wheels_dir)
+        os.makedirs(wheels_dir, exist_ok=True)
+        cached = _cached_wheel()
+        wheel = shutil.copy(cached, os.path.join(wheels_dir, os.path.basename(cached)))
     else:
         source = os.fspath(bundle_package)
         name = os.path.basename(source)
@@ -119,6 +188,54 @@ def bundle_into(model_dir, bundle_package):
         os.makedirs(wheels_dir, exist_ok=True)
         wheel = shutil.copy(source, os.path.join(wheels_dir, name))
     return f"{WHEELS_DIR}/{os.path.basename(wheel)}"
+
+
+def _sources_digest(root):
+    """SHA-256 of the files a wheel is built from (the selection :func:`_copy_sources` makes)."""
+    digest = hashlib.sha256()
+    top = sorted(name for name in os.listdir(root) if _is_build_file(name))
+    package = os.path.join(root, _IMPORT_NAME)
+    files = [os.path.join(root, name) for name in top]
+    for folder, dirs, names in os.walk(package):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        files.extend(os.path.join(folder, n) for n in sorted(names) if not n.endswith(".pyc"))
+    for path in files:
+        digest.update(os.path.relpath(path, root).encode() + b"\0")
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def _is_build_file(name):
+    return name in ("pyproject.toml", "setup.cfg", "setup.py", "MANIFEST.in") or name.startswith(
+        ("README", "LICENSE")
+    )
+
+
+def _cached_wheel():
+    """The wheel of the current sources: built once per source state, then reused."""
+    from mlflow_eas_savedmodel.runtimes.environments import cache_root
+
+    root = source_tree()
+    if root is None:
+        return build_wheel(tempfile.mkdtemp())  # raises with the prebuilt-wheel hint
+    folder = os.path.join(cache_root(), "wheels", _sources_digest(root))
+    found = glob.glob(os.path.join(folder, f"{_IMPORT_NAME}-*.whl"))
+    if len(found) == 1:
+        return found[0]
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    staging = tempfile.mkdtemp(dir=os.path.dirname(folder), prefix=".building-")
+    try:
+        build_wheel(staging)
+        try:
+            os.rename(staging, folder)  # atomic: a concurrent save sees no half-written wheel
+        except OSError:  # another process won the race: use its wheel
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    (wheel,) = glob.glob(os.path.join(folder, f"{_IMPORT_NAME}-*.whl"))
+    return wheel
 
 
 def is_package_requirement(line):

@@ -8,13 +8,17 @@ import importlib
 
 import click
 
+from mlflow_eas_savedmodel.bundle import PACKAGE_NAME
+
 _COMMAND_MODULES = (
     "mlflow_eas_savedmodel.registry",
     "mlflow_eas_savedmodel.eas.commands",
+    "mlflow_eas_savedmodel.serve",
 )
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name=PACKAGE_NAME, prog_name=PACKAGE_NAME, message="%(prog)s %(version)s")
 def cli():
     """Export, check, inspect and promote TensorFlow models for PAI-EAS."""
 

@@ -36,8 +36,9 @@ from mlflow.utils.model_utils import _get_flavor_configuration, _validate_and_co
 from mlflow.utils.requirements_utils import _get_pinned_requirement
 
 from mlflow_eas_savedmodel import integrity
-from mlflow_eas_savedmodel.bundle import PACKAGE_NAME
+from mlflow_eas_savedmodel.bundle import PACKAGE_NAME, default_bundle, is_package_requirement
 from mlflow_eas_savedmodel import metadata as _metadata
+from mlflow_eas_savedmodel._tensorflow import quiet_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
 
@@ -83,6 +84,7 @@ def get_default_conda_env(include_cloudpickle=False):
     return _mlflow_conda_env(additional_pip_deps=get_default_pip_requirements(include_cloudpickle))
 
 
+@quiet_tensorflow()  # the TF1 APIs the export needs print deprecations and C++ notices
 def save_model(
     model,
     path,
@@ -96,7 +98,7 @@ def save_model(
     custom_objects=None,
     eas_processor=None,
     device=None,
-    bundle_package=False,
+    bundle_package=None,
     verify=True,
     conda_env=None,
     code_paths=None,
@@ -133,6 +135,8 @@ def save_model(
             wheel of this package: the wheel is stored in the model under ``wheels/`` and
             ``requirements.txt`` names it, so ``mlflow models serve --env-manager uv`` builds a
             working environment where this package is not installed (see :mod:`.bundle`).
+            ``None`` (default): bundle unless this package was installed from a package index,
+            where the pinned requirement resolves; ``False``: never.
         verify: ``True`` (default): before the folder is moved into place, check every
             variable against ``variables/`` and every SignatureDef tensor, then load the
             SavedModel with TensorFlow's TF1 loader and run every SignatureDef on the input
@@ -242,6 +246,7 @@ def save_model(
             model_config={
                 "device": device,
                 _metadata.SIGNATURE_NAME_PARAM: default,
+                _metadata.OUTPUT_PARAM: None,  # "labels": class indices (see .pyfunc)
                 "verify_integrity": None,
             },
         )
@@ -257,7 +262,25 @@ def save_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _logger.info("Saved %s model to %s; EAS processors: %s", serving_graph.source, path, compatible)
+    _log_export(path, serving_graph, signature_defs, compatible)
+
+
+def _log_export(path, serving_graph, signature_defs, compatible):
+    """One INFO line of what the export did: the conversion's notes live in MLmodel too."""
+    variables = os.path.join(path, SAVED_MODEL_DIR, "variables")
+    weights = get_total_file_size(variables) if os.path.isdir(variables) else 0
+    signatures = "; ".join(
+        f"{name}({', '.join(s['inputs'])}) -> {', '.join(s['outputs'])}"
+        for name, s in signature_defs.items()
+    )
+    _logger.info(
+        "Saved %s model to %s as a TF1 SavedModel: SignatureDefs %s (default %r); %s of weights "
+        "in variables/; conversion: %s; EAS processors: %s",
+        serving_graph.source, path, signatures, serving_graph.default_signature,
+        f"{weights / 1e6:.1f} MB" if weights >= 1e5 else f"{weights or 0} bytes",
+        "; ".join(serving_graph.notes) or "frozen and rebuilt, nothing else changed",
+        ", ".join(compatible),
+    )
 
 
 def _example_arrays(mlflow_model, path):
@@ -293,7 +316,7 @@ def _check_processors(eas_processor, compatible, problems):
 
 
 def _write_environment(
-    path, conda_env, pip_requirements, extra_pip_requirements, custom_objects, bundle_package=False
+    path, conda_env, pip_requirements, extra_pip_requirements, custom_objects, bundle_package=None
 ):
     if conda_env is None:
         default_reqs = None if pip_requirements is not None else get_default_pip_requirements(
@@ -304,6 +327,8 @@ def _write_environment(
         )
     else:
         conda_env, pip_requirements, pip_constraints = _process_conda_env(conda_env)
+    if bundle_package is None and any(is_package_requirement(r) for r in pip_requirements):
+        bundle_package = default_bundle()  # only where the pinned requirement cannot resolve
     if bundle_package:
         pip_requirements = _bundle_package(path, bundle_package, pip_requirements, conda_env)
     with open(os.path.join(path, _CONDA_ENV_FILE_NAME), "w") as f:
@@ -344,7 +369,9 @@ def log_model(
     """Saves ``model`` with :func:`save_model` and logs it to the active run.
 
     Takes every argument of :func:`save_model` (but ``path``) plus MLflow's logging arguments
-    (``name``, ``registered_model_name``, ``params``, ``tags``...). Returns ``ModelInfo``.
+    (``name``, ``registered_model_name``, ``params``, ``tags``...). Returns ``ModelInfo``. A
+    version it registers gets the tags ``eas.processors`` and ``eas.tf_version`` (see
+    :mod:`.registry_tags`).
 
     Example:
         >>> with mlflow.start_run():
@@ -353,7 +380,7 @@ def log_model(
     """
     import mlflow_eas_savedmodel
 
-    return Model.log(
+    model_info = Model.log(
         artifact_path=artifact_path,
         name=name,
         flavor=mlflow_eas_savedmodel,
@@ -367,6 +394,16 @@ def log_model(
         model_id=model_id,
         **save_kwargs,
     )
+    if registered_model_name is not None and model_info.registered_model_version is not None:
+        from mlflow import MlflowClient
+
+        from mlflow_eas_savedmodel.registry_tags import tag_registered_version
+
+        tag_registered_version(
+            MlflowClient(), registered_model_name, model_info.registered_model_version,
+            model_info.flavors[FLAVOR_NAME],
+        )
+    return model_info
 
 
 def load_model(model_uri, device=None, dst_path=None, verify_integrity=None):

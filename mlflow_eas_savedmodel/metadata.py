@@ -8,6 +8,11 @@ unknown rank; dtypes are TensorFlow's names (``float32``, ``string``...).
 import numpy as np
 
 SIGNATURE_NAME_PARAM = "signature_name"
+# "labels": the class index (argmax, or >= 0.5 for one sigmoid unit) instead of the scores, the
+# prediction layout mlflow.models.evaluate(model_type="classifier") takes.
+OUTPUT_PARAM = "output"
+OUTPUT_LABELS = "labels"
+PREDICT_PARAMS = (SIGNATURE_NAME_PARAM, OUTPUT_PARAM)
 
 
 def describe_signature_defs(meta_graph_def):
@@ -53,20 +58,43 @@ def _schema(tensors):
 
 
 def mlflow_signature(signature_defs, default_signature):
-    """The MLflow ``ModelSignature`` of the default SignatureDef, with a ``signature_name`` param.
+    """The MLflow ``ModelSignature``: the schema every SignatureDef shares, and the predict params.
 
-    When the SignatureDefs take different input keys, the input schema is left out: MLflow would
-    otherwise reject every request for a non-default SignatureDef before it reaches the model.
-    Each request is then checked against the SignatureDef it names (see :mod:`.model`).
+    MLflow has one input and one output schema per model, while a SavedModel may have several
+    SignatureDefs. A schema is recorded only when it is true for every SignatureDef: the input
+    schema when all take the same keys, dtypes and shapes (MLflow enforces it on every request,
+    so the default's inputs would reject requests for the others), the output schema when all
+    return the same. Otherwise that side is left out rather than shown wrong in the MLflow UI;
+    every SignatureDef's schema is in the flavor's ``signature_defs`` (``mlflow-eas-savedmodel
+    inspect`` prints them), and each request is checked against the SignatureDef it names (see
+    :mod:`.model`).
+
+    The params default to ``None``, "not given": MLflow fills a param's default into every call,
+    so a non-empty default would override ``model_config`` (see :mod:`.pyfunc`).
     """
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ParamSchema, ParamSpec
 
     default = signature_defs[default_signature]
-    input_keys = {tuple(sorted(s["inputs"])) for s in signature_defs.values()}
-    known_rank = all(t["shape"] is not None for t in default["inputs"].values())
-    # No input schema for a SignatureDef without inputs either: MLflow has no empty schema.
-    inputs = _schema(default["inputs"]) if len(input_keys) == 1 and known_rank and default["inputs"] else None
-    outputs = _schema(default["outputs"])
-    params = ParamSchema([ParamSpec(SIGNATURE_NAME_PARAM, "string", default_signature)])
-    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+    visible = _strip_tensor_names(signature_defs)
+
+    def shared(side):
+        if any(s[side] != visible[default_signature][side] for s in visible.values()):
+            return None
+        if any(t["shape"] is None for t in default[side].values()):
+            return None  # MLflow cannot express an unknown rank
+        if not default[side]:
+            return None  # a SignatureDef without inputs: MLflow has no empty schema
+        return _schema(default[side])
+
+    params = ParamSchema([ParamSpec(name, "string", None) for name in PREDICT_PARAMS])
+    return ModelSignature(inputs=shared("inputs"), outputs=shared("outputs"), params=params)
+
+
+def _strip_tensor_names(signature_defs):
+    """SignatureDefs without graph tensor names, which clients never see."""
+    return {
+        name: {side: {k: {"dtype": t["dtype"], "shape": t["shape"]} for k, t in s[side].items()}
+               for side in ("inputs", "outputs")}
+        for name, s in signature_defs.items()
+    }

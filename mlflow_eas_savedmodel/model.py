@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+from mlflow_eas_savedmodel._tensorflow import import_tensorflow, quiet_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
 from mlflow_eas_savedmodel.metadata import numpy_dtype
@@ -209,7 +209,8 @@ class EasSavedModel:
         self.default_signature = default_signature
         graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=graph, config=_session_config(self.device))
-        with graph.as_default(), graph.device(self.device):
+        # quiet: the TF1 loader EAS's runtimes share logs a deprecation notice on TF 2.x.
+        with graph.as_default(), graph.device(self.device), quiet_tensorflow():
             tf.compat.v1.saved_model.loader.load(self.session, [SERVING_TAG], saved_model_dir)
         graph.finalize()  # nothing may add ops per call: a growing graph is a memory leak
         self._runners = {

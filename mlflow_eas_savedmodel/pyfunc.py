@@ -7,10 +7,17 @@
 * a pandas DataFrame: columns named after the input keys (cells may hold lists/arrays, one row
   per example), or, for a one-input SignatureDef, any columns, taken as the rows of that input.
 
-``params={"signature_name": ...}`` picks the SignatureDef per call (default: the model's, or
-``model_config["signature_name"]``).
+``params={"signature_name": ...}`` picks the SignatureDef per call; without it (or with
+``None``/``""``) predict uses ``model_config["signature_name"]``, which defaults to the model's
+default SignatureDef and which ``mlflow.pyfunc.load_model(uri, model_config=...)`` and
+``$MLFLOW_PYFUNC_INFERENCE_CONFIG`` override. The MLflow signature declares the param with
+default ``None`` for that reason: MLflow fills declared defaults into every call, so a
+non-empty default would always beat ``model_config``.
 
 It returns a numpy array when the SignatureDef has one output, else ``{output key: array}``.
+With ``output="labels"`` (``model_config`` or ``params``) a one-output classifier returns the
+class indices instead (argmax of the last axis; ``score >= 0.5`` for one sigmoid unit), the
+layout ``mlflow.models.evaluate(model_type="classifier")`` compares with the targets.
 """
 
 import inspect
@@ -19,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mlflow_eas_savedmodel.errors import invalid
-from mlflow_eas_savedmodel.metadata import SIGNATURE_NAME_PARAM
+from mlflow_eas_savedmodel.metadata import OUTPUT_LABELS, OUTPUT_PARAM, SIGNATURE_NAME_PARAM
 
 
 def dataframe_to_inputs(df, input_keys):
@@ -52,20 +59,25 @@ def _column_to_array(series, key):
 class _EasSavedModelWrapper:
     """What ``mlflow.pyfunc.load_model`` wraps: converts inputs and calls the loaded handle."""
 
-    def __init__(self, handle, signature_name=None):
+    def __init__(self, handle, signature_name=None, output=None):
         self.handle = handle
         self.signature_name = signature_name or handle.default_signature
         handle._runner(self.signature_name)  # an unknown configured name fails at load
+        self.output = _check_output(output, "model_config")
 
     def get_raw_model(self):
         """The :class:`~mlflow_eas_savedmodel.model.EasSavedModel` handle."""
         return self.handle
 
     def predict(self, data, params=None):
-        name = (params or {}).get(SIGNATURE_NAME_PARAM) or self.signature_name
+        params = params or {}
+        name = params.get(SIGNATURE_NAME_PARAM) or self.signature_name
         runner = self.handle._runner(name)
         inputs = self._to_inputs(data, runner.input_keys)
         outputs = runner(inputs)
+        output = params.get(OUTPUT_PARAM)
+        if (_check_output(output, "params") if output else self.output) == OUTPUT_LABELS:
+            return _labels(runner, outputs)
         if len(outputs) == 1:
             return next(iter(outputs.values()))
         return outputs
@@ -93,6 +105,33 @@ class _EasSavedModelWrapper:
         )
 
 
+def _check_output(output, where):
+    if output in (None, "", OUTPUT_LABELS):
+        return output or None
+    raise invalid(
+        f"Unknown {OUTPUT_PARAM}={output!r} in {where}. Use {OUTPUT_PARAM}={OUTPUT_LABELS!r} for "
+        f"class indices, or leave it out for the model's outputs."
+    )
+
+
+def _labels(runner, outputs):
+    """Class indices from a classifier's one output: argmax, or ``>= 0.5`` for one unit."""
+    if len(outputs) != 1:
+        raise invalid(
+            f"{OUTPUT_PARAM}={OUTPUT_LABELS!r} needs a SignatureDef with one output; "
+            f"{runner.name!r} has {runner.output_keys}. Pick one with signature_name=..."
+        )
+    (key, scores), = outputs.items()
+    if scores.ndim != 2 or scores.dtype.kind not in "fc":
+        raise invalid(
+            f"{OUTPUT_PARAM}={OUTPUT_LABELS!r} needs class scores of shape (batch, classes); "
+            f"output {key!r} of {runner.name!r} is {scores.dtype}{list(scores.shape)}."
+        )
+    if scores.shape[1] == 1:
+        return (scores[:, 0] >= 0.5).astype(np.int64)
+    return np.argmax(scores, axis=1)
+
+
 def _load_pyfunc(path, model_config=None):
     """Called by ``mlflow.pyfunc.load_model``; ``path`` is the flavor's SavedModel folder."""
     from mlflow_eas_savedmodel.flavor import _load_handle
@@ -103,4 +142,6 @@ def _load_pyfunc(path, model_config=None):
         device=model_config.get("device"),
         verify_integrity=model_config.get("verify_integrity"),
     )
-    return _EasSavedModelWrapper(handle, model_config.get(SIGNATURE_NAME_PARAM))
+    return _EasSavedModelWrapper(
+        handle, model_config.get(SIGNATURE_NAME_PARAM), model_config.get(OUTPUT_PARAM)
+    )

@@ -12,7 +12,12 @@ alias will load without surprise:
    names, methods, input/output keys, dtypes and shapes, and the same default signature (a
    holder of another flavor counts as a difference). Clients
    of the alias send requests shaped for the current holder; any difference would break them,
-   so it is refused unless ``force=True``.
+   so it is refused unless ``force=True``;
+4. with ``require_checks``, the version passed ``check-runtime`` on each of those EAS processors
+   (its ``eas.check.<processor>`` tags, :mod:`.registry_tags`).
+
+A promoted version registered without the flavor gets the ``eas.processors`` and
+``eas.tf_version`` tags then.
 
 Only aliases are used (``MlflowClient.set_registered_model_alias``): stages are deprecated.
 The ``promote`` command of the ``mlflow-eas-savedmodel`` CLI wraps the function.
@@ -24,6 +29,7 @@ import tempfile
 import click
 from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
 
+from mlflow_eas_savedmodel import registry_tags as _tags
 from mlflow_eas_savedmodel.errors import invalid
 
 DEFAULT_ALIAS = "champion"
@@ -109,7 +115,7 @@ class PromotionRefused(MlflowException):
         self.differences = tuple(differences)
 
 
-def promote(model_name, version, alias=DEFAULT_ALIAS, force=False, client=None):
+def promote(model_name, version, alias=DEFAULT_ALIAS, force=False, client=None, require_checks=()):
     """Moves ``alias`` of ``model_name`` to ``version`` after checking the artifact.
 
     Args:
@@ -120,6 +126,9 @@ def promote(model_name, version, alias=DEFAULT_ALIAS, force=False, client=None):
             Flavor, layout and integrity problems are never forced through.
         client: an ``mlflow.MlflowClient`` (default: one for the current tracking and registry
             URIs, e.g. ``$MLFLOW_TRACKING_URI``).
+        require_checks: EAS processor codes the version must have passed ``check-runtime`` on
+            (a ``passed`` ``eas.check.<processor>`` tag each, see :mod:`.registry_tags`);
+            never forced through.
 
     Returns:
         A :class:`PromotionResult`.
@@ -146,6 +155,9 @@ def promote(model_name, version, alias=DEFAULT_ALIAS, force=False, client=None):
             "registration has not finished. Wait for it, then promote again."
         )
     candidate = _checked_flavor_conf(client, model_name, version)
+    _tags.require_passing_checks(client, model_name, version, require_checks)
+    if _tags.PROCESSORS_TAG not in (model_version.tags or {}):  # registered without the flavor
+        _tags.tag_registered_version(client, model_name, version, candidate)
     previous = _alias_holder(client, model_name, alias)
 
     differences = ()
@@ -310,6 +322,11 @@ def _checked_flavor_conf(client, model_name, version):
     "--force", is_flag=True, help="Promote even if the SignatureDefs differ from the holder's."
 )
 @click.option(
+    "--require-check", "require_checks", multiple=True, metavar="PROCESSOR",
+    help="Refuse unless check-runtime passed on this EAS processor for the version "
+         "(an eas.check.PROCESSOR tag starting with 'passed'); repeatable.",
+)
+@click.option(
     "--tracking-uri",
     envvar="MLFLOW_TRACKING_URI",
     help="The MLflow tracking server (default: $MLFLOW_TRACKING_URI).",
@@ -319,19 +336,22 @@ def _checked_flavor_conf(client, model_name, version):
     envvar="MLFLOW_REGISTRY_URI",
     help="The model registry, if not the tracking server (default: $MLFLOW_REGISTRY_URI).",
 )
-def promote_command(model_name, version, alias, force, tracking_uri, registry_uri):
+def promote_command(model_name, version, alias, force, require_checks, tracking_uri, registry_uri):
     """Move ALIAS of MODEL_NAME to VERSION after checking flavor, layout and SignatureDefs.
 
     Exits with status 1 and lists the SignatureDef differences when they differ from the current
     alias holder's (unless --force).
 
-    Example: mlflow-eas-savedmodel promote mnist 2 --alias champion
+    Example: mlflow-eas-savedmodel promote mnist 2 --alias champion --require-check tensorflow_cpu_1.15
     """
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
     try:
-        result = promote(model_name, version, alias=alias, force=force, client=client)
+        result = promote(
+            model_name, version, alias=alias, force=force, client=client,
+            require_checks=require_checks,
+        )
     except MlflowException as e:
         raise click.ClickException(e.message) from e
     previous = f" (was version {result.previous_version})" if result.previous_version else ""

@@ -137,7 +137,7 @@ def test_cli_check_runtime_json(keras_model_path):
     assert data["runtimes"][0]["processors"] == ["tensorflow_cpu_2.3"]
     assert data["runtimes"][0]["signatures"][0]["problems"] == []
     result = CliRunner().invoke(cli, ["check-runtime", keras_model_path, "--processor", "tensorflow_cpu_2.3", "--all"])
-    assert result.exit_code == 2 and "Pass either --processor or --all, not both." in result.output
+    assert result.exit_code == 2 and "Pass one of --processor, --claimed and --all." in result.output
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
-"""The guide's scenarios as runnable examples: each ``examples/guide_*.py`` exits 0 in CI."""
+"""The runnable examples: each ``examples/guide_*.py`` (the guide's scenarios) and
+``examples/evaluate_classifier.py`` exits 0 in CI."""
 
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -9,6 +11,7 @@ import pytest
 
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 GUIDE_EXAMPLES = sorted(glob.glob(os.path.join(EXAMPLES_DIR, "guide_*.py")))
+EVALUATE_EXAMPLE = os.path.join(EXAMPLES_DIR, "evaluate_classifier.py")
 TIMEOUT_S = 300
 
 
@@ -16,7 +19,7 @@ TIMEOUT_S = 300
 def finished_examples(tmp_path_factory):
     """Runs every guide example at once (they are independent) in its own work folder."""
     running = {}
-    for script in GUIDE_EXAMPLES:
+    for script in GUIDE_EXAMPLES + [EVALUATE_EXAMPLE]:
         work_dir = tmp_path_factory.mktemp(os.path.basename(script)[:-3])
         running[script] = subprocess.Popen(
             [sys.executable, script, str(work_dir)],
@@ -51,3 +54,10 @@ def test_guide_example_runs(script, finished_examples):
     returncode, output = finished_examples[script]
     assert returncode == 0, output
     assert "compatible EAS processors: tensorflow_cpu_1.12" in output, output
+
+
+def test_evaluate_example_gets_the_keras_models_accuracy(finished_examples):
+    returncode, output = finished_examples[EVALUATE_EXAMPLE]
+    assert returncode == 0, output
+    # The example exits 1 unless evaluate's accuracy equals the Keras model's own.
+    assert re.search(r"accuracy_score (0\.\d+) \(from the Keras model: \1\)", output), output

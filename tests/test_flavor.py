@@ -10,6 +10,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 import mlflow_eas_savedmodel as mes
+from mlflow_eas_savedmodel import bundle
 from mlflow_eas_savedmodel import runtimes
 
 
@@ -50,11 +51,12 @@ def test_mlflow_signature_and_pyfunc_config(saved):
     params = json.loads(mlmodel["signature"]["params"])
     assert inputs == [{"name": "image", "type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 4]}}]
     assert outputs == [{"name": "scores", "type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 3]}}]
-    assert params == [{"name": "signature_name", "default": "serving_default", "shape": None, "type": "string"}]
+    assert params == [{"name": "signature_name", "default": None, "shape": None, "type": "string"},
+                      {"name": "output", "default": None, "shape": None, "type": "string"}]
     pyfunc_conf = mlmodel["flavors"]["python_function"]
     assert pyfunc_conf["loader_module"] == "mlflow_eas_savedmodel.pyfunc"
     assert pyfunc_conf["data"] == "savedmodel"
-    assert pyfunc_conf["config"] == {"device": None, "signature_name": "serving_default", "verify_integrity": None}
+    assert pyfunc_conf["config"] == {"device": None, "signature_name": "serving_default", "output": None, "verify_integrity": None}
     assert mlmodel["saved_input_example_info"]["type"] == "ndarray"
 
 
@@ -87,11 +89,15 @@ def test_requirements_are_pinned_without_inference(saved, tf):
     reqs = (saved / "requirements.txt").read_text().split()
     assert f"tensorflow-cpu=={importlib.metadata.version('tensorflow-cpu')}" in reqs
     assert f"mlflow=={mlflow.__version__}" in reqs
-    assert any(r.startswith("mlflow-eas-savedmodel==") for r in reqs)
     assert not any(r.startswith("cloudpickle") for r in reqs)  # no custom objects, no pickling
-    assert mes.get_default_pip_requirements() == reqs
+    defaults = mes.get_default_pip_requirements()
+    assert defaults[-1].startswith("mlflow-eas-savedmodel==")
+    if bundle.installed_from_index():  # the pin resolves from that index
+        assert reqs == defaults and not (saved / "wheels").exists()
+    else:  # a checkout or editable install (as in CI): the model carries the wheel by default
+        assert reqs[:-1] == defaults[:-1] and reqs[-1] == f"wheels/{os.listdir(saved / 'wheels')[0]}"
     conda = mes.get_default_conda_env()
-    assert {"pip": reqs} in conda["dependencies"]
+    assert {"pip": defaults} in conda["dependencies"]
 
 
 def test_log_load_through_run_and_registry_uris(tracking_uri, mlp, x4):

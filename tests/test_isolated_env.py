@@ -1,7 +1,8 @@
 """A model that carries this package: servable from an environment built from its requirements.
 
-``save_model(..., bundle_package=True)`` stores this package's wheel under ``wheels/`` and names
-it in ``requirements.txt``. The end-to-end test serves the registered model with
+``save_model`` stores this package's wheel under ``wheels/`` and names it in ``requirements.txt``
+by default when the package was not installed from an index (as here: an editable install), and
+always with ``bundle_package=True``. The end-to-end test serves the registered model with
 ``mlflow models serve --env-manager uv``, which creates a fresh venv from the model's own
 ``python_env.yaml``/``requirements.txt`` (TensorFlow and MLflow from the index, this package from
 the wheel), and checks the answer and where the served package was imported from.
@@ -74,7 +75,8 @@ def test_bundle_package_rejects_a_file_that_is_not_our_wheel(mlp, tmp_path):
 @pytest.mark.slow
 def test_serve_with_env_built_from_the_models_own_requirements(tracking_uri, mlp, x4, tmp_path):
     with mlflow.start_run():
-        mes.log_model(mlp, name="model", registered_model_name="isolated", bundle_package=True)
+        # No bundle_package: the default carries the wheel where the package is not from an index.
+        mes.log_model(mlp, name="model", registered_model_name="isolated")
     env_root = tmp_path / "envs"
     port = free_port()
     command = mlflow_command(
@@ -109,3 +111,17 @@ def test_serve_with_env_built_from_the_models_own_requirements(tracking_uri, mlp
     module_file, version = located.stdout.split()
     assert module_file.startswith(str(env_dir)), module_file  # installed from the wheel
     assert version == importlib.metadata.version("mlflow-eas-savedmodel")
+
+
+def test_default_bundles_where_the_package_is_not_from_an_index(mlp, tmp_path):
+    if bundle.installed_from_index():
+        pytest.skip("installed from a package index: the pinned requirement resolves there")
+    mes.save_model(mlp, tmp_path / "auto")
+    (wheel,) = os.listdir(tmp_path / "auto" / "wheels")
+    assert _requirements(tmp_path / "auto")[-1] == f"wheels/{wheel}"
+    # Built once per source state, then copied: the same bytes as an explicit bundle.
+    mes.save_model(mlp, tmp_path / "explicit", bundle_package=True)
+    assert (tmp_path / "auto" / "wheels" / wheel).read_bytes() == (tmp_path / "explicit" / "wheels" / wheel).read_bytes()
+    mes.save_model(mlp, tmp_path / "never", bundle_package=False)
+    assert not (tmp_path / "never" / "wheels").exists()
+    assert _requirements(tmp_path / "never")[-1] == f"mlflow-eas-savedmodel=={importlib.metadata.version('mlflow-eas-savedmodel')}"

@@ -410,3 +410,53 @@ def test_predict_wrong_shape(mlp_handle):
 def test_predict_wrong_keys(mlp_handle, x4):
     with pytest.raises(MlflowException, match=r"takes inputs \['image'\]; got \['pixels'\] \(missing \['image'\]\)"):
         mlp_handle.predict({"pixels": x4})
+
+
+@pytest.fixture(scope="module")
+def score_probs_model(tf):
+    """The issue's model: dict outputs ``score`` (-1, 1) and ``probs`` (-1, 3); Keras orders them
+    by name, so ``model.outputs[0]`` is ``probs``."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((4,), name="x")
+    return keras.Model(x, {"score": keras.layers.Dense(1, name="score_layer")(x),
+                           "probs": keras.layers.Dense(3, activation="softmax", name="probs_layer")(x)})
+
+
+def test_a_key_naming_another_output_is_refused_naming_both(tmp_path, score_probs_model):
+    model = score_probs_model
+    assert [tuple(t.shape) for t in model.outputs] == [(None, 3), (None, 1)]  # probs first
+    _assert_refused(
+        tmp_path,
+        r"`outputs=\{'score': ...\}` refers to the model's output 'probs', but 'score' is the name of "
+        r"another output of the model: the keys would be swapped. Keras orders a model's dict outputs by "
+        r"name, so `model.outputs\[i\]` need not be the i-th one written. Refer to the output you mean by "
+        r"name, e.g. `outputs=\{'score': 'score'\}`, or leave `outputs=` out to keep the model's names "
+        r"\['score', 'probs'\].",
+        model, outputs={"score": model.outputs[0], "probs": model.outputs[1]},
+    )
+
+
+def test_keys_by_name_keep_a_dict_output_model_right(tmp_path, score_probs_model, x4):
+    model = score_probs_model
+    handle, conf = _save_and_load(model, tmp_path / "m", outputs={"score": "score", "probs": "probs"})
+    sig = conf["signature_defs"]["serving_default"]["outputs"]
+    assert sig["score"]["shape"] == [-1, 1] and sig["probs"]["shape"] == [-1, 3]
+    out, expected = handle.predict({"x": x4}), model(x4)
+    _close(out["score"], expected["score"])
+    _close(out["probs"], expected["probs"])
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"outputs": ["o2", "o1"]}, r"`outputs=` key 'o2' refers to the model's output 'o1', "
+                                    r"but 'o2' is the name of another output of the model"),
+        ({"inputs": {"b": "a", "a": "b"}}, r"`inputs=\{'b': ...\}` refers to the model's input 'a', "
+                                           r"but 'b' is the name of another input of the model"),
+    ],
+    ids=["list-outputs", "dict-inputs"],
+)
+def test_swapped_keys_are_refused(tmp_path, two_in_two_out, kwargs, match):
+    _assert_refused(tmp_path, match, two_in_two_out[0], **kwargs)

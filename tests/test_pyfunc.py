@@ -133,3 +133,78 @@ def test_unsupported_input_type_is_named(mlp_path):
     wrapper = mes.pyfunc._EasSavedModelWrapper(mes.load_model(mlp_path))
     with pytest.raises(MlflowException, match="Cannot predict on object. Pass a numpy array, a dict of arrays or a pandas DataFrame"):
         wrapper.predict(object())
+
+
+@pytest.fixture(scope="module")
+def two_signature_path(tmp_path_factory, tf):
+    """A TF1 session with ``sig_a`` (``x`` float32[?,2] -> ``y`` = 2x, the default) and
+    ``sig_b`` (``z`` float32[?,3] -> ``total`` = sum(z) + 1): different inputs and outputs."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="x")
+        z = tf.compat.v1.placeholder(tf.float32, [None, 3], name="z")
+        y = tf.identity(x * 2.0, name="y")
+        total = tf.identity(tf.reduce_sum(z, axis=1) + 1.0, name="total")
+        with tf.compat.v1.Session(graph=graph) as session:
+            path = tmp_path_factory.mktemp("pyfunc") / "two_signatures"
+            mes.save_model(session, path, default_signature="sig_a", signatures={
+                "sig_a": {"inputs": {"x": x}, "outputs": {"y": y}},
+                "sig_b": {"inputs": {"z": z}, "outputs": {"total": total}},
+            })
+    return str(path)
+
+
+X2 = np.array([[1, 2], [3, 4]], np.float32)
+Z3 = np.array([[1, 2, 3], [0, 0, -1]], np.float32)
+
+
+def test_model_config_signature_name_is_what_predict_uses(two_signature_path):
+    np.testing.assert_array_equal(mlflow.pyfunc.load_model(two_signature_path).predict({"x": X2}), X2 * 2)
+    model = mlflow.pyfunc.load_model(two_signature_path, model_config={"signature_name": "sig_b"})
+    np.testing.assert_array_equal(model.predict({"z": Z3}), Z3.sum(axis=1) + 1)
+    np.testing.assert_array_equal(model.predict(Z3), Z3.sum(axis=1) + 1)  # one-input: a bare array
+    # params still pick another SignatureDef per call
+    np.testing.assert_array_equal(model.predict({"x": X2}, params={"signature_name": "sig_a"}), X2 * 2)
+    np.testing.assert_array_equal(model.predict({"z": Z3}, params={"signature_name": ""}), Z3.sum(axis=1) + 1)
+    with pytest.raises(MlflowException, match=r"Signature 'sig_b' takes inputs \['z'\]; got \['x'\]"):
+        model.predict({"x": X2})
+
+
+def test_inference_config_env_signature_name_is_what_predict_uses(two_signature_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_PYFUNC_INFERENCE_CONFIG", json.dumps({"signature_name": "sig_b"}))
+    model = mlflow.pyfunc.load_model(two_signature_path)
+    np.testing.assert_array_equal(model.predict({"z": Z3}), Z3.sum(axis=1) + 1)
+    np.testing.assert_array_equal(model.predict({"x": X2}, params={"signature_name": "sig_a"}), X2 * 2)
+
+
+def test_mlflow_signature_shows_no_schema_that_is_wrong_for_a_signaturedef(two_signature_path, mlp_path):
+    two = mlflow.models.Model.load(two_signature_path).signature
+    assert two.inputs is None and two.outputs is None  # sig_a's would be wrong for sig_b
+    assert [(p.name, p.default) for p in two.params.params] == [("signature_name", None), ("output", None)]
+    one = mlflow.models.Model.load(mlp_path).signature
+    assert one.inputs.input_names() == ["image"] and [o.name for o in one.outputs.inputs] == ["scores"]
+
+
+def test_output_labels_gives_class_indices_from_config_or_params(multi_path, two_in_two_out, ab, tmp_path, tf):
+    import keras
+
+    inp = keras.Input((4,), name="x")
+    softmax = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="p")(inp))
+    sigmoid = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid", name="p")(inp))
+    x = np.random.default_rng(3).normal(size=(8, 4)).astype(np.float32)
+    mes.save_model(softmax, tmp_path / "softmax")
+    mes.save_model(sigmoid, tmp_path / "sigmoid")
+    configured = mlflow.pyfunc.load_model(str(tmp_path / "softmax"), model_config={"output": "labels"})
+    np.testing.assert_array_equal(configured.predict(x), np.argmax(softmax(x).numpy(), axis=1))
+    plain = mlflow.pyfunc.load_model(str(tmp_path / "softmax"))
+    np.testing.assert_array_equal(plain.predict(x, params={"output": "labels"}), np.argmax(softmax(x).numpy(), axis=1))
+    np.testing.assert_allclose(plain.predict(x), softmax(x).numpy(), rtol=1e-5, atol=1e-6)
+    binary = mlflow.pyfunc.load_model(str(tmp_path / "sigmoid")).predict(x, params={"output": "labels"})
+    np.testing.assert_array_equal(binary, (sigmoid(x).numpy()[:, 0] >= 0.5).astype(np.int64))
+
+    with pytest.raises(MlflowException, match=r"Unknown output='label' in params. Use output='labels' for class indices"):
+        plain.predict(x, params={"output": "label"})
+    with pytest.raises(MlflowException, match=r"Unknown output='probs' in model_config"):
+        mlflow.pyfunc.load_model(str(tmp_path / "softmax"), model_config={"output": "probs"})
+    with pytest.raises(MlflowException, match=r"output='labels' needs a SignatureDef with one output; 'serving_default' has \['probs', 'sum'\]"):
+        mlflow.pyfunc.load_model(multi_path).predict(ab, params={"output": "labels"})

@@ -4,12 +4,17 @@ Each command imports what it needs when it runs, so ``inspect`` and ``eas-config
 load TensorFlow. User errors (``MlflowException``) become a one-line message and exit code 1.
 """
 
+import contextlib
 import functools
 import json
+import logging
 import sys
 
 import click
 from mlflow.exceptions import MlflowException
+
+from mlflow_eas_savedmodel.cli_options import model_uri_argument, store_options
+from mlflow_eas_savedmodel.eas.runtime_check import DEFAULT_PROCESSOR, DEFAULT_TIMEOUT_S
 
 
 def _user_errors(command):
@@ -24,7 +29,8 @@ def _user_errors(command):
 
 
 @click.command("inspect")
-@click.argument("model_uri")
+@model_uri_argument()
+@store_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_user_errors
 def inspect_command(model_uri, as_json):
@@ -36,22 +42,36 @@ def inspect_command(model_uri, as_json):
 
 
 @click.command("export")
-@click.argument("model_uri")
-@click.argument("dest")
+@model_uri_argument("dest")
+@store_options
 @click.option("--archive", type=click.Choice(["tar.gz", "zip"]), default=None,
-              help="Write an archive with the SavedModel files at its root instead of a folder.")
+              help="Write an archive DEST.tar.gz/DEST.zip (suffix added if missing) with the "
+                   "SavedModel files at its root instead of a folder.")
+@click.option("--warmup", is_flag=True,
+              help="Put TF Serving's assets.extra/tf_serving_warmup_requests inside the exported "
+                   "SavedModel and EAS's warm_up_<signature>.bin beside it.")
 @_user_errors
-def export_command(model_uri, dest, archive):
+def export_command(model_uri, dest, archive, warmup):
     """Write the plain SavedModel (folder or archive) for OSS, with a sha256 manifest beside it."""
+    import os
+
     from mlflow_eas_savedmodel.eas.upload import export_for_upload
 
-    result = export_for_upload(model_uri, dest, archive=archive)
-    click.echo(f"Wrote {result['path']} ({len(result['files'])} files)")
+    result = export_for_upload(model_uri, dest, archive=archive, warmup=warmup)
+    kind = f"{archive} archive" if archive else "folder"
+    click.echo(f"Wrote {kind} {result['path']} ({len(result['files'])} files)")
+    if os.path.abspath(dest) != result["path"]:
+        click.echo(f"  (not {dest}: the archive name ends with .{archive}; upload and configure that file)")
+    for name, path in result["warmup"].items():
+        click.echo(f"EAS warm-up ({name}): {path}")
+    if warmup:
+        click.echo("TF Serving warm-up: assets.extra/tf_serving_warmup_requests inside the SavedModel")
     click.echo(f"Manifest {result['manifest']}")
 
 
 @click.command("eas-config")
-@click.argument("model_uri")
+@model_uri_argument()
+@store_options
 @click.option("--processor", required=True, help="EAS processor code, e.g. tensorflow_cpu_1.15.")
 @click.option("--model-path", required=True, help="oss:// or http(s):// URL of the exported model.")
 @click.option("--warm-up-path", default=None, help="oss:// URL of a warm-up .bin (see `warmup`).")
@@ -76,11 +96,12 @@ def eas_config_command(model_uri, processor, model_path, warm_up_path, name, ins
 
 
 @click.command("serve-eas")
-@click.argument("model_uri")
+@model_uri_argument()
+@store_options
 @click.option("--name", required=True, help="Service name: requests go to /api/predict/<name>.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind; 0.0.0.0 exposes the endpoint to the network.")
-@click.option("--port", type=int, default=8080, show_default=True, help="0 picks a free port.")
+@click.option("-p", "--port", type=int, default=8080, show_default=True, help="0 picks a free port.")
 @click.option("--device", default="cpu", show_default=True)
 @_user_errors
 def serve_eas_command(model_uri, name, host, port, device):
@@ -94,13 +115,17 @@ def serve_eas_command(model_uri, name, host, port, device):
 
 
 @click.command("check-runtime")
-@click.argument("model_uri")
+@model_uri_argument()
+@store_options
 @click.option("--processor", default=None,
-              help="EAS processor whose official TF wheel runs the model, e.g. tensorflow_cpu_1.15 "
-                   "(default: every processor the model's metadata claims).")
+              help="EAS processor whose official TF wheel runs the model "
+                   f"(default: {DEFAULT_PROCESSOR}, as in the Python API).")
+@click.option("--claimed", is_flag=True,
+              help="Check every processor the model's metadata claims instead.")
 @click.option("--all", "all_runtimes", is_flag=True, help="Check all six runtimes (TF 1.12-2.7).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds per runtime.")
+@click.option("--timeout", type=float, default=DEFAULT_TIMEOUT_S, show_default=True,
+              help="Seconds per runtime, building its environment on first use included.")
 @click.option("--rtol", type=float, default=1e-5, show_default=True,
               help="Float outputs may differ from TF 2.21's by atol + rtol x max|output|.")
 @click.option("--atol", type=float, default=1e-6, show_default=True, help="See --rtol.")
@@ -108,25 +133,53 @@ def serve_eas_command(model_uri, name, host, port, device):
               help="Inputs to feed instead of the input example: .npz (KEY or SIGNATURE/KEY "
                    "arrays) or .json ({key: values} or {signature: {key: values}}).")
 @_user_errors
-def check_runtime_command(model_uri, processor, all_runtimes, as_json, timeout, rtol, atol, input_file):
-    """Run MODEL_URI in the real EAS TensorFlow runtime(s) and compare with TF 2.21; exit 1 on failure."""
+def check_runtime_command(
+    model_uri, processor, claimed, all_runtimes, as_json, timeout, rtol, atol, input_file
+):
+    """Run MODEL_URI in the real EAS TensorFlow runtime(s) and compare with TF 2.21; exit 1 on failure.
+
+    On a models:/ URI the result is recorded on the version as eas.check.<processor> tags.
+    Building a runtime environment (first use) prints its stages on stderr.
+    """
     from mlflow_eas_savedmodel.eas.inputs import load_inputs_file
     from mlflow_eas_savedmodel.eas.runtime_check import check_runtime
 
-    if processor and all_runtimes:
-        raise click.UsageError("Pass either --processor or --all, not both.")
+    if sum([processor is not None, claimed, all_runtimes]) > 1:
+        raise click.UsageError("Pass one of --processor, --claimed and --all.")
+    if not claimed and not all_runtimes:
+        processor = processor or DEFAULT_PROCESSOR
     inputs = load_inputs_file(input_file) if input_file else None
-    report = check_runtime(
-        model_uri, processor=processor, all=all_runtimes, timeout=timeout, rtol=rtol, atol=atol, inputs=inputs
-    )
+    with _progress_on_stderr():
+        report = check_runtime(
+            model_uri, processor=processor, all=all_runtimes, inputs=inputs, timeout=timeout,
+            rtol=rtol, atol=atol,
+        )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+    for key, value in report.recorded_tags.items():
+        click.echo(f"Recorded {key}={value!r} on {report.recorded_on}", err=True)
     if not report.ok:
         sys.exit(1)
 
 
+@contextlib.contextmanager
+def _progress_on_stderr():
+    """The runtime environments' build stages (INFO log lines) on stderr, for this command."""
+    logger = logging.getLogger("mlflow_eas_savedmodel.runtimes.environments")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 @click.command("warmup")
-@click.argument("model_uri")
-@click.argument("out_dir")
+@model_uri_argument("out_dir")
+@store_options
 @click.option("--signature", "signatures", multiple=True,
               help="SignatureDef to warm up (repeatable; default: all).")
 @_user_errors

@@ -23,6 +23,7 @@ user to judge against the model's own tolerance.
 import dataclasses
 import os
 import tempfile
+import time
 from typing import List, Optional
 
 from mlflow_eas_savedmodel.comparison import ATOL, RTOL, compare
@@ -33,6 +34,9 @@ from mlflow_eas_savedmodel.runtimes import PROCESSORS, RUNTIME_VERSIONS, process
 
 __all__ = ["check_runtime", "compare", "RuntimeCheckReport", "VERDICTS"]
 
+# The one default of the API and the CLI: the most used EAS TensorFlow processor. Checking
+# every claimed processor builds up to six environments (minutes each on a new machine); ask
+# for it with processor=None (--claimed) or all=True (--all).
 DEFAULT_PROCESSOR = "tensorflow_cpu_1.15"
 PASSED = "passed"
 REFUSED = "refused to load"
@@ -41,6 +45,8 @@ DIFFERS = "ran, outputs differ"
 NOT_COMPARED = "ran, no reference"
 ERROR = "error"
 VERDICTS = (PASSED, REFUSED, RUN_FAILED, DIFFERS, NOT_COMPARED, ERROR)
+# Per runtime, building its environment on first use included (measured: 1-4 min per wheel).
+DEFAULT_TIMEOUT_S = 900.0
 
 
 @dataclasses.dataclass
@@ -104,6 +110,8 @@ class RuntimeCheckReport:
     reference_error: Optional[str] = None
     rtol: float = RTOL
     atol: float = ATOL
+    recorded_on: Optional[str] = None  # models:/NAME/VERSION whose eas.check.* tags were set
+    recorded_tags: dict = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self):
@@ -183,7 +191,13 @@ def _runtimes_to_check(processor, all_runtimes, claimed):
 
 
 def check_runtime(
-    model_uri, processor=DEFAULT_PROCESSOR, all=False, inputs=None, timeout=300.0, rtol=RTOL, atol=ATOL  # noqa: A002
+    model_uri,
+    processor=DEFAULT_PROCESSOR,
+    all=False,  # noqa: A002
+    inputs=None,
+    timeout=DEFAULT_TIMEOUT_S,
+    rtol=RTOL,
+    atol=ATOL,
 ):
     """Runs ``model_uri`` in the official TensorFlow wheel(s) of EAS processors and compares.
 
@@ -195,12 +209,15 @@ def check_runtime(
         inputs: ``{key: array}`` (or one array) to feed instead of the saved input example, or
             ``{signature name: {key: array}}`` to give each SignatureDef its own; SignatureDefs
             they do not cover get synthesised inputs (batch 2).
-        timeout: seconds one runtime may take.
+        timeout: seconds one runtime may take, building its environment on first use
+            included (the build alone takes minutes on a new machine).
         rtol: float outputs may differ from TF 2.21's by ``atol + rtol * max|output|``.
         atol: see ``rtol``.
 
     Returns:
-        A :class:`RuntimeCheckReport`; ``report.ok`` is the verdict.
+        A :class:`RuntimeCheckReport`; ``report.ok`` is the verdict. For a ``models:/`` URI
+        the verdict per processor is also recorded on the version as ``eas.check.<processor>``
+        tags (``report.recorded_tags``, see :mod:`mlflow_eas_savedmodel.registry_tags`).
 
     Raises:
         MlflowException: an unknown processor, or no interpreter for a runtime's wheel (the
@@ -220,13 +237,25 @@ def check_runtime(
     for name, value in (("rtol", rtol), ("atol", atol)):
         if not isinstance(value, (int, float)) or value < 0:
             raise invalid(f"{name}={value!r} must be a number >= 0, e.g. {name}=1e-5.")
+
+    from mlflow_eas_savedmodel import registry_tags
+
+    # A models:/ URI's alias is resolved once: the tags go on the version that was checked.
+    target = registry_tags.registered_version(model_uri)
     with tempfile.TemporaryDirectory(prefix="eas-check-") as tmp:
-        local, mlmodel, conf = download_model(model_uri, dst_path=_empty_dir(tmp, "model"))
+        local, mlmodel, conf = download_model(
+            target.uri if target else model_uri, dst_path=_empty_dir(tmp, "model")
+        )
         claimed = list(conf.get("eas_processors", []))
         versions = _runtimes_to_check(processor, all, claimed)
         signature_defs = conf["signature_defs"]
         # Environments first: a missing interpreter fails before TensorFlow is even loaded.
-        envs = {version: ensure_runtime(version) for version in versions}
+        # `timeout` covers a runtime's build and its run: the run gets what the build left.
+        envs, run_timeouts = {}, {}
+        for version in versions:
+            started = time.monotonic()
+            envs[version] = ensure_runtime(version, timeout=timeout)
+            run_timeouts[version] = max(1.0, timeout - (time.monotonic() - started))
 
         tf = import_tensorflow()
         export_dir = saved_model_dir(local, conf)
@@ -255,14 +284,17 @@ def check_runtime(
             env = envs[version]
             result.python, result.python_version, result.wheel = env.python, env.interpreter_version, env.wheel
             try:
-                run = run_in_runtime(export_dir, version, feeds, timeout=timeout)
+                run = run_in_runtime(export_dir, version, feeds, timeout=run_timeouts[version])
             except MlflowException as e:
                 result.error = e.message
                 results.append(result)
                 continue
             _fill(result, run, signature_defs, reference, origins, reference_error, reference_errors, rtol, atol)
             results.append(result)
-    return RuntimeCheckReport(model_uri, tf.__version__, results, reference_error, rtol=rtol, atol=atol)
+    report = RuntimeCheckReport(model_uri, tf.__version__, results, reference_error, rtol=rtol, atol=atol)
+    report.recorded_tags = registry_tags.record_check(target, report, processor=None if all else processor)
+    report.recorded_on = target.uri if target else None
+    return report
 
 
 def _example_specs(export_dir):

@@ -7,7 +7,13 @@ so the integrity manifest goes *beside* the folder or archive: ``<dest>.sha256``
 ``sha256sum`` format (``<hex>  <path>``), so ``sha256sum -c`` checks it from the folder that
 holds it. For an archive it lists the archive itself and every member as it will be after
 extracting the archive in that folder. The SavedModel is checked against the SHA-256 recorded
-at save time first, so a changed file is never uploaded. Archives are reproducible (sorted members, fixed
+at save time first, so a changed file is never uploaded.
+
+With ``warmup=True`` the upload is ready for both servers that read warm-up requests (see
+:mod:`.warmup`): TF Serving's ``assets.extra/tf_serving_warmup_requests`` goes *inside* the
+exported SavedModel (folder or archive), where TF Serving looks for it (old TensorFlow loaders
+ignore ``assets.extra/``), and EAS's ``warm_up_<signature>.bin`` files go *beside* it, since the
+service config names that file separately (``warm_up_data_path``). The manifest lists them all. Archives are reproducible (sorted members, fixed
 timestamps and owners), so the same model always uploads the same bytes.
 """
 
@@ -37,7 +43,7 @@ def _files_under(root):
             yield os.path.relpath(path, root).replace(os.sep, "/"), path
 
 
-def export_for_upload(model_uri, dest, archive=None):
+def export_for_upload(model_uri, dest, archive=None, warmup=False):
     """Writes the SavedModel of ``model_uri`` to ``dest`` for upload to OSS, plus its manifest.
 
     Args:
@@ -46,9 +52,12 @@ def export_for_upload(model_uri, dest, archive=None):
             missing). It must not exist yet.
         archive: ``None`` for a folder, ``"tar.gz"`` or ``"zip"`` for an archive with the
             SavedModel files at its root.
+        warmup: also write the warm-up requests of every SignatureDef (saved input example,
+            else synthesised inputs): TF Serving's inside the SavedModel, EAS's ``.bin`` beside.
 
     Returns:
-        ``{"path": folder or archive, "manifest": manifest path, "files": {path: sha256}}``.
+        ``{"path": folder or archive, "manifest": manifest path, "files": {path: sha256},
+        "warmup": {signature: EAS .bin path}}`` (``warmup`` empty unless asked).
 
     Example:
         >>> export_for_upload("models:/mnist@champion", "upload/mnist", archive="tar.gz")
@@ -62,12 +71,20 @@ def export_for_upload(model_uri, dest, archive=None):
     if archive and not dest.endswith(ARCHIVE_FORMATS[archive]):
         dest += ARCHIVE_FORMATS[archive]
     manifest = dest + MANIFEST_SUFFIX
-    for path in (dest, manifest):
+    local, _, conf = download_model(model_uri)
+    bins = {}
+    if warmup:
+        from mlflow_eas_savedmodel.eas.warmup import eas_warmup_file_name
+
+        bins = {
+            name: os.path.join(os.path.dirname(dest), eas_warmup_file_name(name))
+            for name in conf["signature_defs"]
+        }
+    for path in (dest, manifest, *bins.values()):
         if os.path.exists(path):
             raise invalid(f"{path!r} already exists. Export to a new path, or delete it first.")
     os.makedirs(os.path.dirname(dest), exist_ok=True)
 
-    local, _, conf = download_model(model_uri)
     source = saved_model_dir(local, conf)
     verified = {}
     if integrity.FLAVOR_KEY in conf:
@@ -77,27 +94,43 @@ def export_for_upload(model_uri, dest, archive=None):
     members = list(_files_under(source))
     if not any(rel == "saved_model.pb" for rel, _ in members):
         raise invalid(f"{source!r} has no saved_model.pb: the model's artifact is incomplete.")
-    hashes = {rel: verified.get(rel) or sha256_of(path) for rel, path in members}
-
     partial = dest + ".partial"
+    warmup_dir = partial + "-warmup"
     try:
+        if warmup:
+            from mlflow_eas_savedmodel.eas.warmup import TF_SERVING_WARMUP_FILE, write_warmup_files
+
+            written = write_warmup_files(local, warmup_dir)
+            members = sorted(members + [(TF_SERVING_WARMUP_FILE.replace(os.sep, "/"), written["tf_serving"])])
+        hashes = {rel: verified.get(rel) or sha256_of(path) for rel, path in members}
         if archive is None:
             shutil.copytree(source, partial)
+            if warmup:
+                os.makedirs(os.path.join(partial, os.path.dirname(TF_SERVING_WARMUP_FILE)))
+                shutil.copy(written["tf_serving"], os.path.join(partial, TF_SERVING_WARMUP_FILE))
             lines = [f"{h}  {os.path.basename(dest)}/{rel}" for rel, h in hashes.items()]
         else:
             (_write_tar if archive == "tar.gz" else _write_zip)(partial, members)
             lines = [f"{sha256_of(partial)}  {os.path.basename(dest)}"]
             lines += [f"{h}  {rel}" for rel, h in hashes.items()]
+        for name, target in bins.items():
+            shutil.copy(written["eas"][name], target)
+            lines.append(f"{sha256_of(target)}  {os.path.basename(target)}")
         os.rename(partial, dest)
     except BaseException:
+        for target in bins.values():
+            if os.path.exists(target):
+                os.remove(target)
         if os.path.isdir(partial):
             shutil.rmtree(partial, ignore_errors=True)
         elif os.path.exists(partial):
             os.remove(partial)
         raise
+    finally:
+        shutil.rmtree(warmup_dir, ignore_errors=True)
     with open(manifest, "w") as f:
         f.write("\n".join(lines) + "\n")
-    return {"path": dest, "manifest": manifest, "files": hashes}
+    return {"path": dest, "manifest": manifest, "files": hashes, "warmup": bins}
 
 
 def _write_tar(path, members):

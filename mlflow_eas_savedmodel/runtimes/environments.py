@@ -12,12 +12,19 @@ Environments are built on demand and cached under
 written only after a successful install, so an interrupted build is redone; a lock file keeps
 two processes from building the same environment at once.
 
+A build takes minutes on a new machine (the wheels are 100-400 MB): each stage is logged at INFO
+on this module's logger as it starts, with the seconds elapsed, and again every
+``PROGRESS_INTERVAL_S`` while it runs (``check-runtime`` prints these lines on stderr).
+``ensure_runtime(..., timeout=)`` bounds the whole build, the wait for another process's build
+included.
+
 This module does not import TensorFlow.
 """
 
 import contextlib
 import glob
 import json
+import logging
 import os
 import re
 import shutil
@@ -83,6 +90,8 @@ RUNTIMES: Dict[str, RuntimeSpec] = {
 EAS_PROCESSORS: Dict[str, str] = PROCESSORS
 
 CACHE_ENV_VAR = "MLFLOW_EAS_SAVEDMODEL_CACHE"
+PROGRESS_INTERVAL_S = 15.0
+_logger = logging.getLogger(__name__)
 _MARKER = ".mlflow-eas-runtime.json"
 _LOCK = ".lock"
 
@@ -245,13 +254,17 @@ def find_interpreter(python_minor: str, purpose: Optional[str] = None) -> str:
 
 
 @contextlib.contextmanager
-def _file_lock(path: str, timeout: float = 3600.0):
-    """Exclusive inter-process lock on ``path`` (fcntl: the environments are POSIX venvs)."""
+def _file_lock(path: str, timeout: float = 3600.0, on_wait=None):
+    """Exclusive inter-process lock on ``path`` (fcntl: the environments are POSIX venvs).
+
+    ``on_wait()`` is called once if another process holds it.
+    """
     import fcntl
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "a+") as fh:
         deadline = time.monotonic() + timeout
+        waited = False
         while True:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -259,6 +272,9 @@ def _file_lock(path: str, timeout: float = 3600.0):
             except OSError:
                 if time.monotonic() > deadline:
                     raise TimeoutError("Timed out waiting for lock " + path)
+                if not waited and on_wait is not None:
+                    on_wait()
+                waited = True
                 time.sleep(0.5)
         try:
             yield
@@ -283,30 +299,83 @@ def _read_marker(path: str, spec: RuntimeSpec) -> Optional[dict]:
     return marker
 
 
-def _run(cmd: List[str], log) -> None:
+class _Progress:
+    """Logs the stages of one build with the seconds elapsed; enforces its deadline."""
+
+    def __init__(self, tf_version: str, deadline: Optional[float]):
+        self.tf_version = tf_version
+        self.deadline = deadline
+        self.start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def stage(self, what: str) -> None:
+        _logger.info("TF %s runtime: %s (%.0f s elapsed)", self.tf_version, what, self.elapsed())
+
+    def remaining(self) -> Optional[float]:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def timed_out(self, what: str) -> MlflowException:
+        return invalid(
+            "Building the TensorFlow %s runtime environment did not finish within the timeout "
+            "(%.0f s so far, while %s); the partial build is discarded and redone next time. "
+            "Pass a larger timeout (check-runtime --timeout SECONDS, e.g. --timeout 1800: the "
+            "first build downloads 100-400 MB), or build it once beforehand with "
+            "`python -m mlflow_eas_savedmodel.runtimes.environments %s`."
+            % (self.tf_version, self.elapsed(), what, self.tf_version)
+        )
+
+
+def _run(cmd: List[str], log, progress: Optional[_Progress] = None, what: str = "") -> None:
     log.write("$ " + " ".join(cmd) + "\n")
     log.flush()
-    res = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
-    if res.returncode != 0:
-        raise subprocess.CalledProcessError(res.returncode, cmd)
+    if progress is not None:
+        progress.stage(what)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    while True:
+        wait = PROGRESS_INTERVAL_S
+        remaining = progress.remaining() if progress is not None else None
+        if remaining is not None:
+            wait = max(0.0, min(wait, remaining))
+        try:
+            returncode = proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            if progress is None:
+                continue
+            if progress.remaining() is not None and progress.remaining() <= 0:
+                proc.kill()
+                proc.wait()
+                raise progress.timed_out(what)
+            progress.stage(f"still {what}")
+    if returncode != 0:
+        raise subprocess.CalledProcessError(returncode, cmd)
 
 
-def _build(spec: RuntimeSpec, path: str, interpreter: str) -> dict:
+def _build(spec: RuntimeSpec, path: str, interpreter: str, progress: Optional[_Progress] = None) -> dict:
     if os.path.exists(path):
         shutil.rmtree(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     log_path = path + ".build.log"
     start = time.monotonic()
+    progress = progress or _Progress(spec.tf_version, None)
     with open(log_path, "w") as log:
         try:
-            _run([interpreter, "-m", "venv", path], log)
+            _run([interpreter, "-m", "venv", path], log, progress,
+                 "creating the venv in %s with %s" % (path, interpreter))
             py = _venv_python(path)
             pip = [py, "-m", "pip", "--disable-pip-version-check", "--no-input"]
             if spec.pip:
-                _run(pip + ["install", spec.pip], log)
-            _run(pip + ["install", *spec.requirements], log)
+                _run(pip + ["install", spec.pip], log, progress, "installing %s" % spec.pip)
+            _run(pip + ["install", *spec.requirements], log, progress,
+                 "installing %s (build log: %s)" % (", ".join(spec.requirements), log_path))
             # Import check: the wheel must import, with its own version.
-            _run([py, "-c", "import tensorflow as tf; print(tf.__version__)"], log)
+            _run([py, "-c", "import tensorflow as tf; print(tf.__version__)"], log, progress,
+                 "checking that tensorflow imports")
+        except MlflowException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         except subprocess.CalledProcessError as exc:
             log.flush()
             with open(log_path) as fh:
@@ -328,28 +397,38 @@ def _build(spec: RuntimeSpec, path: str, interpreter: str) -> dict:
     with open(tmp, "w") as fh:
         json.dump(marker, fh, indent=1)
     os.replace(tmp, os.path.join(path, _MARKER))
+    progress.stage("ready, cached in %s" % path)
     return marker
 
 
-def ensure_runtime(tf_version: str) -> RuntimeEnv:
+def ensure_runtime(tf_version: str, timeout: Optional[float] = None) -> RuntimeEnv:
     """Build (once, then cached) the venv of an EAS TensorFlow runtime and describe it.
 
     ``tf_version`` is ``"1.12"``, ``"1.14"``, ``"1.15"``, ``"2.3"``, ``"2.4"`` or ``"2.7"``
-    (an EAS processor name such as ``"tensorflow_cpu_1.15"`` works too).
+    (an EAS processor name such as ``"tensorflow_cpu_1.15"`` works too). ``timeout`` bounds a
+    build (seconds, waiting for another process's build included; ``None``: no bound): past it
+    the build is stopped and an ``MlflowException`` says how to give it more time.
     """
     spec = get_runtime_spec(tf_version)
     path = runtime_dir(spec.tf_version)
     marker = _read_marker(path, spec)
     if marker is None:
-        with _file_lock(os.path.join(os.path.dirname(path), "tf-%s%s" % (spec.tf_version, _LOCK))):
-            marker = _read_marker(path, spec)  # another process may have built it meanwhile
-            if marker is None:
-                interpreter = find_interpreter(
-                    spec.python_minor,
-                    purpose="needed by the EAS TensorFlow %s runtime: the official wheel %s "
-                    "exists only for CPython %s" % (spec.tf_version, spec.wheel, spec.python_minor),
-                )
-                marker = _build(spec, path, interpreter)
+        progress = _Progress(spec.tf_version, None if timeout is None else time.monotonic() + timeout)
+        progress.stage("building the environment (first use; cached afterwards under %s)" % path)
+        lock = os.path.join(os.path.dirname(path), "tf-%s%s" % (spec.tf_version, _LOCK))
+        try:
+            with _file_lock(lock, timeout=3600.0 if timeout is None else timeout,
+                            on_wait=lambda: progress.stage("waiting for another process building it")):
+                marker = _read_marker(path, spec)  # another process may have built it meanwhile
+                if marker is None:
+                    interpreter = find_interpreter(
+                        spec.python_minor,
+                        purpose="needed by the EAS TensorFlow %s runtime: the official wheel %s "
+                        "exists only for CPython %s" % (spec.tf_version, spec.wheel, spec.python_minor),
+                    )
+                    marker = _build(spec, path, interpreter, progress)
+        except TimeoutError:
+            raise progress.timed_out("waiting for another process building it") from None
     return RuntimeEnv(
         tf_version=spec.tf_version,
         python=_venv_python(path),
@@ -360,6 +439,7 @@ def ensure_runtime(tf_version: str) -> RuntimeEnv:
 
 
 if __name__ == "__main__":  # python -m mlflow_eas_savedmodel.runtimes.environments 1.15 2.3
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for v in sys.argv[1:] or sorted(RUNTIMES, key=_version_key):
         t0 = time.monotonic()
         env = ensure_runtime(v)

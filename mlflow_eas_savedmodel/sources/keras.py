@@ -163,7 +163,31 @@ def _resolve_keys(arg, what, model_items, kind):
     else:
         raise invalid(f"`{what}=` must be a dict {{key: tensor or name}} or a list of keys.")
     _check_keys(keys, what)
+    _check_not_swapped(keys, defaults, what, kind, arg)
     return keys
+
+
+def _check_not_swapped(keys, defaults, what, kind, arg):
+    """Refuses a key that is the name of another of the model's tensors.
+
+    Keras orders dict outputs (and inputs) by name, so ``outputs={"score": model.outputs[0]}``
+    can point ``score`` at the output named ``probs``: the artifact would then serve the wrong
+    tensor under the expected key. A warning would be one log line among many while predictions
+    come back silently swapped; renaming a tensor to another one's name is the rare case, and
+    any other key does it. So it is an error.
+    """
+    order = [k for k in arg if k in keys] if isinstance(arg, dict) else keys
+    for key in order:
+        index = keys.index(key)
+        if key in defaults and defaults.index(key) != index:
+            form = f"`{what}={{{key!r}: ...}}`" if isinstance(arg, dict) else f"`{what}=` key {key!r}"
+            raise invalid(
+                f"{form} refers to the model's {kind} {defaults[index]!r}, but {key!r} is the name "
+                f"of another {kind} of the model: the keys would be swapped. Keras orders a "
+                f"model's dict {what} by name, so `model.{what}[i]` need not be the i-th one "
+                f"written. Refer to the {kind} you mean by name, e.g. `{what}={{{key!r}: {key!r}}}`, "
+                f"or leave `{what}=` out to keep the model's names {defaults}."
+            )
 
 
 def _match(ref, items):
