@@ -55,6 +55,36 @@ def _relative_files(root):
     return sorted(files)
 
 
+def symlinks_under(root):
+    """Every symlink under ``root`` (files and folders) as a '/'-separated relative path."""
+    links = []
+    for folder, dirs, names in os.walk(root):
+        for name in (*dirs, *names):
+            full = os.path.join(folder, name)
+            if os.path.islink(full):
+                links.append(os.path.relpath(full, root).replace(os.sep, "/"))
+    return sorted(links)
+
+
+def refuse_symlinks(root):
+    """Raises when ``root`` holds a symlink: an artifact's files must all be its own.
+
+    A link (to a file or a folder) would make a load, a hash or an ``export`` read whatever it
+    points at, outside the model, and ``os.walk`` does not even list a linked folder's files.
+
+    Raises:
+        MlflowException: naming the links (up to ten).
+    """
+    links = symlinks_under(root)
+    if links:
+        listed = ", ".join(repr(link) for link in links[:_MAX_LISTED])
+        raise invalid(
+            f"The model at {os.fspath(root)!r} contains symbolic links ({listed}); a model's files "
+            "must be its own, so it is refused. Download or copy the model again without links "
+            "(e.g. `cp -rL` into a new folder only if you trust where they point)."
+        )
+
+
 def hash_tree(directory):
     """``{relative path: hex SHA-256}`` of every file under ``directory`` (paths use '/').
 
@@ -90,6 +120,7 @@ def verify(directory, expected):
         )
     if not os.path.isdir(directory):
         raise invalid(f"The SavedModel folder {directory!r} is missing. Re-download the model.")
+    refuse_symlinks(directory)
     actual = set(_relative_files(directory))
     problems = [f"missing file {rel!r}" for rel in sorted(set(expected) - actual)]
     problems += [f"unexpected extra file {rel!r}" for rel in sorted(actual - set(expected))]

@@ -69,11 +69,16 @@ def export_for_upload(model_uri, dest, archive=None):
 
     local, _, conf = download_model(model_uri)
     source = saved_model_dir(local, conf)
-    verified = {}
-    if integrity.FLAVOR_KEY in conf:
-        # Never upload a model whose files changed since the save: EAS would serve them.
-        integrity.verify(source, conf[integrity.FLAVOR_KEY])
-        verified = conf[integrity.FLAVOR_KEY]  # verify just read every file and matched these
+    integrity.refuse_symlinks(local)  # copytree would copy what a link points at
+    if integrity.FLAVOR_KEY not in conf:
+        raise invalid(
+            f"The MLmodel file of {model_uri!r} records no file hashes "
+            f"(eas_savedmodel.{integrity.FLAVOR_KEY}), so its files cannot be checked before "
+            "upload. Re-log the model with this version of mlflow_eas_savedmodel."
+        )
+    # Never upload a model whose files changed since the save: EAS would serve them.
+    integrity.verify(source, conf[integrity.FLAVOR_KEY])
+    verified = conf[integrity.FLAVOR_KEY]  # verify just read every file and matched these
     members = list(_files_under(source))
     if not any(rel == "saved_model.pb" for rel, _ in members):
         raise invalid(f"{source!r} has no saved_model.pb: the model's artifact is incomplete.")
@@ -82,7 +87,7 @@ def export_for_upload(model_uri, dest, archive=None):
     partial = dest + ".partial"
     try:
         if archive is None:
-            shutil.copytree(source, partial)
+            shutil.copytree(source, partial, symlinks=True)
             lines = [f"{h}  {os.path.basename(dest)}/{rel}" for rel, h in hashes.items()]
         else:
             (_write_tar if archive == "tar.gz" else _write_zip)(partial, members)
