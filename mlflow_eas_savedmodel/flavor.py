@@ -386,6 +386,7 @@ def load_model(model_uri, device=None, dst_path=None, verify_integrity=None):
         >>> handle.predict({"image": x})["scores"]
     """
     local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
+    _refuse_unfinished(local_path)
     conf = _flavor_conf(local_path)
     return _load_handle(
         os.path.join(local_path, conf["saved_model_dir"]),
