@@ -8,13 +8,15 @@ import importlib
 
 import click
 
+from mlflow_eas_savedmodel.cli_errors import UserErrorGroup
+
 _COMMAND_MODULES = (
     "mlflow_eas_savedmodel.registry",
     "mlflow_eas_savedmodel.eas.commands",
 )
 
 
-@click.group()
+@click.group(cls=UserErrorGroup)
 def cli():
     """Export, check, inspect and promote TensorFlow models for PAI-EAS."""
 

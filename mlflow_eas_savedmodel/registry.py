@@ -27,6 +27,7 @@ import tempfile
 import click
 from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
 
+from mlflow_eas_savedmodel.cli_errors import user_errors
 from mlflow_eas_savedmodel.eas.artifact import validate_flavor_conf
 from mlflow_eas_savedmodel.errors import invalid
 
@@ -352,6 +353,7 @@ def _checked_flavor_conf(client, model_name, version):
     envvar="MLFLOW_REGISTRY_URI",
     help="The model registry, if not the tracking server (default: $MLFLOW_REGISTRY_URI).",
 )
+@user_errors
 def promote_command(model_name, version, alias, force, tracking_uri, registry_uri):
     """Move ALIAS of MODEL_NAME to VERSION after checking flavor, layout and SignatureDefs.
 
@@ -363,10 +365,7 @@ def promote_command(model_name, version, alias, force, tracking_uri, registry_ur
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-    try:
-        result = promote(model_name, version, alias=alias, force=force, client=client)
-    except MlflowException as e:
-        raise click.ClickException(e.message) from e
+    result = promote(model_name, version, alias=alias, force=force, client=client)
     previous = f" (was version {result.previous_version})" if result.previous_version else ""
     click.echo(f"Promoted {model_name!r} version {result.version} to @{alias}{previous}.")
     if result.forced:

@@ -1,26 +1,19 @@
 """The EAS commands of the ``mlflow-eas-savedmodel`` CLI (collected by :mod:`..cli`).
 
 Each command imports what it needs when it runs, so ``inspect`` and ``eas-config`` never
-load TensorFlow. User errors (``MlflowException``) become a one-line message and exit code 1.
+load TensorFlow. User errors (``MlflowException``, ``OSError``) become ``Error: ...`` and exit code 1
+(:mod:`..cli_errors`).
 """
 
-import functools
 import json
 import sys
 
 import click
-from mlflow.exceptions import MlflowException
+
+from mlflow_eas_savedmodel.cli_errors import user_errors
 
 
-def _user_errors(command):
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except MlflowException as e:
-            raise click.ClickException(e.message) from e
-
-    return wrapper
+_user_errors = user_errors  # the name the commands below use
 
 
 @click.command("inspect")
@@ -80,7 +73,8 @@ def eas_config_command(model_uri, processor, model_path, warm_up_path, name, ins
 @click.option("--name", required=True, help="Service name: requests go to /api/predict/<name>.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind; 0.0.0.0 exposes the endpoint to the network.")
-@click.option("--port", type=int, default=8080, show_default=True, help="0 picks a free port.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="0 picks a free port.")
 @click.option("--device", default="cpu", show_default=True)
 @_user_errors
 def serve_eas_command(model_uri, name, host, port, device):
