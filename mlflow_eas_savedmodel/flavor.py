@@ -50,6 +50,7 @@ CUSTOM_OBJECTS_SHA256 = _artifact.CUSTOM_OBJECTS_SHA256
 # A save in progress: the temporary folder's name holds it, and MLmodel is named so until the end.
 PARTIAL_MARK = ".partial-"
 _PARTIAL_MLMODEL = "MLmodel.partial"
+ALLOW_FILE_OPS = "allow_file_ops"  # recorded when the owner opted in at save
 _TENSORFLOW_DISTRIBUTIONS = ("tensorflow-cpu", "tensorflow", "tensorflow-gpu", "tf-nightly")
 
 _logger = logging.getLogger(__name__)
@@ -229,6 +230,8 @@ def save_model(
             "conversion_notes": serving_graph.notes,
             integrity.FLAVOR_KEY: file_sha256,
         }
+        if allow_file_ops:
+            flavor_conf[ALLOW_FILE_OPS] = True
         if custom_objects is not None:
             flavor_conf["custom_objects"] = CUSTOM_OBJECTS_FILE
             flavor_conf[CUSTOM_OBJECTS_SHA256] = custom_objects_sha256
@@ -446,11 +449,30 @@ def _load_handle(saved_model_dir, device=None, verify_integrity=None, conf=None)
                 f"(or {integrity.VERIFY_ENV}=0)."
             )
         integrity.verify(saved_model_dir, conf[integrity.FLAVOR_KEY])
+    _check_artifact_graph(saved_model_dir, conf)
     handle = EasSavedModel(
         saved_model_dir, conf["signature_defs"], conf["default_signature"], device=device
     )
     handle.custom_objects = _load_custom_objects(model_path, conf)
     return handle
+
+
+def _check_artifact_graph(saved_model_dir, conf):
+    """The ops policy again, on the artifact's own graph, before TensorFlow loads it.
+
+    The save checked the graph already; this catches an artifact whose ``saved_model.pb`` was
+    replaced (with its hashes, or with the check skipped) by one that reads files or runs Python.
+    """
+    from mlflow_eas_savedmodel.sources import assets
+    from mlflow_eas_savedmodel.sources.saved_model import read_saved_model
+
+    meta_graphs = read_saved_model(saved_model_dir).meta_graphs
+    what = f"The SavedModel of the model at {os.path.dirname(saved_model_dir)!r}"
+    for meta_graph in meta_graphs:
+        ops_policy.check_meta_graph(
+            meta_graph, what, assets.check_assets(meta_graph, saved_model_dir),
+            allow_file_ops=conf.get(ALLOW_FILE_OPS) is True,
+        )
 
 
 def _load_custom_objects(model_path, conf):

@@ -27,7 +27,7 @@ def _builder_save(tf, export_dir, make, main_op=None):
     graph = tf.Graph()
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.string, [None], name="x")
-        w = tf.compat.v1.get_variable("w", initializer=np.float32(2.0))
+        w = tf.compat.v1.get_variable("w", initializer=np.array([2.0], np.float32))  # scalars: issue 11
         outputs = make(tf, x, w)
         init = main_op(tf) if main_op else None
         with tf.compat.v1.Session() as sess:
@@ -96,9 +96,43 @@ def test_write_file_in_the_main_op_is_refused_before_the_loader_runs_it(tmp_path
     source = _builder_save(tf, tmp_path / "sm", lambda tf, x, w: {"y": tf.identity(w, name="y")}, main_op)
     _refused(source, tmp_path / "m", "node 'main_write' (WriteFile")
     assert not marker.exists()  # TensorFlow's loader runs the main op: it never got there
-    # The same folder converts once its owner opts in (the main op then runs, as TensorFlow would).
+    # The same folder converts once its owner opts in (the main op then runs, as TensorFlow would),
+    # and the artifact records the opt-in, so it loads too (running its init op again).
     mes.save_model(source, tmp_path / "m", allow_file_ops=True)
     assert marker.read_text() == "pwned"
+    marker.unlink()
+    mes.load_model(str(tmp_path / "m"), device="cpu")
+    assert marker.read_text() == "pwned"
+
+
+def test_artifact_whose_graph_was_replaced_is_refused_at_load(tmp_path, tf, secret):
+    """An artifact's saved_model.pb swapped for one reading a file, its hashes rewritten to
+    match: both loaders check the graph again before TensorFlow loads it."""
+    import shutil
+
+    import mlflow
+    import yaml
+
+    from mlflow_eas_savedmodel import integrity
+
+    def same(tf, x, w):
+        return {"y": tf.identity(x, name="y")}
+
+    def leaky(tf, x, w):
+        return {"y": tf.identity(tf.io.read_file(str(secret), name="leak"), name="y")}
+
+    mes.save_model(_builder_save(tf, tmp_path / "clean", same), tmp_path / "m")
+    hostile = _builder_save(tf, tmp_path / "hostile", leaky)
+    saved_model_dir = tmp_path / "m" / "savedmodel"
+    shutil.rmtree(saved_model_dir)
+    shutil.copytree(hostile, saved_model_dir)
+    doc = yaml.safe_load((tmp_path / "m" / "MLmodel").read_text())
+    doc["flavors"]["eas_savedmodel"]["file_sha256"] = integrity.hash_tree(saved_model_dir)
+    (tmp_path / "m" / "MLmodel").write_text(yaml.safe_dump(doc))
+    for load in (lambda: mes.load_model(str(tmp_path / "m"), device="cpu"),
+                 lambda: mlflow.pyfunc.load_model(str(tmp_path / "m"))):
+        with pytest.raises(MlflowException, match=r"(?s)The SavedModel of the model at .*node 'leak' \(ReadFile"):
+            load()
 
 
 @pytest.mark.parametrize("kind", ["py_func", "numpy_function"])

@@ -23,6 +23,7 @@ _FLAVOR_KEYS = {  # key: (types, required)
     "eas_processors": (list, False),
     "custom_objects": (str, False),
     CUSTOM_OBJECTS_SHA256: (str, False),
+    "allow_file_ops": (bool, False),
 }
 
 
