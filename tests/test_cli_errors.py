@@ -69,7 +69,7 @@ def test_warmup_onto_a_file(model, tmp_path):
 
 
 def test_promote_with_an_unsupported_tracking_uri():
-    _fails(["promote", "m", "1", "--tracking-uri", "bogus://x"],
+    _fails(["promote", "m", "1", "--tracking-uri", "bogus://x", "--registry-uri", "bogus://x"],
            "unsupported URI 'bogus://x'", "Check --tracking-uri")
 
 
@@ -78,7 +78,8 @@ def test_promote_against_an_unreachable_server_fails_fast():
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # bound, never listening: connections are refused
         start = time.monotonic()
-        _fails(["promote", "m", "1", "--tracking-uri", f"http://127.0.0.1:{port}"],
+        uri = f"http://127.0.0.1:{port}"
+        _fails(["promote", "m", "1", "--tracking-uri", uri, "--registry-uri", uri],
                "Connection refused", "Check --tracking-uri")
     assert time.monotonic() - start < 60  # MLflow's own defaults retry for minutes
 
