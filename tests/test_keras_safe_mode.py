@@ -31,14 +31,14 @@ def tf_keras_lambda_h5(tmp_path, tf):
     return path, marker, model
 
 
-@pytest.fixture
-def keras3_lambda_file(tmp_path, tf):
+@pytest.fixture(params=[".keras", ".h5"])
+def keras3_lambda_file(tmp_path, tf, request):
     import keras
 
     marker = tmp_path / "lambda-ran"
     inp = keras.Input((4,), name="features")
     model = keras.Model(inp, keras.layers.Lambda(_lambda(marker), name="evil")(inp))
-    path = tmp_path / "evil.keras"
+    path = tmp_path / f"evil{request.param}"
     model.save(path)
     if marker.exists():
         marker.unlink()

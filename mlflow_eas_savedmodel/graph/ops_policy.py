@@ -230,7 +230,7 @@ def _findings(graph_def, meta_graph=None, asset_tensors=(), files_root=None, tf2
     return findings
 
 
-def _raise(findings, what, allow_file_ops):
+def _raise(findings, what, allow_file_ops, outcome="nothing of it was run"):
     if allow_file_ops:
         findings = [f for f in findings if f.python]
     if not findings:
@@ -251,11 +251,14 @@ def _raise(findings, what, allow_file_ops):
         )
     raise invalid(
         f"{what} contains ops that touch the file system or the network or run Python; "
-        f"nothing of it was run:\n  {listed}{more}\n" + "\n".join(fixes)
+        f"{outcome}:\n  {listed}{more}\n" + "\n".join(fixes)
     )
 
 
-def check_meta_graph(meta_graph, what, asset_tensors=(), files_root=None, allow_file_ops=False):
+def check_meta_graph(
+    meta_graph, what, asset_tensors=(), files_root=None, allow_file_ops=False,
+    outcome="nothing of it was run",
+):
     """Refuses a source's MetaGraphDef with file, network or Python ops, before it runs.
 
     Args:
@@ -267,6 +270,7 @@ def check_meta_graph(meta_graph, what, asset_tensors=(), files_root=None, allow_
         files_root: the source's folder: a vocabulary table may read a file named by a
             constant only when the file (after symlinks) is inside it (checkpoint graphs).
         allow_file_ops: keep file and network ops (never Python ops).
+        outcome: what the message says happened instead (e.g. "it was not loaded").
 
     Raises:
         MlflowException: naming each op and node (and function).
@@ -275,7 +279,7 @@ def check_meta_graph(meta_graph, what, asset_tensors=(), files_root=None, allow_
         meta_graph.graph_def, meta_graph, asset_tensors, files_root,
         tf2_loader=len(meta_graph.object_graph_def.nodes) > 0,
     )
-    _raise(findings, what, allow_file_ops)
+    _raise(findings, what, allow_file_ops, outcome)
 
 
 def check_graph_def(graph_def, what, allow_file_ops=False):
@@ -284,4 +288,4 @@ def check_graph_def(graph_def, what, allow_file_ops=False):
     Example:
         >>> check_graph_def(serving_graph.graph_def, "The Keras model")
     """
-    _raise(_findings(graph_def), what, allow_file_ops)
+    _raise(_findings(graph_def), what, allow_file_ops, outcome="the model was not saved")
