@@ -380,8 +380,11 @@ def load_model(model_uri, device=None, dst_path=None, verify_integrity=None):
             ``$MLFLOW_DEFAULT_PREDICTION_DEVICE``, else a GPU if one is visible, else the CPU.
         dst_path: where to download the model (default: a temporary folder).
         verify_integrity: check every SavedModel file against the SHA-256 recorded at save time
-            and fail on a changed, truncated, missing or extra file. ``None`` means on unless
-            ``$MLFLOW_EAS_SAVEDMODEL_VERIFY=0``; pass ``False`` to skip hashing very large models.
+            and fail on a changed, truncated, missing or extra file, or when no hashes are
+            recorded. ``None`` means on unless ``$MLFLOW_EAS_SAVEDMODEL_VERIFY=0``; pass
+            ``False`` to skip hashing very large models. Whatever it says, a load refuses
+            symlinks, a ``.partial-`` folder, a damaged MLmodel, a graph with file or Python ops
+            and a custom-objects pickle that does not match its recorded SHA-256.
 
     Example:
         >>> handle = mes.load_model("models:/mnist@champion", device="cpu")

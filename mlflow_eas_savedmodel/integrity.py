@@ -4,7 +4,8 @@ A model promoted to production must never load quietly when a file of it was cha
 by an interrupted copy, lost or added after the save. ``save_model`` records :func:`hash_tree`
 of the SavedModel folder in the flavor's ``file_sha256`` entry of the MLmodel file, and every
 load (``load_model``, ``mlflow.pyfunc.load_model``, ``mlflow models serve``) runs :func:`verify`
-against it first.
+against it first; a model without recorded hashes fails unless the check is skipped. Symlinks
+are refused (:func:`refuse_symlinks`) whether or not hashes are checked.
 
 Hashing streams each file in 1 MiB blocks into a reused buffer: memory stays flat for
 multi-GB ``variables.data`` shards and ``hashlib`` releases the GIL while it hashes, so the cost
