@@ -9,6 +9,7 @@ import importlib
 import click
 
 from mlflow_eas_savedmodel.bundle import PACKAGE_NAME
+from mlflow_eas_savedmodel.cli_errors import UserErrorGroup
 
 _COMMAND_MODULES = (
     "mlflow_eas_savedmodel.registry",
@@ -17,7 +18,7 @@ _COMMAND_MODULES = (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=UserErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name=PACKAGE_NAME, prog_name=PACKAGE_NAME, message="%(prog)s %(version)s")
 def cli():
     """Export, check, inspect and promote TensorFlow models for PAI-EAS."""

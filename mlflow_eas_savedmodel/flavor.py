@@ -39,12 +39,19 @@ from mlflow_eas_savedmodel import integrity
 from mlflow_eas_savedmodel.bundle import PACKAGE_NAME, default_bundle, is_package_requirement
 from mlflow_eas_savedmodel import metadata as _metadata
 from mlflow_eas_savedmodel._tensorflow import quiet_tensorflow
+from mlflow_eas_savedmodel.eas import artifact as _artifact
 from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.graph import ops_policy
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
 
 FLAVOR_NAME = "eas_savedmodel"
 SAVED_MODEL_DIR = "savedmodel"
-CUSTOM_OBJECTS_FILE = "custom_objects.cloudpickle"
+CUSTOM_OBJECTS_FILE = _artifact.CUSTOM_OBJECTS_FILE
+CUSTOM_OBJECTS_SHA256 = _artifact.CUSTOM_OBJECTS_SHA256
+# A save in progress: the temporary folder's name holds it, and MLmodel is named so until the end.
+PARTIAL_MARK = ".partial-"
+_PARTIAL_MLMODEL = "MLmodel.partial"
+ALLOW_FILE_OPS = "allow_file_ops"  # recorded when the owner opted in at save
 _TENSORFLOW_DISTRIBUTIONS = ("tensorflow-cpu", "tensorflow", "tensorflow-gpu", "tf-nightly")
 
 _logger = logging.getLogger(__name__)
@@ -100,6 +107,8 @@ def save_model(
     device=None,
     bundle_package=None,
     verify=True,
+    allow_file_ops=False,
+    safe_mode=True,
     conda_env=None,
     code_paths=None,
     mlflow_model=None,
@@ -143,6 +152,13 @@ def save_model(
             example (or synthesised inputs), compared with the source model's own outputs;
             the run is skipped above 1 GiB of variables (``$MLFLOW_EAS_SAVEDMODEL_VERIFY_MAX_BYTES``).
             ``"static"``: the checks without the run. ``False``: neither. See :mod:`.verify`.
+        allow_file_ops: keep ops that read or write files or the network (``ReadFile``,
+            ``WriteFile``, ``MatchingFiles``, ...) in the model; by default such a model is
+            refused before anything of it runs (see docs/security.md). Python ops
+            (``PyFunc``) are refused regardless.
+        safe_mode: read ``.keras``/``.h5`` files in Keras' safe mode (Keras 3 and tf_keras):
+            a ``Lambda`` layer holding Python code is refused. Pass ``False`` only for a file
+            you trust: loading it runs that code.
         conda_env, code_paths, mlflow_model, signature, input_example, pip_requirements,
             extra_pip_requirements, metadata: as in every MLflow flavor.
 
@@ -152,7 +168,7 @@ def save_model(
         ...                outputs={"scores": keras_model.output})
     """
     from mlflow_eas_savedmodel import export, runtimes, sources
-    from mlflow_eas_savedmodel.runtimes import semantic  # noqa: F401 - runtimes.semantic below
+    from mlflow_eas_savedmodel.runtimes import semantic
     from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 
     path = os.path.abspath(os.fspath(path))
@@ -169,7 +185,7 @@ def save_model(
 
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.partial-")
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}{PARTIAL_MARK}")
     try:
         mlflow_model = mlflow_model or Model()
         if input_example is not None:
@@ -187,10 +203,15 @@ def save_model(
             "custom_objects": custom_objects,
             "input_example": input_example,
         }
-        serving_graph = sources.to_serving_graph(model, **options)
+        serving_graph = sources.to_serving_graph(
+            model, allow_file_ops=allow_file_ops, safe_mode=safe_mode, **options
+        )
+        ops_policy.check_graph_def(
+            serving_graph.graph_def, f"The {serving_graph.source} model", allow_file_ops
+        )
         meta_graph_def, values = export.build_meta_graph(serving_graph)
         compatible, problems = runtimes.check_all(meta_graph_def.graph_def)
-        serving_graph.notes.extend(runtimes.semantic.rule_notes(problems))
+        serving_graph.notes.extend(semantic.rule_notes(problems))
         _check_processors(eas_processor, compatible, problems)
         written = export.write_saved_model(os.path.join(tmp, SAVED_MODEL_DIR), meta_graph_def, values)
         export.check_layout(os.path.join(tmp, SAVED_MODEL_DIR))
@@ -216,6 +237,7 @@ def save_model(
 
             with open(os.path.join(tmp, CUSTOM_OBJECTS_FILE), "wb") as f:
                 cloudpickle.dump(custom_objects, f)
+            custom_objects_sha256 = integrity.sha256_file(os.path.join(tmp, CUSTOM_OBJECTS_FILE))
 
         flavor_conf = {
             "saved_model_dir": SAVED_MODEL_DIR,
@@ -232,8 +254,11 @@ def save_model(
             "verification": verification,
             integrity.FLAVOR_KEY: file_sha256,
         }
+        if allow_file_ops:
+            flavor_conf[ALLOW_FILE_OPS] = True
         if custom_objects is not None:
             flavor_conf["custom_objects"] = CUSTOM_OBJECTS_FILE
+            flavor_conf[CUSTOM_OBJECTS_SHA256] = custom_objects_sha256
         mlflow_model.add_flavor(FLAVOR_NAME, **flavor_conf)
         pyfunc.add_to_model(
             mlflow_model,
@@ -252,12 +277,15 @@ def save_model(
         )
         if size := get_total_file_size(tmp):
             mlflow_model.model_size_bytes = size
-        mlflow_model.save(os.path.join(tmp, MLMODEL_FILE_NAME))
+        # MLmodel gets its name last: a save killed before that leaves a folder no loader takes
+        # for a model (see docs/security.md, "Saves are atomic").
+        mlflow_model.save(os.path.join(tmp, _PARTIAL_MLMODEL))
         _write_environment(
             tmp, conda_env, pip_requirements, extra_pip_requirements, custom_objects, bundle_package
         )
         if os.path.isdir(path):
             os.rmdir(path)  # empty, checked above; rename cannot replace it on every OS
+        os.rename(os.path.join(tmp, _PARTIAL_MLMODEL), os.path.join(tmp, MLMODEL_FILE_NAME))
         os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -415,8 +443,11 @@ def load_model(model_uri, device=None, dst_path=None, verify_integrity=None):
             ``$MLFLOW_DEFAULT_PREDICTION_DEVICE``, else a GPU if one is visible, else the CPU.
         dst_path: where to download the model (default: a temporary folder).
         verify_integrity: check every SavedModel file against the SHA-256 recorded at save time
-            and fail on a changed, truncated, missing or extra file. ``None`` means on unless
-            ``$MLFLOW_EAS_SAVEDMODEL_VERIFY=0``; pass ``False`` to skip hashing very large models.
+            and fail on a changed, truncated, missing or extra file, or when no hashes are
+            recorded. ``None`` means on unless ``$MLFLOW_EAS_SAVEDMODEL_VERIFY=0``; pass
+            ``False`` to skip hashing very large models. Whatever it says, a load refuses
+            symlinks, a ``.partial-`` folder, a damaged MLmodel, a graph with file or Python ops
+            and a custom-objects pickle that does not match its recorded SHA-256.
 
     Example:
         >>> handle = mes.load_model("models:/mnist@champion", device="cpu")
@@ -424,6 +455,7 @@ def load_model(model_uri, device=None, dst_path=None, verify_integrity=None):
         >>> handle.predict({"image": x})["scores"]
     """
     local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
+    _refuse_unfinished(local_path)
     conf = _flavor_conf(local_path)
     return _load_handle(
         os.path.join(local_path, conf["saved_model_dir"]),
@@ -435,7 +467,7 @@ def load_model(model_uri, device=None, dst_path=None, verify_integrity=None):
 
 def _flavor_conf(model_path):
     try:
-        return _get_flavor_configuration(model_path, FLAVOR_NAME)
+        conf = _get_flavor_configuration(model_path, FLAVOR_NAME)
     except Exception as e:  # noqa: BLE001 - MLflow raises MlflowException or OSError here
         flavors = []
         try:
@@ -447,32 +479,101 @@ def _flavor_conf(model_path):
             f"{flavors or 'none'}). Load it with the flavor that saved it, e.g. "
             "mlflow.pyfunc.load_model."
         ) from e
+    return _artifact.validate_flavor_conf(conf, model_path)
+
+
+def _refuse_unfinished(model_path):
+    """A ``.<name>.partial-*`` folder is a save that was killed: never load it as a model."""
+    name = os.path.basename(os.path.normpath(model_path))
+    if name.startswith(".") and PARTIAL_MARK in name:
+        raise invalid(
+            f"{model_path!r} is the temporary folder of a save_model that did not finish (the "
+            "process was killed): it is not a model. Delete it and save the model again."
+        )
 
 
 def _load_handle(saved_model_dir, device=None, verify_integrity=None, conf=None):
     """Loads the SavedModel folder; ``conf`` is the flavor conf when the caller has read it."""
     from mlflow_eas_savedmodel.model import EasSavedModel
 
-    conf = conf or _flavor_conf(os.path.dirname(saved_model_dir))
+    model_path = os.path.dirname(os.path.abspath(saved_model_dir))
+    _refuse_unfinished(model_path)
+    conf = conf or _flavor_conf(model_path)
+    if os.path.abspath(saved_model_dir) != os.path.join(model_path, conf["saved_model_dir"]):
+        raise invalid(
+            f"{saved_model_dir!r} is not the SavedModel folder {conf['saved_model_dir']!r} that "
+            "the model's MLmodel file names. Download or copy the model again."
+        )
+    # Symlinks first, always: hashing follows them, so a link would pass for an inside file.
+    integrity.refuse_symlinks(model_path)
     if integrity.should_verify(verify_integrity):
-        if integrity.FLAVOR_KEY in conf:
-            integrity.verify(saved_model_dir, conf[integrity.FLAVOR_KEY])
-        else:
-            _logger.warning(
-                "%s records no file hashes (saved by an older version): not verified.",
-                saved_model_dir,
+        if integrity.FLAVOR_KEY not in conf:
+            raise invalid(
+                f"The MLmodel file of {model_path!r} records no file hashes "
+                f"({FLAVOR_NAME}.{integrity.FLAVOR_KEY}), so its SavedModel cannot be checked. "
+                "Re-log the model, or load a model you trust with verify_integrity=False "
+                f"(or {integrity.VERIFY_ENV}=0)."
             )
+        integrity.verify(saved_model_dir, conf[integrity.FLAVOR_KEY])
+    _check_artifact_graph(saved_model_dir, conf)
     handle = EasSavedModel(
         saved_model_dir, conf["signature_defs"], conf["default_signature"], device=device
     )
-    handle.custom_objects = _load_custom_objects(os.path.dirname(saved_model_dir), conf)
+    handle.custom_objects = _load_custom_objects(model_path, conf)
     return handle
 
 
+def _check_artifact_graph(saved_model_dir, conf):
+    """The ops policy again, on the artifact's own graph, before TensorFlow loads it.
+
+    The save checked the graph already; this catches an artifact whose ``saved_model.pb`` was
+    replaced (with its hashes, or with the check skipped) by one that reads files or runs Python.
+    """
+    from mlflow_eas_savedmodel.sources import assets
+    from mlflow_eas_savedmodel.sources.saved_model import read_saved_model
+
+    meta_graphs = read_saved_model(saved_model_dir).meta_graphs
+    what = f"The SavedModel of the model at {os.path.dirname(saved_model_dir)!r}"
+    for meta_graph in meta_graphs:
+        ops_policy.check_meta_graph(
+            meta_graph, what, assets.check_assets(meta_graph, saved_model_dir),
+            allow_file_ops=conf.get(ALLOW_FILE_OPS) is True,
+            outcome="it was not loaded",
+        )
+
+
 def _load_custom_objects(model_path, conf):
+    """Unpickles ``custom_objects.cloudpickle`` only if it is the file hashed at save time.
+
+    Checked whatever ``verify_integrity`` says: skipping the hashes saves time on large
+    variable files, while this file is small and unpickling it runs code.
+    """
     if "custom_objects" not in conf:
         return None
     import cloudpickle
 
-    with open(os.path.join(model_path, conf["custom_objects"]), "rb") as f:
-        return cloudpickle.load(f)
+    path = os.path.join(model_path, CUSTOM_OBJECTS_FILE)
+    expected = conf.get(CUSTOM_OBJECTS_SHA256)
+    if expected is None:
+        raise invalid(
+            f"The MLmodel file of {model_path!r} names custom objects but records no "
+            f"{FLAVOR_NAME}.{CUSTOM_OBJECTS_SHA256}, so {CUSTOM_OBJECTS_FILE} cannot be checked "
+            "before it is unpickled (which runs code). Re-log the model with custom_objects=."
+        )
+    if not os.path.isfile(path):
+        raise invalid(f"{path!r} is missing. Download or copy the model again.")
+    digest = integrity.sha256_file(path)
+    if digest != expected:
+        raise invalid(
+            f"{path!r} does not match the SHA-256 recorded when the model was saved ({digest[:12]}"
+            f"..., recorded {expected[:12]}...): it was changed or cut short and was not "
+            "unpickled. Download or copy the model again, or re-log it."
+        )
+    try:
+        with open(path, "rb") as f:
+            return cloudpickle.load(f)
+    except Exception as e:  # noqa: BLE001 - unpickling raises anything the pickle's code raises
+        raise invalid(
+            f"Cannot unpickle {path!r}: {type(e).__name__}: {e}. Make the custom objects' modules "
+            "importable (code_paths=) or re-log the model."
+        ) from e

@@ -4,7 +4,8 @@ A model promoted to production must never load quietly when a file of it was cha
 by an interrupted copy, lost or added after the save. ``save_model`` records :func:`hash_tree`
 of the SavedModel folder in the flavor's ``file_sha256`` entry of the MLmodel file, and every
 load (``load_model``, ``mlflow.pyfunc.load_model``, ``mlflow models serve``) runs :func:`verify`
-against it first.
+against it first; a model without recorded hashes fails unless the check is skipped. Symlinks
+are refused (:func:`refuse_symlinks`) whether or not hashes are checked.
 
 Hashing streams each file in 1 MiB blocks into a reused buffer: memory stays flat for
 multi-GB ``variables.data`` shards and ``hashlib`` releases the GIL while it hashes, so the cost
@@ -53,6 +54,36 @@ def _relative_files(root):
             full = os.path.join(folder, name)
             files.append(os.path.relpath(full, root).replace(os.sep, "/"))
     return sorted(files)
+
+
+def symlinks_under(root):
+    """Every symlink under ``root`` (files and folders) as a '/'-separated relative path."""
+    links = []
+    for folder, dirs, names in os.walk(root):
+        for name in (*dirs, *names):
+            full = os.path.join(folder, name)
+            if os.path.islink(full):
+                links.append(os.path.relpath(full, root).replace(os.sep, "/"))
+    return sorted(links)
+
+
+def refuse_symlinks(root):
+    """Raises when ``root`` holds a symlink: an artifact's files must all be its own.
+
+    A link (to a file or a folder) would make a load, a hash or an ``export`` read whatever it
+    points at, outside the model, and ``os.walk`` does not even list a linked folder's files.
+
+    Raises:
+        MlflowException: naming the links (up to ten).
+    """
+    links = symlinks_under(root)
+    if links:
+        listed = ", ".join(repr(link) for link in links[:_MAX_LISTED])
+        raise invalid(
+            f"The model at {os.fspath(root)!r} contains symbolic links ({listed}); a model's files "
+            "must be its own, so it is refused. Download or copy the model again without links "
+            "(e.g. `cp -rL` into a new folder only if you trust where they point)."
+        )
 
 
 def hash_tree(directory):
@@ -106,6 +137,7 @@ def verify(directory, expected):
         )
     if not os.path.isdir(directory):
         raise invalid(f"The SavedModel folder {directory!r} is missing. Re-download the model.")
+    refuse_symlinks(directory)
     actual = set(_relative_files(directory))
     problems = [f"missing file {rel!r}" for rel in sorted(set(expected) - actual)]
     problems += [f"unexpected extra file {rel!r}" for rel in sorted(actual - set(expected))]

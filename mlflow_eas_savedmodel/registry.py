@@ -6,8 +6,8 @@ alias will load without surprise:
 1. the artifact was saved by this flavor (``eas_savedmodel`` in its MLmodel file);
 2. the registered version is ``READY`` and its SavedModel folder has the layout EAS's TensorFlow
    processors accept (:func:`mlflow_eas_savedmodel.export.check_layout`), and every file matches
-   the SHA-256 recorded at save time (:func:`mlflow_eas_savedmodel.integrity.verify`; models
-   saved before hashes were recorded have none to check);
+   the SHA-256 recorded at save time (:func:`mlflow_eas_savedmodel.integrity.verify`; a model
+   without recorded hashes is refused);
 3. its SignatureDefs match those of the version that holds the alias now: the same signature
    names, methods, input/output keys, dtypes and shapes, and the same default signature (a
    holder of another flavor counts as a difference). Clients
@@ -18,6 +18,9 @@ alias will load without surprise:
 
 A promoted version registered without the flavor gets the ``eas.processors`` and
 ``eas.tf_version`` tags then.
+
+The alias holder is read again right before the move and right after it: a promotion that
+raced with another one fails instead of replacing a holder it never compared against.
 
 Only aliases are used (``MlflowClient.set_registered_model_alias``): stages are deprecated.
 The ``promote`` command of the ``mlflow-eas-savedmodel`` CLI wraps the function.
@@ -30,6 +33,8 @@ import click
 from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
 
 from mlflow_eas_savedmodel import registry_tags as _tags
+from mlflow_eas_savedmodel.cli_errors import user_errors
+from mlflow_eas_savedmodel.eas.artifact import validate_flavor_conf
 from mlflow_eas_savedmodel.errors import invalid
 
 DEFAULT_ALIAS = "champion"
@@ -172,7 +177,12 @@ def promote(model_name, version, alias=DEFAULT_ALIAS, force=False, client=None, 
                 "(CLI: --force), or promote a version with the same SignatureDefs.",
                 differences,
             )
+    # Check, then move is a race: another promotion may have moved the alias while this one
+    # downloaded and compared. MLflow has no compare-and-set for aliases, so the holder is read
+    # again right before the move (the window left is one request) and once after it.
+    _refuse_if_moved(client, model_name, alias, version, previous, "while this promotion checked it")
     client.set_registered_model_alias(model_name, alias, version)
+    _refuse_if_moved(client, model_name, alias, version, version, "right after this promotion moved it")
     return PromotionResult(
         model_name=model_name,
         version=version,
@@ -237,6 +247,19 @@ def _diff_tensors(signature, kind, old, new):
             )
 
 
+def _refuse_if_moved(client, model_name, alias, version, expected, when):
+    holder = _alias_holder(client, model_name, alias)
+    if holder != expected:
+        raise invalid(
+            f"@{alias} of {model_name!r} was moved by another promotion {when}: it is now held by "
+            f"{'version ' + holder if holder else 'no version'}, not "
+            f"{'version ' + expected if expected else 'no version'}. Version {version} "
+            f"{'was promoted but lost the race' if expected == version else 'was not promoted'}: "
+            "check who promotes this model, then run the promotion again (it re-checks against "
+            "the new holder)."
+        )
+
+
 def _alias_holder(client, model_name, alias):
     registered = client.get_registered_model(model_name)
     holder = (registered.aliases or {}).get(alias)
@@ -267,7 +290,13 @@ def _flavors(client, model_name, version):
 
     with tempfile.TemporaryDirectory() as tmp:
         path = _download(client, model_name, version, _MLMODEL, tmp)
-        return Model.load(path).flavors
+        try:
+            return Model.load(path).flavors
+        except Exception as e:  # noqa: BLE001 - YAML, OSError or MlflowException
+            raise invalid(
+                f"Cannot read the MLmodel file of version {version} of {model_name!r}: {e}. "
+                "Re-register the model."
+            ) from e
 
 
 def _flavor_conf(client, model_name, version):
@@ -281,7 +310,7 @@ def _flavor_conf(client, model_name, version):
             f"MLmodel has the flavor(s) {sorted(flavors)}, not {FLAVOR_NAME!r}. Register a model "
             "logged with mlflow_eas_savedmodel.log_model."
         )
-    return flavors[FLAVOR_NAME]
+    return validate_flavor_conf(flavors[FLAVOR_NAME], f"models:/{model_name}/{version}")
 
 
 def _diff_with_holder(client, model_name, holder_version, candidate):
@@ -291,7 +320,8 @@ def _diff_with_holder(client, model_name, holder_version, candidate):
     if FLAVOR_NAME not in flavors:
         # The alias was set by hand or by another tool: a server of it loads another flavor.
         return [SignatureDifference(None, "flavor", None, ", ".join(sorted(flavors)), FLAVOR_NAME)]
-    return diff_signature_defs(flavors[FLAVOR_NAME], candidate)
+    holder = validate_flavor_conf(flavors[FLAVOR_NAME], f"models:/{model_name}/{holder_version}")
+    return diff_signature_defs(holder, candidate)
 
 
 def _checked_flavor_conf(client, model_name, version):
@@ -304,8 +334,12 @@ def _checked_flavor_conf(client, model_name, version):
         local = _download(client, model_name, version, saved_model_dir, tmp)
         try:
             export.check_layout(local)
-            if integrity.FLAVOR_KEY in conf:
-                integrity.verify(local, conf[integrity.FLAVOR_KEY])
+            if integrity.FLAVOR_KEY not in conf:
+                raise invalid(
+                    f"its MLmodel records no file hashes (eas_savedmodel.{integrity.FLAVOR_KEY}), "
+                    "so what would be served cannot be checked. Re-log and register the model."
+                )
+            integrity.verify(local, conf[integrity.FLAVOR_KEY])
         except MlflowException as e:
             raise invalid(
                 f"Version {version} of {model_name!r} cannot be promoted: its SavedModel folder "
@@ -336,6 +370,7 @@ def _checked_flavor_conf(client, model_name, version):
     envvar="MLFLOW_REGISTRY_URI",
     help="The model registry, if not the tracking server (default: $MLFLOW_REGISTRY_URI).",
 )
+@user_errors
 def promote_command(model_name, version, alias, force, require_checks, tracking_uri, registry_uri):
     """Move ALIAS of MODEL_NAME to VERSION after checking flavor, layout and SignatureDefs.
 
@@ -347,13 +382,9 @@ def promote_command(model_name, version, alias, force, require_checks, tracking_
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-    try:
-        result = promote(
-            model_name, version, alias=alias, force=force, client=client,
-            require_checks=require_checks,
-        )
-    except MlflowException as e:
-        raise click.ClickException(e.message) from e
+    result = promote(
+        model_name, version, alias=alias, force=force, client=client, require_checks=require_checks
+    )
     previous = f" (was version {result.previous_version})" if result.previous_version else ""
     click.echo(f"Promoted {model_name!r} version {result.version} to @{alias}{previous}.")
     if result.forced:

@@ -1,7 +1,8 @@
-"""Atomic saves: an exception or a SIGKILL in the middle of an export leaves no model folder.
+"""Atomic saves: an exception or a SIGKILL in the middle of an export leaves nothing that loads.
 
-``save_model`` writes into ``.<name>.partial-XXXX`` beside the target and renames it into place
-only when the MLmodel file and the environment files are written.
+``save_model`` writes into ``.<name>.partial-XXXX`` beside the target, writes MLmodel there as
+``MLmodel.partial``, and only when the environment files are written renames it to ``MLmodel``
+and the folder into place; both loaders refuse a ``.partial-`` folder by its name.
 """
 
 import os
@@ -100,13 +101,14 @@ _KILLED_SAVE = textwrap.dedent(
     import keras
     import mlflow_eas_savedmodel as mes
 
-    # ~64 MiB of weights: writing and hashing them takes long enough to be interrupted.
+    # 4 x units^2 float32 weights: at 2048, ~64 MiB take long enough to write to be interrupted.
+    units = int(sys.argv[2])
     keras.utils.set_random_seed(0)
-    inp = keras.Input((2048,), name="x")
-    hidden = keras.layers.Dense(2048, name="a")(inp)
-    hidden = keras.layers.Dense(2048, name="b")(hidden)
-    hidden = keras.layers.Dense(2048, name="c")(hidden)
-    hidden = keras.layers.Dense(2048, name="d")(hidden)
+    inp = keras.Input((units,), name="x")
+    hidden = keras.layers.Dense(units, name="a")(inp)
+    hidden = keras.layers.Dense(units, name="b")(hidden)
+    hidden = keras.layers.Dense(units, name="c")(hidden)
+    hidden = keras.layers.Dense(units, name="d")(hidden)
     model = keras.Model(inp, hidden)
     print("saving", flush=True)
     mes.save_model(model, sys.argv[1])
@@ -115,13 +117,34 @@ _KILLED_SAVE = textwrap.dedent(
 )
 
 
-def test_sigkill_while_writing_leaves_no_model_folder(tmp_path):
+# Moments of a save, each seen from outside as a path appearing in the temporary folder, and
+# the model size (units) that leaves a window wide enough to kill in.
+_KILL_MOMENTS = {
+    "writing the variables": ("savedmodel/variables", 2048),
+    "after the SavedModel is written": ("savedmodel/saved_model.pb", 512),
+    "writing the environment files": ("MLmodel.partial", 256),
+}
+
+
+def _assert_not_a_model(path):
+    """Neither loader accepts ``path``: the state a kill leaves is never taken for a model."""
+    import mlflow.pyfunc
+
+    with pytest.raises(MlflowException, match="did not finish|Could not find an \"MLmodel\""):
+        mes.load_model(str(path))
+    with pytest.raises(MlflowException, match="did not finish|Could not find an \"MLmodel\""):
+        mlflow.pyfunc.load_model(str(path))
+
+
+@pytest.mark.parametrize("moment", sorted(_KILL_MOMENTS))
+def test_sigkill_at_any_moment_leaves_nothing_that_loads(tmp_path, moment):
     target = tmp_path / "model"
     script = tmp_path / "save.py"
     script.write_text(_KILLED_SAVE)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    seen, units = _KILL_MOMENTS[moment]
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(target)],
+        [sys.executable, str(script), str(target), str(units)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -129,15 +152,14 @@ def test_sigkill_while_writing_leaves_no_model_folder(tmp_path):
     marker = None
     try:
         deadline = time.monotonic() + 240
-        # The variables folder appears right before the weights are written: kill then.
         while time.monotonic() < deadline and proc.poll() is None:
             partials = _partials(tmp_path)
-            if partials and os.path.isdir(tmp_path / partials[0] / "savedmodel" / "variables"):
+            if partials and os.path.exists(tmp_path / partials[0] / seen):
                 marker = tmp_path / partials[0]
+                os.kill(proc.pid, signal.SIGKILL)
                 break
-            time.sleep(0.005)
-        assert marker is not None, f"no export started: {proc.communicate(timeout=30)[0][-2000:]!r}"
-        os.kill(proc.pid, signal.SIGKILL)
+            time.sleep(0.002)
+        assert marker is not None, f"the save never reached {moment}: {proc.communicate(timeout=30)[0][-2000:]!r}"
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
@@ -146,14 +168,15 @@ def test_sigkill_while_writing_leaves_no_model_folder(tmp_path):
         proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
 
-    assert not target.exists()
-    # The leftover temp folder is unavoidable after a KILL, but it is never taken for a model:
-    # it has no MLmodel (written last), its name is not the target's, and loading it fails.
+    # A kill is asynchronous: if it landed after the final rename, the model is complete.
+    if target.exists():
+        assert _partials(tmp_path) == []
+        assert mes.load_model(str(target), device="cpu") is not None
+        return
     leftovers = _partials(tmp_path)
     assert leftovers == [marker.name]
-    assert not (marker / "MLmodel").exists()
-    with pytest.raises(MlflowException, match="was not saved by mlflow_eas_savedmodel"):
-        mes.load_model(str(marker))
+    assert not (marker / "MLmodel").exists()  # it only gets that name at the very end
+    _assert_not_a_model(marker)
     # The target path is still free: a new save succeeds beside the leftover.
     import keras
 
@@ -163,3 +186,12 @@ def test_sigkill_while_writing_leaves_no_model_folder(tmp_path):
     x = np.ones((1, 2), np.float32)
     outputs = mes.load_model(str(target), device="cpu").predict(x)
     np.testing.assert_allclose(next(iter(outputs.values())), small(x).numpy(), rtol=1e-5)
+
+
+def test_a_kill_between_the_last_two_renames_leaves_a_folder_no_loader_takes(tmp_path, mlp):
+    """The one state with a complete MLmodel in the temporary folder: MLmodel renamed, folder
+    not yet. Both loaders refuse the ``.partial-`` folder by its name."""
+    mes.save_model(mlp, tmp_path / "done")
+    leftover = tmp_path / ".model.partial-abc123"
+    os.rename(tmp_path / "done", leftover)
+    _assert_not_a_model(leftover)

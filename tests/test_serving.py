@@ -152,6 +152,20 @@ def test_malformed_json_is_a_400(mnist_server):
     assert mnist_server.alive()
 
 
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_deeply_nested_json_is_mlflows_500_and_the_server_keeps_serving(mnist_server, mlp, depth):
+    """MLflow's scoring server decodes the body with json.loads before this package sees it; its
+    RecursionError is an HTTP 500 (docs/security.md). The server survives and keeps answering."""
+    body = '{"inputs": ' + "[" * depth + "1" + "]" * depth + "}"
+    response = requests.post(
+        mnist_server.url("/invocations"), data=body.encode(), timeout=60,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 500, response.text
+    assert mnist_server.alive()
+    np.testing.assert_allclose(_predictions(_invoke(mnist_server, {"inputs": X.tolist()})), mlp(X).numpy(), rtol=1e-5, atol=1e-6)
+
+
 A = np.array([[1, 2], [3, 4], [-1, 0.5]], dtype=np.float32)
 B = np.array([10, 20, -3], dtype=np.int64)
 OTHER = {"signature_name": "other"}

@@ -1,38 +1,30 @@
 """The EAS commands of the ``mlflow-eas-savedmodel`` CLI (collected by :mod:`..cli`).
 
 Each command imports what it needs when it runs, so ``inspect`` and ``eas-config`` never
-load TensorFlow. User errors (``MlflowException``) become a one-line message and exit code 1.
+load TensorFlow. User errors (``MlflowException``, ``OSError``) become ``Error: ...`` and exit code 1
+(:mod:`..cli_errors`).
 """
 
 import contextlib
-import functools
 import json
 import logging
 import sys
 
 import click
-from mlflow.exceptions import MlflowException
+
+from mlflow_eas_savedmodel.cli_errors import user_errors
 
 from mlflow_eas_savedmodel.cli_options import model_uri_argument, store_options
 from mlflow_eas_savedmodel.eas.runtime_check import DEFAULT_PROCESSOR, DEFAULT_TIMEOUT_S
 
 
-def _user_errors(command):
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except MlflowException as e:
-            raise click.ClickException(e.message) from e
-
-    return wrapper
 
 
 @click.command("inspect")
 @model_uri_argument()
 @store_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_user_errors
+@user_errors
 def inspect_command(model_uri, as_json):
     """Show every SignatureDef, the EAS processors and the TF version, without TensorFlow."""
     from mlflow_eas_savedmodel.eas.describe import describe_model, format_description
@@ -50,7 +42,7 @@ def inspect_command(model_uri, as_json):
 @click.option("--warmup", is_flag=True,
               help="Put TF Serving's assets.extra/tf_serving_warmup_requests inside the exported "
                    "SavedModel and EAS's warm_up_<signature>.bin beside it.")
-@_user_errors
+@user_errors
 def export_command(model_uri, dest, archive, warmup):
     """Write the plain SavedModel (folder or archive) for OSS, with a sha256 manifest beside it."""
     import os
@@ -81,7 +73,7 @@ def export_command(model_uri, dest, archive, warmup):
 @click.option("--memory", type=int, default=4000, show_default=True, help="MB per instance.")
 @click.option("--batching", is_flag=True, help="Enable EAS server-side batching (rpc.batching).")
 @click.option("--max-batch-size", type=int, default=None, help="rpc.max_batch_size (with --batching).")
-@_user_errors
+@user_errors
 def eas_config_command(model_uri, processor, model_path, warm_up_path, name, instance, cpu,
                        memory, batching, max_batch_size):
     """Print the EAS service JSON; refuses a processor the model is not compatible with."""
@@ -101,9 +93,10 @@ def eas_config_command(model_uri, processor, model_path, warm_up_path, name, ins
 @click.option("--name", required=True, help="Service name: requests go to /api/predict/<name>.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind; 0.0.0.0 exposes the endpoint to the network.")
-@click.option("-p", "--port", type=int, default=8080, show_default=True, help="0 picks a free port.")
+@click.option("-p", "--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="0 picks a free port.")
 @click.option("--device", default="cpu", show_default=True)
-@_user_errors
+@user_errors
 def serve_eas_command(model_uri, name, host, port, device):
     """Answer EAS TensorFlow-processor requests for MODEL_URI locally (smoke tests)."""
     from mlflow_eas_savedmodel.eas.endpoint import serve_eas
@@ -132,7 +125,7 @@ def serve_eas_command(model_uri, name, host, port, device):
 @click.option("--input", "input_file", type=click.Path(dir_okay=False), default=None,
               help="Inputs to feed instead of the input example: .npz (KEY or SIGNATURE/KEY "
                    "arrays) or .json ({key: values} or {signature: {key: values}}).")
-@_user_errors
+@user_errors
 def check_runtime_command(
     model_uri, processor, claimed, all_runtimes, as_json, timeout, rtol, atol, input_file
 ):
@@ -182,7 +175,7 @@ def _progress_on_stderr():
 @store_options
 @click.option("--signature", "signatures", multiple=True,
               help="SignatureDef to warm up (repeatable; default: all).")
-@_user_errors
+@user_errors
 def warmup_command(model_uri, out_dir, signatures):
     """Write EAS warm-up .bin files and TF Serving's assets.extra/tf_serving_warmup_requests."""
     from mlflow_eas_savedmodel.eas.warmup import write_warmup_files

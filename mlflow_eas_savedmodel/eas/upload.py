@@ -86,11 +86,16 @@ def export_for_upload(model_uri, dest, archive=None, warmup=False):
     os.makedirs(os.path.dirname(dest), exist_ok=True)
 
     source = saved_model_dir(local, conf)
-    verified = {}
-    if integrity.FLAVOR_KEY in conf:
-        # Never upload a model whose files changed since the save: EAS would serve them.
-        integrity.verify(source, conf[integrity.FLAVOR_KEY])
-        verified = conf[integrity.FLAVOR_KEY]  # verify just read every file and matched these
+    integrity.refuse_symlinks(local)  # copytree would copy what a link points at
+    if integrity.FLAVOR_KEY not in conf:
+        raise invalid(
+            f"The MLmodel file of {model_uri!r} records no file hashes "
+            f"(eas_savedmodel.{integrity.FLAVOR_KEY}), so its files cannot be checked before "
+            "upload. Re-log the model with this version of mlflow_eas_savedmodel."
+        )
+    # Never upload a model whose files changed since the save: EAS would serve them.
+    integrity.verify(source, conf[integrity.FLAVOR_KEY])
+    verified = conf[integrity.FLAVOR_KEY]  # verify just read every file and matched these
     members = list(_files_under(source))
     if not any(rel == "saved_model.pb" for rel, _ in members):
         raise invalid(f"{source!r} has no saved_model.pb: the model's artifact is incomplete.")
@@ -104,7 +109,7 @@ def export_for_upload(model_uri, dest, archive=None, warmup=False):
             members = sorted(members + [(TF_SERVING_WARMUP_FILE.replace(os.sep, "/"), written["tf_serving"])])
         hashes = {rel: verified.get(rel) or sha256_of(path) for rel, path in members}
         if archive is None:
-            shutil.copytree(source, partial)
+            shutil.copytree(source, partial, symlinks=True)
             if warmup:
                 os.makedirs(os.path.join(partial, os.path.dirname(TF_SERVING_WARMUP_FILE)))
                 shutil.copy(written["tf_serving"], os.path.join(partial, TF_SERVING_WARMUP_FILE))

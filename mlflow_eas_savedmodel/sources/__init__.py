@@ -77,10 +77,13 @@ def _refuse_session_bundle(path):
             )
 
 
-def to_serving_graph(model, **options):
+def to_serving_graph(model, allow_file_ops=False, safe_mode=True, **options):
     """Converts any supported source to a :class:`ServingGraph`.
 
     ``options`` left at ``None`` are dropped; one the source kind does not take is an error.
+    ``allow_file_ops`` goes to the sources that check a graph before running it (SavedModel
+    folders, checkpoints; ``save_model`` checks every serving graph afterwards), ``safe_mode``
+    to the one that reads Keras files.
     """
     import inspect
 
@@ -99,6 +102,9 @@ def to_serving_graph(model, **options):
     # source that does not need it simply does not get it.
     if "input_example" not in accepted:
         options.pop("input_example", None)
+    for name, value in (("allow_file_ops", allow_file_ops), ("safe_mode", safe_mode)):
+        if name in accepted:
+            options[name] = value
     unsupported = sorted(k for k in options if k not in accepted)
     if unsupported:
         raise invalid(

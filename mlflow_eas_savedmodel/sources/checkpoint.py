@@ -25,6 +25,7 @@ import re
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.graph import ops_policy
 from mlflow_eas_savedmodel.graph.serving_graph import DEFAULT_SIGNATURE_NAME
 from mlflow_eas_savedmodel.sources.reference import saver_checkpoint_reference
 
@@ -42,6 +43,7 @@ def checkpoint_to_serving_graph(
     init_op=None,
     build_fn=None,
     input_example=None,
+    allow_file_ops=False,
 ):
     """Restores the checkpoint at prefix ``model`` and converts it to a :class:`ServingGraph`.
 
@@ -54,6 +56,8 @@ def checkpoint_to_serving_graph(
         build_fn: rebuilds the graph (Saver checkpoint without ``.meta``) or returns the model
             (TF2 ``tf.train.Checkpoint``); see the module docstring for its contract.
         input_example: not used here (the flavor stores it as the MLmodel input example).
+        allow_file_ops: keep file and network ops of a ``.meta`` graph (see
+            :mod:`..graph.ops_policy`).
 
     Example:
         >>> serving_graph = checkpoint_to_serving_graph(
@@ -77,7 +81,8 @@ def checkpoint_to_serving_graph(
             )
         return _from_object_checkpoint(prefix, build_fn, inputs, outputs, signature_name, default_signature)
     return _from_saver_checkpoint(
-        prefix, reader, build_fn, inputs, outputs, signature_name, signatures, default_signature, init_op
+        prefix, reader, build_fn, inputs, outputs, signature_name, signatures, default_signature,
+        init_op, allow_file_ops,
     )
 
 
@@ -113,8 +118,28 @@ def _resolve_prefix(path):
     return path
 
 
+def _read_meta_graph(prefix, allow_file_ops):
+    """The checked ``MetaGraphDef`` of ``PREFIX.meta``: refused before any of it is imported."""
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    meta_graph = meta_graph_pb2.MetaGraphDef()
+    try:
+        with open(prefix + ".meta", "rb") as f:
+            meta_graph.ParseFromString(f.read())
+    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others
+        raise invalid(
+            f"Cannot read {prefix + '.meta'!r}: {e}. The file is damaged; save the checkpoint again."
+        ) from e
+    ops_policy.check_meta_graph(
+        meta_graph, f"The checkpoint graph {prefix + '.meta'!r}",
+        files_root=os.path.dirname(os.path.abspath(prefix)), allow_file_ops=allow_file_ops,
+    )
+    return meta_graph
+
+
 def _from_saver_checkpoint(
-    prefix, reader, build_fn, inputs, outputs, signature_name, signatures, default_signature, init_op
+    prefix, reader, build_fn, inputs, outputs, signature_name, signatures, default_signature, init_op,
+    allow_file_ops=False,
 ):
     tf = import_tensorflow()
     from mlflow_eas_savedmodel.sources.session import reads_session, serving_graph_from_session
@@ -127,7 +152,9 @@ def _from_saver_checkpoint(
             variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
             saver = tf.compat.v1.train.Saver(var_list=variables) if variables else None
         elif os.path.exists(prefix + ".meta"):
-            saver = tf.compat.v1.train.import_meta_graph(prefix + ".meta", clear_devices=True)
+            saver = tf.compat.v1.train.import_meta_graph(
+                _read_meta_graph(prefix, allow_file_ops), clear_devices=True
+            )
         else:
             raise invalid(
                 f"The checkpoint {prefix!r} has no {os.path.basename(prefix)}.meta graph. Pass "

@@ -33,8 +33,28 @@ from mlflow_eas_savedmodel.graph.serving_graph import (
 _logger = logging.getLogger(__name__)
 
 
-def load_keras_file(path, custom_objects=None):
-    """Loads a ``.keras`` or ``.h5`` file with Keras 3, falling back to tf_keras for Keras 2 H5."""
+def _safe_mode_refusal(path, error):
+    """The error for a file Keras' safe mode refused (a Lambda or other layer holding code)."""
+    return invalid(
+        f"Keras model file {path!r} holds Python code (a Lambda layer or another layer stored "
+        f"as bytecode), which Keras' safe mode refused to load: {error}. Loading it would run "
+        "that code. Rebuild the layer as a registered custom layer and pass "
+        "`custom_objects={...}`, or, only for a file you trust, pass "
+        "`save_model(..., safe_mode=False)`."
+    )
+
+
+def _refused_by_safe_mode(error):
+    return "safe_mode" in str(error)
+
+
+def load_keras_file(path, custom_objects=None, safe_mode=True):
+    """Loads a ``.keras`` or ``.h5`` file with Keras 3, falling back to tf_keras for Keras 2 H5.
+
+    Both read the file in safe mode unless ``safe_mode=False``: tf_keras' ``load_model`` only
+    applies its ``safe_mode`` to ``.keras`` files, so H5 files are read inside its
+    ``SafeModeScope``, which makes a ``Lambda`` layer refuse to unmarshal its bytecode.
+    """
     import_tensorflow()
     if not os.path.exists(path):
         raise invalid(f"Keras model file {path!r} does not exist. Check the path.")
@@ -47,8 +67,12 @@ def load_keras_file(path, custom_objects=None):
     import keras
 
     try:
-        return keras.saving.load_model(path, custom_objects=custom_objects, compile=False)
+        return keras.saving.load_model(
+            path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
+        )
     except Exception as keras3_error:  # noqa: BLE001 - Keras raises many types for bad files
+        if safe_mode and _refused_by_safe_mode(keras3_error):
+            raise _safe_mode_refusal(path, keras3_error) from keras3_error
         if path.endswith(".keras"):
             raise invalid(
                 f"Cannot load Keras model file {path!r}: {keras3_error}. Make sure it was written "
@@ -61,9 +85,16 @@ def load_keras_file(path, custom_objects=None):
                 f"Cannot load H5 file {path!r} with Keras 3 ({keras3_error}). If it is a Keras 2 "
                 "model, install tf_keras: `pip install tf-keras --no-deps`."
             ) from keras3_error
+        from tf_keras.src.saving.serialization_lib import SafeModeScope
+
         try:
-            return tf_keras.models.load_model(path, custom_objects=custom_objects, compile=False)
+            with SafeModeScope(safe_mode):
+                return tf_keras.models.load_model(
+                    path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
+                )
         except Exception as keras2_error:  # noqa: BLE001
+            if safe_mode and _refused_by_safe_mode(keras2_error):
+                raise _safe_mode_refusal(path, keras2_error) from keras2_error
             raise invalid(
                 f"Cannot load H5 file {path!r} with Keras 3 ({keras3_error}) nor tf_keras "
                 f"({keras2_error}). Check that the file is complete and pass custom layers with "
@@ -243,11 +274,15 @@ def keras_to_serving_graph(
     signature_name=DEFAULT_SIGNATURE_NAME,
     input_example=None,
     custom_objects=None,
+    safe_mode=True,
 ):
-    """Traces and freezes a Keras model into a one-signature :class:`ServingGraph`."""
+    """Traces and freezes a Keras model into a one-signature :class:`ServingGraph`.
+
+    ``safe_mode`` applies to ``.keras``/``.h5`` files (see :func:`load_keras_file`).
+    """
     tf = import_tensorflow()
     if isinstance(model, (str, os.PathLike)):
-        model = load_keras_file(os.fspath(model), custom_objects)
+        model = load_keras_file(os.fspath(model), custom_objects, safe_mode=safe_mode)
     structure, model_inputs = _model_inputs(model, input_example)
     input_keys = _resolve_keys(inputs, "inputs", model_inputs, "input")
 

@@ -28,7 +28,7 @@ import os
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
-from mlflow_eas_savedmodel.graph import edit
+from mlflow_eas_savedmodel.graph import edit, ops_policy
 from mlflow_eas_savedmodel.graph.freeze import freeze_concrete_function
 from mlflow_eas_savedmodel.graph.tables import recreate_tables
 from mlflow_eas_savedmodel.graph.serving_graph import (
@@ -38,7 +38,7 @@ from mlflow_eas_savedmodel.graph.serving_graph import (
     SignatureSpec,
     sanitize_node_name,
 )
-from mlflow_eas_savedmodel.sources import reference
+from mlflow_eas_savedmodel.sources import assets, reference
 from mlflow_eas_savedmodel.sources.session import (
     pick_default_signature,
     reads_session,
@@ -51,7 +51,7 @@ _MAIN_OP_COLLECTIONS = ("saved_model_main_op", "legacy_init_op")
 _INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 
-def saved_model_to_serving_graph(model, default_signature=None, input_example=None):
+def saved_model_to_serving_graph(model, default_signature=None, input_example=None, allow_file_ops=False):
     """Reads the SavedModel folder ``model`` and converts it to a :class:`ServingGraph`.
 
     Args:
@@ -59,6 +59,7 @@ def saved_model_to_serving_graph(model, default_signature=None, input_example=No
         default_signature: the SignatureDef requests use when they name none (default
             ``serving_default`` when present, else the first by name).
         input_example: not used here (the flavor stores it as the MLmodel input example).
+        allow_file_ops: keep file and network ops (see :mod:`..graph.ops_policy`).
 
     Example:
         >>> serving_graph = saved_model_to_serving_graph("./export_dir")
@@ -68,6 +69,11 @@ def saved_model_to_serving_graph(model, default_signature=None, input_example=No
     del input_example
     saved_model = read_saved_model(model)
     meta_graph = _serving_meta_graph(model, saved_model)
+    # Before TensorFlow loads anything: its loaders run the main op, the Saver and initializers.
+    ops_policy.check_meta_graph(
+        meta_graph, f"The SavedModel in {model!r}", assets.check_assets(meta_graph, model),
+        allow_file_ops=allow_file_ops,
+    )
     if len(meta_graph.object_graph_def.nodes) > 0:
         serving_graph = _from_tf2_saved_model(model, meta_graph, default_signature)
     else:
