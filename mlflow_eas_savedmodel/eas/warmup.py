@@ -80,7 +80,13 @@ def write_warmup_files(model_uri, out_dir, signatures=None, inputs=None, model_n
     if len(chosen) > TF_SERVING_MAX_RECORDS:
         raise invalid(f"TF Serving reads at most {TF_SERVING_MAX_RECORDS} warm-up records.")
     selected = {name: signature_defs[name] for name in chosen}
-    feeds, origins = resolve_inputs(selected, mlmodel, local, inputs=inputs)
+    from mlflow_eas_savedmodel.eas.artifact import saved_model_dir
+    from mlflow_eas_savedmodel.eas.runtime_check import example_specs
+
+    # tf.Example inputs get valid serialized examples: random strings would fail the warm-up.
+    feeds, origins = resolve_inputs(
+        selected, mlmodel, local, inputs=inputs, example_specs=example_specs(saved_model_dir(local, conf))
+    )
 
     out_dir = os.fspath(out_dir)
     os.makedirs(os.path.join(out_dir, os.path.dirname(TF_SERVING_WARMUP_FILE)), exist_ok=True)
