@@ -148,8 +148,10 @@ def save_model(
         ...                outputs={"scores": keras_model.output})
     """
     from mlflow_eas_savedmodel import export, runtimes, sources
-    from mlflow_eas_savedmodel.runtimes import semantic  # noqa: F401 - runtimes.semantic below
+    from mlflow_eas_savedmodel import verify as _verify
     from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+    from mlflow_eas_savedmodel.eas.inputs import load_input_example
+    from mlflow_eas_savedmodel.runtimes import semantic
 
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
@@ -158,8 +160,6 @@ def save_model(
         )
     if eas_processor is not None:
         runtimes.processor_version(eas_processor)
-    from mlflow_eas_savedmodel import verify as _verify
-
     _verify.check_mode(verify)
     tf = import_tensorflow()
 
@@ -186,7 +186,7 @@ def save_model(
         serving_graph = sources.to_serving_graph(model, **options)
         meta_graph_def, values = export.build_meta_graph(serving_graph)
         compatible, problems = runtimes.check_all(meta_graph_def.graph_def)
-        serving_graph.notes.extend(runtimes.semantic.rule_notes(problems))
+        serving_graph.notes.extend(semantic.rule_notes(problems))
         _check_processors(eas_processor, compatible, problems)
         export.write_saved_model(os.path.join(tmp, SAVED_MODEL_DIR), meta_graph_def, values)
         export.check_layout(os.path.join(tmp, SAVED_MODEL_DIR))
@@ -195,7 +195,7 @@ def save_model(
             os.path.join(tmp, SAVED_MODEL_DIR),
             meta_graph_def,
             reference=serving_graph.reference,
-            example=_example_arrays(mlflow_model, tmp) if input_example is not None else None,
+            example=load_input_example(mlflow_model, tmp) if input_example is not None else None,
             mode=verify,
         )
         file_sha256 = integrity.hash_tree(os.path.join(tmp, SAVED_MODEL_DIR))
@@ -258,12 +258,6 @@ def save_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _logger.info("Saved %s model to %s; EAS processors: %s", serving_graph.source, path, compatible)
-
-
-def _example_arrays(mlflow_model, path):
-    from mlflow_eas_savedmodel.eas.inputs import load_input_example
-
-    return load_input_example(mlflow_model, path)
 
 
 def _check_processors(eas_processor, compatible, problems):
