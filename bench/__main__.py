@@ -110,7 +110,7 @@ def _log_model_rows(workdir, repeats, details):
 
     rows, lines = [], ["| flavor | input_example | seconds (each run) | artifact | requirements |", "|---|---|---|---|---|"]
     for with_example in (False, True):
-        runs = {"ours": [], "mlflow_tf": []}
+        runs = {"ours": [], "ours_unverified": [], "mlflow_tf": []}
         for i in range(repeats):
             for flavor in runs:
                 _progress(f"log_model: {flavor}, input_example={with_example}, run {i + 1}")
@@ -134,6 +134,9 @@ def _log_model_rows(workdir, repeats, details):
                        "" if with_example else "<= 0.25", extra_check=pinned, group="log_model"),
             report.Row("artifact size mlp" + suffix, "ours", size["ours"], "mlflow.tensorflow",
                        size["mlflow_tf"], "bytes"),
+            # What the post-save check (load + run every SignatureDef, verify.py) adds.
+            report.Row("log_model mlp" + suffix + ": post-save verification", "ours (verify=True)",
+                       median["ours"], "ours (verify=False)", median["ours_unverified"], "s"),
         ]
     details.append(("log_model (fresh sqlite store per run, first log_model of the process)", "\n".join(lines)))
     return rows

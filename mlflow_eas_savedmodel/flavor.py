@@ -168,8 +168,10 @@ def save_model(
         ...                outputs={"scores": keras_model.output})
     """
     from mlflow_eas_savedmodel import export, runtimes, sources
-    from mlflow_eas_savedmodel.runtimes import semantic
+    from mlflow_eas_savedmodel import verify as _verify
     from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+    from mlflow_eas_savedmodel.eas.inputs import load_input_example
+    from mlflow_eas_savedmodel.runtimes import semantic
 
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
@@ -178,8 +180,6 @@ def save_model(
         )
     if eas_processor is not None:
         runtimes.processor_version(eas_processor)
-    from mlflow_eas_savedmodel import verify as _verify
-
     _verify.check_mode(verify)
     tf = import_tensorflow()
 
@@ -221,7 +221,7 @@ def save_model(
             os.path.join(tmp, SAVED_MODEL_DIR),
             meta_graph_def,
             reference=serving_graph.reference,
-            example=_example_arrays(mlflow_model, tmp) if input_example is not None else None,
+            example=load_input_example(mlflow_model, tmp) if input_example is not None else None,
             mode=verify,
         )
 
@@ -309,12 +309,6 @@ def _log_export(path, serving_graph, signature_defs, compatible):
         "; ".join(serving_graph.notes) or "frozen and rebuilt, nothing else changed",
         ", ".join(compatible),
     )
-
-
-def _example_arrays(mlflow_model, path):
-    from mlflow_eas_savedmodel.eas.inputs import load_input_example
-
-    return load_input_example(mlflow_model, path)
 
 
 def _check_processors(eas_processor, compatible, problems):

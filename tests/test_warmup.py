@@ -174,3 +174,24 @@ def test_export_warmup_puts_tf_servings_file_inside_and_eas_bins_beside(session_
 
     again = CliRunner().invoke(cli, args + (["--archive", archive] if archive else []))
     assert again.exit_code == 1 and "already exists. Export to a new path, or delete it first." in again.output
+
+
+def test_tf_example_inputs_get_valid_serialized_examples(tmp_path, tf):
+    """A classify SignatureDef of an Estimator-era export: the warm-up request must parse."""
+    from estimator_models import build_estimator_saved_model
+
+    export = build_estimator_saved_model(tf, str(tmp_path / "export"), parse_v2=False)
+    mes.save_model(export, str(tmp_path / "m"))
+    written = write_warmup_files(str(tmp_path / "m"), str(tmp_path / "warmup"), signatures=["classification"])
+    assert written["inputs_from"]["classification"] == "synthesised"
+    _, inputs, _ = protocol.decode_request(open(written["eas"]["classification"], "rb").read())
+    for serialized in inputs["inputs"].reshape(-1):
+        example = tf.train.Example.FromString(bytes(serialized))
+        assert sorted(example.features.feature) == ["color", "x"]
+        assert len(example.features.feature["x"].float_list.value) == 3
+    handle = mes.load_model(str(tmp_path / "m"), device="cpu")
+    try:
+        scores = handle.predict(inputs, signature_name="classification")["scores"]
+    finally:
+        handle.close()
+    assert scores.shape == (len(inputs["inputs"]), 2)

@@ -2,11 +2,13 @@
 
 ``check_runtime`` and the warm-up files both need one set of inputs per SignatureDef. The
 saved input example (MLflow's ``input_example.json``), or inputs the caller gives, feed every
-SignatureDef whose input keys they cover (a bare array covers one-input SignatureDefs). The
-others get inputs built from the recorded dtypes and shapes: unknown dimensions (and an
-unknown rank) become ``batch``, numbers are small seeded random values (0 or 1 for integers,
-so that index-like inputs stay in range), strings are short words. Inputs are cast to each
-SignatureDef's dtype, as the model's handle would.
+SignatureDef whose input keys they cover (a bare array covers one-input SignatureDefs); given
+inputs may also be ``{signature: {key: array}}``, one set per SignatureDef. The others get
+inputs built from the recorded dtypes and shapes: unknown dimensions (and an unknown rank)
+become ``batch``, numbers are small seeded random values (0 or 1 for integers, so that
+index-like inputs stay in range), strings are short words, except string inputs a parse op
+reads, which get valid serialized ``tf.Example``\s (:mod:`..graph.example_spec`). Inputs are
+cast to each SignatureDef's dtype, as the model's handle would.
 """
 
 import numpy as np

@@ -260,7 +260,7 @@ def check_runtime(
         tf = import_tensorflow()
         export_dir = saved_model_dir(local, conf)
         feeds, origins = resolve_inputs(
-            signature_defs, mlmodel, local, inputs=inputs, example_specs=_example_specs(export_dir)
+            signature_defs, mlmodel, local, inputs=inputs, example_specs=example_specs(export_dir)
         )
         reference, reference_errors, reference_error = {}, {}, None
         try:
@@ -297,7 +297,7 @@ def check_runtime(
     return report
 
 
-def _example_specs(export_dir):
+def example_specs(export_dir):
     """``{signature: {input key: tf.Example feature spec}}`` read from ``saved_model.pb``."""
     from mlflow_eas_savedmodel.graph.example_spec import signature_example_specs
     from mlflow_eas_savedmodel.sources.saved_model import read_saved_model

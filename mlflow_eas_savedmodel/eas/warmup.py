@@ -24,7 +24,7 @@ it depends on the full ``tensorflow`` wheel, while TensorFlow here is ``tensorfl
 import os
 
 from mlflow_eas_savedmodel.eas import protocol
-from mlflow_eas_savedmodel.eas.artifact import download_model
+from mlflow_eas_savedmodel.eas.artifact import download_model, saved_model_dir
 from mlflow_eas_savedmodel.eas.inputs import resolve_inputs
 from mlflow_eas_savedmodel.errors import invalid
 
@@ -66,7 +66,14 @@ def write_eas_warmup_files(model_uri, out_dir, signatures=None, inputs=None):
             f"Unknown signature(s) {unknown}. This model has: {sorted(signature_defs)}."
         )
     selected = {name: signature_defs[name] for name in chosen}
-    feeds, origins = resolve_inputs(selected, mlmodel, local, inputs=inputs)
+    specs = None
+    if any(t["dtype"] == "string" for s in selected.values() for t in s["inputs"].values()):
+        # tf.Example inputs get valid serialized examples (random strings would fail the
+        # warm-up); reading the parse ops' specs needs the graph, and so TensorFlow.
+        from mlflow_eas_savedmodel.eas.runtime_check import example_specs
+
+        specs = example_specs(saved_model_dir(local, conf))
+    feeds, origins = resolve_inputs(selected, mlmodel, local, inputs=inputs, example_specs=specs)
 
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)

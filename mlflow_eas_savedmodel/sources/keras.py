@@ -22,13 +22,13 @@ from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph import edit
 from mlflow_eas_savedmodel.graph.freeze import freeze_concrete_function
 from mlflow_eas_savedmodel.graph.tables import recreate_tables
-from mlflow_eas_savedmodel.sources.reference import concrete_function_reference
 from mlflow_eas_savedmodel.graph.serving_graph import (
     DEFAULT_SIGNATURE_NAME,
     ServingGraph,
     SignatureSpec,
     sanitize_node_name,
 )
+from mlflow_eas_savedmodel.sources.reference import concrete_function_reference
 
 _logger = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ import logging
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph.freeze import VARIABLE_OPS, freeze_session
-from mlflow_eas_savedmodel.sources.reference import session_reference
 from mlflow_eas_savedmodel.graph.serving_graph import (
     DEFAULT_SIGNATURE_NAME,
     METHOD_ALIASES,
@@ -39,6 +38,7 @@ from mlflow_eas_savedmodel.graph.serving_graph import (
 )
 from mlflow_eas_savedmodel.graph.tables import initialize_from_constants
 from mlflow_eas_savedmodel.graph.weights import SessionVariableValue, bundle_values
+from mlflow_eas_savedmodel.sources.reference import session_reference
 
 _logger = logging.getLogger(__name__)
 
