@@ -125,3 +125,74 @@ def original_outputs(tf, path, signature, examples):
         (key,) = sig.inputs
         values = sess.run([sig.outputs[k].name for k in keys], {sig.inputs[key].name: examples})
     return dict(zip(keys, values))
+
+
+def build_feature_column_saved_model(tf, path):
+    """An Estimator-style DNN over ``tf.compat.v1.feature_column``\\s, written to ``path``.
+
+    ``x`` (numeric, 3), ``color`` (a vocabulary *file* with one OOV bucket, ``embedding_column``
+    of 4, mean) and ``tags`` (hashed, variable length, ``embedding_column`` of 3, sqrtn) go through
+    ``make_parse_example_spec``/``parse_example`` and ``input_layer`` into a two-layer DNN, with
+    ``classify``, ``regress`` and ``predict`` SignatureDefs and a ``legacy_init_op``.
+    """
+    fc = tf.compat.v1.feature_column
+    vocab_src = os.path.join(os.path.dirname(path), "colors_src.txt")
+    with open(vocab_src, "w") as f:
+        f.write("\n".join(VOCABULARY) + "\n")
+    rng = np.random.default_rng(3)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.train.get_or_create_global_step()
+        color = fc.categorical_column_with_vocabulary_file("color", vocab_src, num_oov_buckets=1)
+        tags = fc.categorical_column_with_hash_bucket("tags", 20)
+        columns = [
+            fc.numeric_column("x", shape=[FEATURES]),
+            fc.embedding_column(color, 4, initializer=tf.compat.v1.random_normal_initializer(seed=1)),
+            fc.embedding_column(tags, 3, combiner="sqrtn", initializer=tf.compat.v1.random_normal_initializer(seed=2)),
+        ]
+        serialized = tf.compat.v1.placeholder(tf.string, [None], name="input_example_tensor")
+        net = fc.input_layer(tf.compat.v1.io.parse_example(serialized, fc.make_parse_example_spec(columns)), columns)
+        for i, units in enumerate([8, 2]):
+            w = tf.compat.v1.get_variable(
+                f"dnn/hiddenlayer_{i}/kernel", initializer=rng.standard_normal((int(net.shape[1]), units)).astype(np.float32)
+            )
+            b = tf.compat.v1.get_variable(f"dnn/hiddenlayer_{i}/bias", initializer=np.full(units, 0.1, np.float32))
+            net = tf.nn.relu(tf.matmul(net, w) + b) if i == 0 else tf.matmul(net, w) + b
+        logits = tf.identity(net, name="logits")
+        probabilities = tf.nn.softmax(logits, name="probabilities")
+        classes = tf.tile(tf.constant([["0", "1"]]), tf.stack([tf.shape(logits)[0], 1]))
+        signatures = {
+            "serving_default": tf.compat.v1.saved_model.classification_signature_def(serialized, classes, probabilities),
+            "regression": tf.compat.v1.saved_model.regression_signature_def(serialized, logits[:, :1]),
+            "predict": tf.compat.v1.saved_model.predict_signature_def(
+                {"examples": serialized}, {"logits": logits, "probabilities": probabilities}
+            ),
+        }
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run([tf.compat.v1.global_variables_initializer(), tf.compat.v1.tables_initializer()])
+            builder = tf.compat.v1.saved_model.Builder(path)
+            builder.add_meta_graph_and_variables(
+                sess, ["serve"], signature_def_map=signatures,
+                assets_collection=tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.ASSET_FILEPATHS),
+                legacy_init_op=tf.group(tf.compat.v1.tables_initializer(), name="legacy_init_op"),
+            )
+            builder.save()
+    os.remove(vocab_src)
+    return path
+
+
+def feature_column_examples(tf, n=5):
+    """Serialized examples for :func:`build_feature_column_saved_model`: a word out of the
+    vocabulary, rows with no ``tags`` and rows with one to three."""
+    rng = np.random.default_rng(0)
+    words = ["red", "green", "blue", "purple", "red"]
+    out = []
+    for i in range(n):
+        feature = {
+            "x": tf.train.Feature(float_list=tf.train.FloatList(value=rng.standard_normal(FEATURES).tolist())),
+            "color": tf.train.Feature(bytes_list=tf.train.BytesList(value=[words[i % len(words)].encode()])),
+        }
+        if i % 2 == 0:
+            feature["tags"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a", b"b", b"c"][: i % 3 + 1]))
+        out.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return np.array(out, dtype=object)

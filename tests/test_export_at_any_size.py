@@ -3,7 +3,8 @@
 Every source kind (Keras 3 and tf_keras with embedding tables, a TF1 session with plain and with
 partitioned variables, a ``tf.train.Saver`` checkpoint, a SavedModel folder) is exported at
 about 100 MiB in CI, loaded back with TF 2.21 and compared with the source, and (``runtime``
-marker) run in the real TF 1.15 and 2.3 runtimes. The 100 MiB tables are larger than one
+marker) run in the real TF 1.15 and 2.3 runtimes (all six with
+``MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES=1``). The 100 MiB tables are larger than one
 write part (:data:`~mlflow_eas_savedmodel.tensor_bundle.PART_BYTES`), so they are stored as row
 slices, which the old loaders must put back together.
 
@@ -27,7 +28,9 @@ from mlflow_eas_savedmodel import tensor_bundle
 from mlflow_eas_savedmodel.graph import weights as weight_values
 
 LARGE = os.environ.get("MLFLOW_EAS_SAVEDMODEL_LARGE") == "1"
-RUNTIME_VERSIONS = ["1.15", "2.3"]
+RUNTIME_VERSIONS = ["1.15", "2.3"] + (
+    ["1.12", "1.14", "2.4", "2.7"] if os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1" else []
+)
 # (tables, rows, dim): 97.7 MiB in one table (two write parts), or 2 x 1.14 GiB.
 SIZES = {"100mib": (1, 100_000, 256)}
 if LARGE:

@@ -174,3 +174,32 @@ def test_leaky_relu_becomes_max_of_x_and_scaled_x_bit_for_bit(tf, alpha):
     assert notes == ["LeakyRelu rewritten for TF 1.12: 1 as Maximum(x, alpha * x)"]
     assert "LeakyRelu" not in _ops(graph_def) and check_graph(graph_def, "1.12") == []
     np.testing.assert_array_equal(_run(tf, graph_def, inputs, outputs, [x])[0], expected)
+
+
+@pytest.mark.parametrize("op", ["SparseSegmentSum", "SparseSegmentMean", "SparseSegmentSqrtN"])
+def test_sparse_segment_ops_on_int64_segment_ids_cast_them_to_int32(tf, op):
+    """``embedding_lookup_sparse`` (every ``embedding_column``) feeds int64 segment ids (TF 2.3+)."""
+    data = _f32(6, 3)
+    indices = np.array([0, 5, 2, 2, 4], np.int32)
+    segment_ids = np.array([0, 0, 1, 3, 3], np.int64)  # segment 2 empty
+    kernel = getattr(tf.raw_ops, op)
+    graph_def, inputs, outputs = _frozen(
+        tf, lambda d, i, s: kernel(data=d, indices=i, segment_ids=s),
+        [tf.TensorSpec((None, 3)), tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.int64)],
+    )
+    expected = _run(tf, graph_def, inputs, outputs, [data, indices, segment_ids])[0]
+    assert any("Tsegmentids" in str(p) for p in check_graph(graph_def, "1.15"))
+    notes = rewrite.rewrite_for_old_runtimes(graph_def)
+    assert notes == [f"{op} rewritten for TF 1.12: 1 on int32 segment ids"]
+    assert check_graph(graph_def, "1.12") == [] and check_graph(graph_def, "1.15") == []
+    np.testing.assert_array_equal(_run(tf, graph_def, inputs, outputs, [data, indices, segment_ids])[0], expected)
+
+
+def test_sparse_segment_op_on_int32_segment_ids_is_untouched(tf):
+    graph_def, _, _ = _frozen(
+        tf, lambda d, i, s: tf.raw_ops.SparseSegmentMean(data=d, indices=i, segment_ids=s),
+        [tf.TensorSpec((None, 3)), tf.TensorSpec((None,), tf.int32), tf.TensorSpec((None,), tf.int32)],
+    )
+    before = graph_def.SerializeToString(deterministic=True)
+    assert rewrite.rewrite_for_old_runtimes(graph_def) == []
+    assert graph_def.SerializeToString(deterministic=True) == before

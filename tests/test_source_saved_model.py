@@ -315,6 +315,59 @@ def test_estimator_export_answers_exactly_like_the_original(tmp_path, tf, estima
     assert any(n.device for n in _graph_def(export).node)
 
 
+@pytest.fixture(scope="module")
+def feature_column_export(tmp_path_factory, tf):
+    from estimator_models import build_feature_column_saved_model
+
+    return build_feature_column_saved_model(tf, str(tmp_path_factory.mktemp("feature_columns") / "export"))
+
+
+FEATURE_COLUMN_SIGNATURES = {"serving_default": "inputs", "regression": "inputs", "predict": "examples"}
+# The SelectV2 of the vocabulary lookup has an input of unknown rank: no exact 1.12 rewrite.
+FEATURE_COLUMN_PROCESSORS = [p for p in runtimes.PROCESSORS if runtimes.processor_version(p) != "1.12"]
+
+
+def test_feature_column_dnn_export_answers_exactly_and_claims_1_14_on(tmp_path, tf, feature_column_export):
+    from estimator_models import feature_column_examples, original_outputs
+
+    path = str(tmp_path / "m")
+    mes.save_model(feature_column_export, path)
+    conf = _flavor(path)
+    # embedding_lookup_sparse's int64 segment ids (TF 2.3+) are cast to int32 for 1.x.
+    assert "SparseSegmentMean rewritten for TF 1.12: 1 on int32 segment ids" in conf["conversion_notes"]
+    assert "SparseSegmentSqrtN rewritten for TF 1.12: 1 on int32 segment ids" in conf["conversion_notes"]
+    assert conf["eas_processors"] == FEATURE_COLUMN_PROCESSORS
+    assert conf["eas_incompatibilities"] == {"1.12": ["op SelectV2 does not exist in TF 1.12"]}
+    examples = feature_column_examples(tf)
+    handle = mes.load_model(path, device="cpu")
+    try:
+        for name, input_key in FEATURE_COLUMN_SIGNATURES.items():
+            actual = handle.predict({input_key: examples}, signature_name=name)
+            expected = original_outputs(tf, feature_column_export, name, examples)
+            assert set(actual) == set(expected)
+            for k in expected:
+                np.testing.assert_array_equal(actual[k], expected[k], err_msg=f"{name}/{k}")
+    finally:
+        handle.close()
+
+
+@pytest.mark.runtime
+def test_feature_column_dnn_runs_where_claimed_and_is_refused_where_not(tmp_path, tf, feature_column_export):
+    """The claim is evidence: 1.15 and 2.3 run all three SignatureDefs, 1.12 (not claimed) refuses."""
+    from estimator_models import feature_column_examples
+
+    path = str(tmp_path / "m")
+    mes.save_model(feature_column_export, path)
+    examples = feature_column_examples(tf)
+    for processor in ("tensorflow_cpu_1.15", "tensorflow_cpu_2.3"):
+        claimed = mes.check_runtime(path, processor, inputs=examples, timeout=600)
+        assert claimed.ok, claimed.format()
+        assert {s.name for s in claimed.runtimes[0].signatures} == set(FEATURE_COLUMN_SIGNATURES)
+    (result,) = mes.check_runtime(path, "tensorflow_cpu_1.12", inputs=examples, timeout=600).runtimes
+    assert not result.claimed and result.verdict == "refused to load"
+    assert "Op type not registered 'SelectV2'" in result.c_api_error
+
+
 def test_zero_input_signature_defs_are_kept(tmp_path, tf):
     g = tf.Graph()
     with g.as_default():

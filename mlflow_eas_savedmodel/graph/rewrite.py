@@ -3,7 +3,8 @@
 Keras 3 on TF 2.21 emits four ops that old EAS runtimes lack (measured, see the shared
 reference): ``SelectV2`` (TF 1.13+; ``Embedding``, masking), ``BatchMatMulV2`` (1.13+; dense
 layers on 3-D inputs, attention), ``Einsum`` (1.15+; attention scores) and ``LeakyRelu`` (1.13+;
-Keras ``LeakyReLU``). Each has an exact
+Keras ``LeakyReLU``). Estimator-era ``embedding_column``\s add ``SparseSegmentMean``/``SqrtN``/``Sum``
+on int64 segment ids (TF 2.3+), which a cast to int32 makes 1.x-loadable. Each has an exact
 equivalent in ops that TF 1.12 registers, so rewriting them lets a model that is otherwise
 1.12-clean run on every processor.
 
@@ -50,6 +51,7 @@ def _rewrite_ops(graph_def):
         "Einsum": _rewrite_einsum,
         "LeakyRelu": _rewrite_leaky_relu,
         "ParseExampleV2": _rewrite_parse_example_v2,
+        **{op: _rewrite_int64_segment_ids for op in _SPARSE_SEGMENT_OPS},
     }
     targets = [node for node in graph_def.node if node.op in rewrites]
     if not targets:
@@ -65,7 +67,8 @@ def _rewrite_ops(graph_def):
         except _Skip as reason:
             skipped[op].append(f"{node.name!r} ({reason})")
             continue
-        done[op][how] += 1
+        if how is not None:
+            done[op][how] += 1
     # Spliced-out nodes were cleared (a node always has a name); dropped in one pass, not one
     # search per splice.
     for index in reversed([i for i, n in enumerate(graph_def.node) if not n.name]):
@@ -324,6 +327,30 @@ def _rewrite_leaky_relu(graph_def, node, tensors, taken):
 
     _splice(graph_def, node, build, inputs, taken)
     return "as Maximum(x, alpha * x)"
+
+
+# --------------------------------------------------------------------------- sparse segments
+
+_SPARSE_SEGMENT_OPS = ("SparseSegmentSum", "SparseSegmentMean", "SparseSegmentSqrtN")
+
+
+def _rewrite_int64_segment_ids(graph_def, node, tensors, taken):
+    """``SparseSegment{Sum,Mean,SqrtN}`` on int64 segment ids -> the same op on ``Cast`` int32.
+
+    TF 1.x's kernels take int32 segment ids only (``Tsegmentids`` came in 2.3), and
+    ``embedding_lookup_sparse`` (every ``embedding_column``) feeds them the int64 row numbers of
+    a ``SparseTensor``. Segment ids index the output's rows, so they fit in int32 for any output
+    that fits in memory: the cast is exact and the sums are the same.
+    """
+    if node.attr["Tsegmentids"].type != import_tensorflow().int64.as_datatype_enum:
+        return None  # int32 already: every runtime has it
+    op = getattr(import_tensorflow().raw_ops, node.op)
+
+    def build(tf, data, indices, segment_ids):
+        return op(data=data, indices=indices, segment_ids=tf.cast(segment_ids, tf.int32))
+
+    _splice(graph_def, node, build, _input_tensors(node, tensors), taken)
+    return "on int32 segment ids"
 
 
 # --------------------------------------------------------------------------- Einsum
