@@ -22,7 +22,7 @@ RNG = np.random.default_rng(0)
 
 def _frozen(tf, fn, specs):
     concrete = tf.function(fn).get_concrete_function(*specs)
-    graph_def, inputs, outputs, _, _ = freeze_concrete_function(concrete, {})
+    graph_def, inputs, outputs, _, _, _ = freeze_concrete_function(concrete, {})
     return graph_def, inputs, outputs
 
 
