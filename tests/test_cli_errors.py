@@ -41,7 +41,7 @@ def _fails(args, *expected, exit_code=1):
 
 def test_port_out_of_range(model):
     _fails(["serve-eas", model, "--name", "m", "--port", "99999"],
-           "Invalid value for '--port': 99999 is not in the range 0<=x<=65535", exit_code=2)
+           "Invalid value for '-p' / '--port': 99999 is not in the range 0<=x<=65535", exit_code=2)
 
 
 def test_port_in_use(model):
@@ -65,7 +65,7 @@ def test_export_into_proc(model):
 
 def test_warmup_onto_a_file(model, tmp_path):
     (tmp_path / "afile").write_text("x")
-    _fails(["warmup", model, str(tmp_path / "afile")], "Not a directory", "pick a path under a folder")
+    _fails(["warmup", model, str(tmp_path / "afile")], "File exists", "pick a new path")
 
 
 def test_promote_with_an_unsupported_tracking_uri():

@@ -141,3 +141,10 @@ def test_a_shape_whose_size_overflows_int64_is_refused_not_wrapped():
     huge.inputs["x"].array_shape.dim.extend([2**62, 4])  # 2**64 values: wraps to 0 in int64
     with pytest.raises(MlflowException, match=r"'x' has array_shape \[4611686018427387904, 4\] \(18446744073709551616 values\) but carries 0 values"):
         protocol.decode_request(huge.SerializeToString())
+
+
+def test_an_empty_array_numpy_cannot_shape_is_refused():
+    """Found by the fuzzer: zero values, but the other dimensions overflow numpy's size."""
+    body = b"\n\x0fserving_default\x12\x16\n\x01a\x12\x11\x08\x01\x12\r\n\x0b\x00\x8c\xc4\x89\xd4\x05\xa8\xa2\x8a\xd4\x05"
+    with pytest.raises(MlflowException, match=r"'a' has array_shape \[0, \d+, \d+\], which numpy cannot hold"):
+        protocol.decode_request(body)

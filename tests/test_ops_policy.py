@@ -231,6 +231,37 @@ def test_restore_op_reading_another_checkpoint_is_refused(tmp_path, tf):
     _refused(source, tmp_path / "m", f"node {restore.name!r} (RestoreV2: restores from a path other")
 
 
+def _two_savers_save(tf, export_dir, restore_into_output=False):
+    """The EAS guide's TF1 shape: a training Saver in the graph, then simple_save adds its own."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="x")
+        w = tf.compat.v1.get_variable("w", initializer=np.ones((2, 1), np.float32))
+        training_saver = tf.compat.v1.train.Saver()
+        y = tf.matmul(x, w, name="y")
+        if restore_into_output:
+            # The training Saver's RestoreV2 wired into what a request computes.
+            restored = graph.get_tensor_by_name(training_saver.saver_def.restore_op_name.replace(
+                "restore_all", "RestoreV2") + ":0")
+            y = tf.add(y, tf.reduce_sum(restored), name="y_restored")
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.saved_model.simple_save(sess, str(export_dir), {"x": x}, {"y": y})
+    return str(export_dir)
+
+
+def test_a_second_saver_no_request_reaches_converts(tmp_path, tf):
+    source = _two_savers_save(tf, tmp_path / "sm")
+    mes.save_model(source, tmp_path / "m")
+    y = mes.load_model(str(tmp_path / "m"), device="cpu").predict({"x": np.ones((1, 2), np.float32)})
+    np.testing.assert_allclose(y["y"], [[2.0]])
+
+
+def test_a_second_savers_restore_on_the_request_path_is_refused(tmp_path, tf):
+    source = _two_savers_save(tf, tmp_path / "sm", restore_into_output=True)
+    _refused(source, tmp_path / "m", "node 'save/RestoreV2' (RestoreV2: file system or network)")
+
+
 def test_print_to_a_file_is_refused_print_to_stderr_is_not(tmp_path, tf):
     def make(stream):
         def build(tf, x, w):

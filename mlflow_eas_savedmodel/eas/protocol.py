@@ -179,11 +179,19 @@ def decode_array(proto, name="tensor"):
             f"{name!r} has array_shape {list(shape)} ({size} values) but carries {len(values)} "
             f"values in {field}. Send the values flattened in C order, as many as the shape holds."
         )
-    if dtype.kind == "O":
-        array = np.empty(size, dtype=object)
-        array[:] = list(values)
-        return array.reshape(shape)
-    return np.array(values, dtype=dtype).reshape(shape)
+    try:
+        if dtype.kind == "O":
+            array = np.empty(size, dtype=object)
+            array[:] = list(values)
+            return array.reshape(shape)
+        return np.array(values, dtype=dtype).reshape(shape)
+    except ValueError as e:
+        # An empty array whose other dimensions multiply past what numpy can address
+        # (e.g. [0, 1518494220, 1518506280]) has the right value count but no valid shape.
+        raise invalid(
+            f"{name!r} has array_shape {list(shape)}, which numpy cannot hold ({e}). Send a "
+            "shape whose dimensions multiply to a size that fits in memory."
+        ) from e
 
 
 def encode_request(inputs, signature_name=None, output_filter=None, dtypes=None):

@@ -157,6 +157,22 @@ def _closure(starts, by_name):
     return seen
 
 
+def _live_nodes(meta_graph, by_name):
+    """Every node a TF1 loader or a request can run: what the SignatureDefs, the node lists of
+    the collections (main op, legacy init op, table initializers, ...) and the Saver need."""
+    starts = [
+        _input_node(t.name)
+        for signature in meta_graph.signature_def.values()
+        for t in list(signature.inputs.values()) + list(signature.outputs.values())
+        if t.name
+    ]
+    for collection in meta_graph.collection_def.values():
+        starts.extend(_input_node(n) for n in collection.node_list.value)
+    saver = meta_graph.saver_def
+    starts.extend(_input_node(n) for n in (saver.restore_op_name, saver.save_tensor_name) if n)
+    return _closure(starts, by_name)
+
+
 def _through(name, by_name):
     """Follows Identity-like nodes back from ``name`` to the node that makes the value."""
     seen = set()
@@ -199,6 +215,7 @@ def _findings(graph_def, meta_graph=None, asset_tensors=(), files_root=None, tf2
     library = {f.signature.name: f for f in graph_def.library.function}
     by_name = {n.name: n for n in graph_def.node}
     saver_nodes, saver_functions, filename_node = _saver_scope(meta_graph, by_name, library)
+    live = _live_nodes(meta_graph, by_name) if meta_graph is not None and not tf2_loader else None
     assets = {_input_node(t) for t in asset_tensors}
     findings = []
     for node in graph_def.node:
@@ -209,6 +226,11 @@ def _findings(graph_def, meta_graph=None, asset_tensors=(), files_root=None, tf2
             if node.op not in _RESTORE_OPS or _through(_input_node(node.input[0]), by_name) == filename_node:
                 continue
             why = "restores from a path other than the checkpoint the loader names"
+        elif node.op in _SAVER_OPS and live is not None and node.name not in live:
+            # A second Saver (the training one, next to the one simple_save or the Builder
+            # adds) is common in TF1 exports: nothing a loader or a request runs reaches it,
+            # and the export keeps only what the SignatureDefs and init ops need.
+            continue
         if node.op in _TEXT_FILE_TABLE_OPS:
             source = _through(_input_node(node.input[1]), by_name)
             if source in assets or _const_path_inside(by_name.get(source), files_root):
