@@ -8,26 +8,12 @@ rewritten graph gives the same outputs and passes the static check against TF 1.
 import numpy as np
 import pytest
 
+from frozen_graphs import frozen as _frozen, run as _run
+
 from mlflow_eas_savedmodel.graph import rewrite
-from mlflow_eas_savedmodel.graph.freeze import freeze_concrete_function
 from mlflow_eas_savedmodel.runtimes import check_graph
 
 RNG = np.random.default_rng(0)
-
-
-def _frozen(tf, fn, specs):
-    concrete = tf.function(fn).get_concrete_function(*specs)
-    graph_def, inputs, outputs, _, _, _ = freeze_concrete_function(concrete, {})
-    return graph_def, inputs, outputs
-
-
-def _run(tf, graph_def, inputs, outputs, feeds):
-    graph = tf.Graph()
-    with graph.as_default():
-        # A copy: import_graph_def fills default attrs into the GraphDef it is given.
-        tf.compat.v1.import_graph_def(type(graph_def).FromString(graph_def.SerializeToString()), name="")
-    with tf.compat.v1.Session(graph=graph) as sess:
-        return sess.run(outputs, dict(zip(inputs, feeds)))
 
 
 def _ops(graph_def):

@@ -11,27 +11,14 @@ import os
 import numpy as np
 import pytest
 
+from frozen_graphs import frozen as _frozen, run as _run
+
 from mlflow_eas_savedmodel.graph import rewrite
-from mlflow_eas_savedmodel.graph.freeze import freeze_concrete_function
 from mlflow_eas_savedmodel.runtimes import RUNTIME_VERSIONS, check_all, check_graph
 from mlflow_eas_savedmodel.runtimes.semantic import RULES, check_rules, rule_notes
 
 ALL_RUNTIMES = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
 RNG = np.random.default_rng(0)
-
-
-def _frozen(tf, fn, specs):
-    concrete = tf.function(fn).get_concrete_function(*specs)
-    graph_def, inputs, outputs, _, _, _ = freeze_concrete_function(concrete, {})
-    return graph_def, inputs, outputs
-
-
-def _run(tf, graph_def, inputs, outputs, feeds):
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.compat.v1.import_graph_def(type(graph_def).FromString(graph_def.SerializeToString()), name="")
-    with tf.compat.v1.Session(graph=graph) as sess:
-        return sess.run(outputs, dict(zip(inputs, feeds)))
 
 
 def _fired(graph_def):
