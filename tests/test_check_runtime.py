@@ -402,3 +402,34 @@ def test_zero_input_signature_runs_in_the_real_runtime(tmp_path, tf):
     assert report.ok, report.format()
     (sig,) = report.runtimes[0].signatures
     assert sig.name == "model_version" and sig.c_api_max_abs_diff == 0.0 and sig.max_abs_diff == 0.0
+
+
+def test_string_arrays_cross_to_the_runner_with_their_trailing_nul_bytes(tmp_path):
+    """numpy's S dtype strips trailing NULs: a serialized tf.Example ending in 0.0 floats broke."""
+    from mlflow_eas_savedmodel.runtimes._npz_format import pack_arrays, unpack_arrays
+
+    values = np.array([[b"ab\x00\x00", b""], ["\u00e9", b"\x00"]], dtype=object)
+    path = tmp_path / "a.npz"
+    np.savez(path, **pack_arrays({"s": values, "f": np.arange(3.0), "empty": np.zeros((2, 0), object)}))
+    with np.load(path, allow_pickle=False) as data:
+        back = unpack_arrays(data)
+    assert back["s"].tolist() == [[b"ab\x00\x00", b""], ["\u00e9".encode(), b"\x00"]]
+    np.testing.assert_array_equal(back["f"], np.arange(3.0))
+    assert back["empty"].shape == (2, 0)
+
+
+@pytest.mark.runtime
+def test_strings_ending_in_nul_reach_the_runtime_intact(tmp_path, tf):
+    graph = tf.Graph()
+    with graph.as_default():
+        s = tf.compat.v1.placeholder(tf.string, [None], name="s")
+        length = tf.strings.length(s, name="length")
+        with tf.compat.v1.Session(graph=graph) as sess:
+            mes.save_model(sess, str(tmp_path / "m"), inputs={"s": s}, outputs={"length": length})
+    report = mes.check_runtime(
+        str(tmp_path / "m"), processor="tensorflow_cpu_1.15",
+        inputs={"s": np.array([b"a\x00\x00", b"\x00"], dtype=object)},
+    )
+    assert report.ok, report.format()
+    (result,) = report.runtimes[0].signatures
+    assert result.max_abs_diff == 0 and result.c_api_max_abs_diff == 0

@@ -64,8 +64,9 @@ def test_check_runtime_records_failed_then_passed_and_promote_follows(tracking_u
     _log(mlp, "checked")
     client = MlflowClient()
     client.set_registered_model_alias("checked", "candidate", "1")
-    # A 1 s budget cannot start TF 1.15: a real failed check (the runner is stopped).
-    failed = mes.check_runtime("models:/checked@candidate", processor="tensorflow_cpu_1.15", timeout=1)
+    # 0.1 s cannot start TF 1.15 (about 1 s on an idle machine): a real failed check, the
+    # runner is stopped.
+    failed = mes.check_runtime("models:/checked@candidate", processor="tensorflow_cpu_1.15", timeout=0.1)
     assert not failed.ok
     value = client.get_model_version("checked", "1").tags["eas.check.tensorflow_cpu_1.15"]
     assert value.startswith("failed: ") and failed.runtimes[0].error.splitlines()[0][:100] in value, value

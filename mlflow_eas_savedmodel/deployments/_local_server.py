@@ -207,8 +207,7 @@ class Codec(object):
                 raise RequestError("%r has array_shape %s (%d values) but carries %d values in %s."
                                    % (key, list(shape), size, len(values), field))
             if proto.dtype == self.dt_string:
-                array = np.array(list(values), dtype=bytes).reshape(shape) if size \
-                    else np.zeros(shape, "S1")
+                array = _runner.bytes_array(list(values), shape)  # S would drop trailing NULs
             else:
                 array = np.array(values, dtype=dtype).reshape(shape)
             inputs[key] = (proto.dtype, array)
@@ -330,6 +329,7 @@ def main(argv):
     with open(argv[1]) as f:
         spec = json.load(f)
     sys.path.insert(0, spec["runner_dir"])
+    global _runner
     import _runner  # noqa: E402 - the runtime check's C-API helpers, beside this script's spec
     import tensorflow as tf  # noqa: E402
 

@@ -255,7 +255,7 @@ def check_runtime(
         for version in versions:
             started = time.monotonic()
             envs[version] = ensure_runtime(version, timeout=timeout)
-            run_timeouts[version] = max(1.0, timeout - (time.monotonic() - started))
+            run_timeouts[version] = max(0.1, timeout - (time.monotonic() - started))
 
         tf = import_tensorflow()
         export_dir = saved_model_dir(local, conf)

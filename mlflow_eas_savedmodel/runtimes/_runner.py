@@ -10,8 +10,8 @@ imports nothing from this project.  Usage::
 ``INPUTS.npz`` holds one array per ``<signature_name>/<input_key>``, both percent-encoded
 (``urllib.parse.quote(..., safe="")``) because SignatureDef names such as
 ``tensorflow/serving/regress`` hold ``/``; every signature named there is run, and so is every one listed in the ``__signatures__`` array (SignatureDefs
-without inputs have no array of their own).  String inputs
-are ``S`` (bytes) arrays.
+without inputs have no array of their own).  String arrays travel as their joined bytes
+plus ``<name>#lengths`` (:func:`pack_arrays`), in both directions.
 
 What it does, in order (each stage's result is added to the report, which is rewritten to
 ``--report`` after every stage so a crash still leaves what was learnt):
@@ -57,6 +57,9 @@ import warnings  # noqa: E402
 warnings.simplefilter("ignore")
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _npz_format import bytes_array, pack_arrays, unpack_arrays  # noqa: E402
 
 # TF_DataType codes <-> numpy.
 _TF_TO_NP = {
@@ -240,7 +243,7 @@ def _from_tf_tensor(lib, t):
             else:  # view: size, ptr
                 ln, p = struct.unpack("<QQ", raw[:16])
                 items.append(ctypes.string_at(p, ln >> 2) if ln >> 2 else b"")
-    return np.array(items, dtype=bytes).reshape(shape) if items else np.zeros(shape, dtype="S1")
+    return bytes_array(items, shape)
 
 
 SIGNATURES_ARRAY = "__signatures__"
@@ -291,9 +294,9 @@ def _stage_report(error=None):
 
 def _as_bytes_array(x):
     a = np.asarray(x)
-    if a.dtype == object or a.dtype.kind == "U":
-        flat = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in a.reshape(-1).tolist()]
-        return np.array(flat, dtype=bytes).reshape(a.shape) if flat else np.zeros(a.shape, "S1")
+    if a.dtype == object or a.dtype.kind in "SU":
+        return bytes_array([v if isinstance(v, bytes) else str(v).encode("utf-8")
+                            for v in a.reshape(-1).tolist()], a.shape)
     return a
 
 
@@ -397,7 +400,7 @@ def _runner_error(e):
 def _save_npz(path, arrays):
     if path:
         with open(path, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **pack_arrays(arrays))
 
 
 def main(argv=None):
@@ -416,13 +419,14 @@ def main(argv=None):
     tags = [t for t in args.tags.split(",") if t]
     requested = {}
     with np.load(args.inputs, allow_pickle=False) as data:
-        for name in data.files:
-            if name == SIGNATURES_ARRAY:  # every requested signature, those without inputs too
-                for sig in data[name].tolist():
-                    requested.setdefault(unquote(sig.decode("utf-8")), {})
-                continue
-            sig, key = split_array_name(name)
-            requested.setdefault(sig, {})[key] = data[name]
+        arrays = unpack_arrays(data)
+    for name, value in arrays.items():
+        if name == SIGNATURES_ARRAY:  # every requested signature, those without inputs too
+            for sig in value.tolist():
+                requested.setdefault(unquote(sig.decode("utf-8")), {})
+            continue
+        sig, key = split_array_name(name)
+        requested.setdefault(sig, {})[key] = value
 
     report = {"python": platform.python_version(), "saved_model_dir": saved_model_dir,
               "tags": tags, "requested_signatures": sorted(requested)}

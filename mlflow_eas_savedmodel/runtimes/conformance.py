@@ -23,6 +23,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 from mlflow.exceptions import MlflowException
 
+from mlflow_eas_savedmodel.runtimes._npz_format import pack_arrays, unpack_arrays
 from mlflow_eas_savedmodel.runtimes.environments import ensure_runtime
 
 __all__ = ["RuntimeRun", "run_in_runtime", "RUNNER_PATH"]
@@ -75,24 +76,15 @@ def split_array_name(name):
     return unquote(signature), unquote(key)
 
 
-def _to_npz_array(value: Any) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype == object or arr.dtype.kind == "U":
-        flat = [
-            v if isinstance(v, bytes) else str(v).encode("utf-8") for v in arr.reshape(-1).tolist()
-        ]
-        arr = np.array(flat, dtype=bytes).reshape(arr.shape) if flat else np.zeros(arr.shape, "S1")
-    return arr
-
-
 def _load_outputs(path: str) -> Dict[str, Dict[str, np.ndarray]]:
     out: Dict[str, Dict[str, np.ndarray]] = {}
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return out
     with np.load(path, allow_pickle=False) as data:
-        for name in data.files:
-            sig, key = split_array_name(name)
-            out.setdefault(sig, {})[key] = data[name]
+        arrays = unpack_arrays(data)
+    for name, value in arrays.items():
+        sig, key = split_array_name(name)
+        out.setdefault(sig, {})[key] = value
     return out
 
 
@@ -120,9 +112,9 @@ def run_in_runtime(
         arrays = {"__signatures__": np.array([quote(s, safe="").encode() for s in feeds], dtype=bytes)}
         for sig, sig_feeds in feeds.items():
             for key, value in sig_feeds.items():
-                arrays[array_name(sig, key)] = _to_npz_array(value)
+                arrays[array_name(sig, key)] = value
         with open(inputs, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **pack_arrays(arrays))
         outputs = os.path.join(tmp, "outputs.npz")
         c_outputs = os.path.join(tmp, "c_api_outputs.npz")
         report_path = os.path.join(tmp, "report.json")
