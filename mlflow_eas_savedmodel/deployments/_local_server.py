@@ -176,7 +176,8 @@ class Model(object):
 class Codec(object):
     """``PredictRequest``/``PredictResponse`` <-> numpy, from the package's own wire tables."""
 
-    def __init__(self, spec):
+    def __init__(self, spec, runner):
+        self.bytes_array = runner.bytes_array  # S arrays would drop trailing NUL bytes
         self.request_cls, self.response_cls = _message_classes(base64.b64decode(spec["descriptor"]))
         self.wire = dict((int(code), (np.dtype(dtype), field))
                          for code, (dtype, field) in spec["wire"].items())
@@ -207,7 +208,7 @@ class Codec(object):
                 raise RequestError("%r has array_shape %s (%d values) but carries %d values in %s."
                                    % (key, list(shape), size, len(values), field))
             if proto.dtype == self.dt_string:
-                array = _runner.bytes_array(list(values), shape)  # S would drop trailing NULs
+                array = self.bytes_array(list(values), shape)
             else:
                 array = np.array(values, dtype=dtype).reshape(shape)
             inputs[key] = (proto.dtype, array)
@@ -329,11 +330,10 @@ def main(argv):
     with open(argv[1]) as f:
         spec = json.load(f)
     sys.path.insert(0, spec["runner_dir"])
-    global _runner
     import _runner  # noqa: E402 - the runtime check's C-API helpers, beside this script's spec
     import tensorflow as tf  # noqa: E402
 
-    codec = Codec(spec)
+    codec = Codec(spec, _runner)
     start = time.time()
     try:
         model = Model(_runner, tf, spec["saved_model_dir"], spec["tags"], spec["default_signature"])
