@@ -153,7 +153,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
             warm_up_path = None
             if options["warm_up"]:
                 signature = options["warm_up_signature"] or conf["default_signature"]
-                files = write_eas_warmup_files(local, os.path.join(tmp, "warmup"), signatures=[signature])[0]
+                files = write_eas_warmup_files(local, os.path.join(tmp, "warmup"), signatures=[signature])
                 key = base + os.path.basename(files[signature])
                 uploads.append((key, files[signature]))
                 warm_up_path = f"oss://{bucket}/{key}"
