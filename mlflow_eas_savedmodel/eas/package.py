@@ -1,4 +1,4 @@
-"""``export``: the plain SavedModel folder, or archive, that an EAS service reads from OSS.
+"""``export``: the package EAS gets, the plain SavedModel folder or archive it reads from OSS.
 
 EAS's TensorFlow processors take ``model_path`` pointing at a folder holding
 ``saved_model.pb``, ``variables/`` (and ``assets/``), or at a ``.tar.gz``/``.zip`` with those
@@ -32,9 +32,6 @@ MANIFEST_SUFFIX = ".sha256"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date zip can store
 
 
-sha256_of = integrity.sha256_file
-
-
 def _files_under(root):
     for folder, dirs, files in os.walk(root):
         dirs.sort()
@@ -43,7 +40,7 @@ def _files_under(root):
             yield os.path.relpath(path, root).replace(os.sep, "/"), path
 
 
-def export_for_upload(model_uri, dest, archive=None, warmup=False):
+def write_eas_package(model_uri, dest, archive=None, warmup=False):
     """Writes the SavedModel of ``model_uri`` to ``dest`` for upload to OSS, plus its manifest.
 
     Args:
@@ -60,7 +57,7 @@ def export_for_upload(model_uri, dest, archive=None, warmup=False):
         "warmup": {signature: EAS .bin path}}`` (``warmup`` empty unless asked).
 
     Example:
-        >>> export_for_upload("models:/mnist@champion", "upload/mnist", archive="tar.gz")
+        >>> write_eas_package("models:/mnist@champion", "upload/mnist", archive="tar.gz")
     """
     if archive is not None and archive not in ARCHIVE_FORMATS:
         raise invalid(
@@ -107,7 +104,7 @@ def export_for_upload(model_uri, dest, archive=None, warmup=False):
 
             written = write_warmup_files(local, warmup_dir)
             members = sorted(members + [(TF_SERVING_WARMUP_FILE.replace(os.sep, "/"), written["tf_serving"])])
-        hashes = {rel: verified.get(rel) or sha256_of(path) for rel, path in members}
+        hashes = {rel: verified.get(rel) or integrity.sha256_file(path) for rel, path in members}
         if archive is None:
             shutil.copytree(source, partial, symlinks=True)
             if warmup:
@@ -116,11 +113,11 @@ def export_for_upload(model_uri, dest, archive=None, warmup=False):
             lines = [f"{h}  {os.path.basename(dest)}/{rel}" for rel, h in hashes.items()]
         else:
             (_write_tar if archive == "tar.gz" else _write_zip)(partial, members)
-            lines = [f"{sha256_of(partial)}  {os.path.basename(dest)}"]
+            lines = [f"{integrity.sha256_file(partial)}  {os.path.basename(dest)}"]
             lines += [f"{h}  {rel}" for rel, h in hashes.items()]
         for name, target in bins.items():
             shutil.copy(written["eas"][name], target)
-            lines.append(f"{sha256_of(target)}  {os.path.basename(target)}")
+            lines.append(f"{integrity.sha256_file(target)}  {os.path.basename(target)}")
         os.rename(partial, dest)
     except BaseException:
         for target in bins.values():
@@ -177,7 +174,7 @@ def verify_manifest(manifest):
             path = os.path.join(base, rel)
             if not os.path.exists(path):
                 problems.append(f"missing: {rel}")
-            elif sha256_of(path) != expected:
+            elif integrity.sha256_file(path) != expected:
                 problems.append(f"checksum mismatch: {rel}")
     return problems
 
@@ -191,4 +188,4 @@ def read_archive_names(path):
         return sorted(m.name for m in tar.getmembers() if m.isfile())
 
 
-__all__ = ["export_for_upload", "verify_manifest", "read_archive_names", "sha256_of"]
+__all__ = ["write_eas_package", "verify_manifest", "read_archive_names"]
