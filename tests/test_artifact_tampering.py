@@ -13,7 +13,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 import mlflow_eas_savedmodel as mes
-from mlflow_eas_savedmodel.eas.upload import export_for_upload
+from mlflow_eas_savedmodel.eas.package import write_eas_package
 
 
 class _Payload:
@@ -114,7 +114,7 @@ def test_symlinks_anywhere_in_the_artifact_are_refused_by_load_and_export(saved,
     (model / where).symlink_to(outside if where != "linked.txt" else outside / "secret.txt")
     _refused(model, rf"contains symbolic links \('{where}'\)", verify_integrity=False)
     with pytest.raises(MlflowException, match=rf"contains symbolic links \('{where}'\)"):
-        export_for_upload(str(model), str(tmp_path / "upload"))
+        write_eas_package(str(model), str(tmp_path / "upload"))
     assert not (tmp_path / "upload").exists()
     assert not [p for p in tmp_path.rglob("secret.txt") if "upload" in str(p)]
 
@@ -125,7 +125,7 @@ def test_removed_file_hashes_fail_the_load_and_export_unless_skipped(saved, copy
     (model / "savedmodel" / "variables" / "variables.index").write_bytes(b"tampered")
     _refused(model, r"records no file hashes \(eas_savedmodel.file_sha256\).*verify_integrity=False")
     with pytest.raises(MlflowException, match="records no file hashes"):
-        export_for_upload(str(model), str(tmp_path / "upload"))
+        write_eas_package(str(model), str(tmp_path / "upload"))
     assert not (tmp_path / "upload").exists()
     # Skipping the check is explicit, and then the (here broken) files are what loads.
     clean = tmp_path / "clean"
@@ -150,7 +150,7 @@ def test_removed_file_hashes_fail_the_load_and_export_unless_skipped(saved, copy
     ],
 )
 def test_damaged_mlmodel_names_the_key(saved, copy_of, tmp_path, edit, match):
-    from mlflow_eas_savedmodel.eas.describe import describe_model
+    from mlflow_eas_savedmodel.eas.inspection import describe_model
 
     model = copy_of(saved)
     _edit_flavor(model, edit)
@@ -159,4 +159,4 @@ def test_damaged_mlmodel_names_the_key(saved, copy_of, tmp_path, edit, match):
     with pytest.raises(MlflowException, match=match):
         describe_model(str(model))
     with pytest.raises(MlflowException, match=match):
-        export_for_upload(str(model), str(tmp_path / "upload"))
+        write_eas_package(str(model), str(tmp_path / "upload"))

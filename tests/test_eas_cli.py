@@ -18,9 +18,9 @@ from mlflow.exceptions import MlflowException
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import runtimes
 from mlflow_eas_savedmodel.cli import cli
-from mlflow_eas_savedmodel.eas.describe import describe_model
+from mlflow_eas_savedmodel.eas.inspection import describe_model
+from mlflow_eas_savedmodel.eas.package import read_archive_names, verify_manifest, write_eas_package
 from mlflow_eas_savedmodel.eas.service_config import service_config, service_name_from
-from mlflow_eas_savedmodel.eas.upload import export_for_upload, read_archive_names, verify_manifest
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,7 @@ def test_export_archive_has_savedmodel_files_at_root(saved, tmp_path, archive):
             tar.extractall(tmp_path, filter="data")
     assert verify_manifest(str(manifest)) == []
     # Reproducible: the same model exports to the same bytes.
-    again = export_for_upload(saved, str(tmp_path / "again"), archive=archive)
+    again = write_eas_package(saved, str(tmp_path / "again"), archive=archive)
     assert again["path"].endswith(f"again.{archive}")
     assert open(again["manifest"]).read().splitlines()[0].split()[0] == first.split()[0]
 
@@ -207,9 +207,9 @@ def test_export_archive_has_savedmodel_files_at_root(saved, tmp_path, archive):
 def test_export_errors(saved, tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(MlflowException, match="already exists. Export to a new path, or delete it first"):
-        export_for_upload(saved, str(tmp_path / "taken"))
+        write_eas_package(saved, str(tmp_path / "taken"))
     with pytest.raises(MlflowException, match=r"Unknown archive format '7z'. Use one of \['tar.gz', 'zip'\]"):
-        export_for_upload(saved, str(tmp_path / "x"), archive="7z")
+        write_eas_package(saved, str(tmp_path / "x"), archive="7z")
     result = CliRunner().invoke(cli, ["export", saved, str(tmp_path / "y"), "--archive", "rar"])
     assert result.exit_code == 2 and "'rar' is not one of 'tar.gz', 'zip'" in result.output
 

@@ -125,9 +125,9 @@ def test_package_extracts_no_archives():
 
 @pytest.mark.parametrize("archive", ["tar.gz", "zip"])
 def test_exported_archives_hold_only_relative_member_names(plain_model, tmp_path, archive):
-    from mlflow_eas_savedmodel.eas.upload import export_for_upload
+    from mlflow_eas_savedmodel.eas.package import write_eas_package
 
-    result = export_for_upload(str(plain_model), str(tmp_path / "upload"), archive=archive)
+    result = write_eas_package(str(plain_model), str(tmp_path / "upload"), archive=archive)
     if archive == "zip":
         with zipfile.ZipFile(result["path"]) as zf:
             names = zf.namelist()

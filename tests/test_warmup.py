@@ -132,7 +132,7 @@ def test_warmup_cli_one_signature_and_errors(session_model, tmp_path):
 def test_export_warmup_puts_tf_servings_file_inside_and_eas_bins_beside(session_model, handle, tmp_path, archive, tf):
     import tarfile
 
-    from mlflow_eas_savedmodel.eas.upload import verify_manifest
+    from mlflow_eas_savedmodel.eas.package import verify_manifest
 
     args = ["export", "-m", session_model, str(tmp_path / "upload" / "model"), "--warmup"]
     result = CliRunner().invoke(cli, args + (["--archive", archive] if archive else []))

@@ -5,7 +5,8 @@ the two functions and the one :class:`~mlflow.deployments.BaseDeploymentClient` 
 plugin convention asks for.
 
 - :func:`run_local`: the model served with EAS's TensorFlow-processor protocol from the official
-  runtime of the processor (:mod:`.local`).
+  runtime of the processor (:mod:`.local`, which prepares the model and starts ``_local_server.py``,
+  the standalone server script the old interpreter runs).
 - :class:`PluginDeploymentClient`: create/update/delete/get/list/predict of EAS services through
   Alibaba Cloud's SDKs (:mod:`.client`, :mod:`.cloud`).
 - :func:`target_help`: the target URI and every ``-C`` option (:mod:`.options`).

@@ -19,6 +19,11 @@ of the SignatureDef's tensors. ``POST /api/predict/<name>`` answers a ``PredictR
 ``?signature_name=``) plus ``"tensorflow_version"``. Each request's latency is logged on
 stderr; SIGINT and SIGTERM stop the server and close the session. A line ``READY <url>`` on
 stdout says the model is loaded and warmed up.
+
+Layout: ``Model`` (the C API session), ``Codec`` (wire <-> numpy), ``Server`` (a threading
+``HTTPServer`` carrying the model, the codec and the TF version) and the module-level ``Handler``
+that reads them from ``self.server``, the stdlib's pattern (the same shape as
+:mod:`mlflow_eas_savedmodel.eas.endpoint`, which this script cannot import).
 """
 from __future__ import print_function
 
@@ -235,81 +240,90 @@ class Codec(object):
 
 
 class Server(ThreadingMixIn, HTTPServer):
+    """The HTTP server of one service; its handlers read the model and codec from it."""
+
     daemon_threads = True
     allow_reuse_address = True
 
+    def __init__(self, address, service, model, codec, tf_version):
+        self.predict_path = PREDICT_PATH + service
+        self.model = model
+        self.codec = codec
+        self.tf_version = tf_version
+        HTTPServer.__init__(self, address, Handler)
 
-def handler_for(service, model, codec, tf_version):
-    path = PREDICT_PATH + service
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as the client's urllib3 pool expects
-        server_version = "mlflow-eas-savedmodel-local"
+class Handler(BaseHTTPRequestHandler):
+    """One connection: ``GET`` describes a SignatureDef, ``POST`` runs one; one log line each."""
 
-        def _send(self, status, body, content_type):
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            self._status = status
+    protocol_version = "HTTP/1.1"  # keep-alive, as the client's urllib3 pool expects
+    server_version = "mlflow-eas-savedmodel-local"
 
-        def _text(self, status, message):
-            self._send(status, message.encode("utf-8"), "text/plain; charset=utf-8")
+    def _send(self, status, body, content_type):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self._status = status
 
-        def _route(self):
-            parts = urlsplit(self.path)
-            if parts.path.rstrip("/") != path:
-                self._text(404, "No service at %s; this endpoint serves %s." % (parts.path, path))
-                return None
-            return parts
+    def _text(self, status, message):
+        self._send(status, message.encode("utf-8"), "text/plain; charset=utf-8")
 
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            start = time.time()
-            parts = self._route()
-            if parts is not None:
-                query = parse_qs(parts.query)
+    def _route(self):
+        path = self.server.predict_path
+        parts = urlsplit(self.path)
+        if parts.path.rstrip("/") != path:
+            self._text(404, "No service at %s; this endpoint serves %s." % (parts.path, path))
+            return None
+        return parts
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        start = time.time()
+        parts = self._route()
+        if parts is not None:
+            query = parse_qs(parts.query)
+            server = self.server
+            try:
+                body = server.model.describe((query.get("signature_name") or [None])[0],
+                                             server.codec.dt_names, server.tf_version)
+                self._send(200, json.dumps(body).encode("utf-8"), "application/json")
+            except RequestError as e:
+                self._text(400, str(e))
+        self._log(start, "describe")
+
+    def do_POST(self):  # noqa: N802
+        start = time.time()
+        length = self.headers.get("Content-Length")
+        well_formed = length is not None and length.isdigit()
+        fits = well_formed and int(length) <= MAX_BODY_BYTES
+        body = self.rfile.read(int(length)) if fits else b""
+        signature = "-"
+        if self._route() is not None:
+            if not fits:
+                self.close_connection = True
+                self._text(413 if well_formed else 400, "Send the PredictRequest bytes with a "
+                           "Content-Length header (at most %d bytes)." % MAX_BODY_BYTES)
+            else:
+                model, codec = self.server.model, self.server.codec
                 try:
-                    body = model.describe((query.get("signature_name") or [None])[0],
-                                          codec.dt_names, tf_version)
-                    self._send(200, json.dumps(body).encode("utf-8"), "application/json")
+                    signature_name, inputs, output_filter = codec.decode_request(body)
+                    signature = signature_name or model.default_signature
+                    outputs = model.run(signature_name, inputs, output_filter, codec.dt_names)
+                    self._send(200, codec.encode_response(outputs), "application/octet-stream")
                 except RequestError as e:
                     self._text(400, str(e))
-            self._log(start, "describe")
+                except Exception as e:  # noqa: BLE001 - the processor's own failure
+                    _logger.exception("predict failed")
+                    self._text(500, "Internal error: %s: %s" % (type(e).__name__, e))
+        self._log(start, "signature=%s" % signature)
 
-        def do_POST(self):  # noqa: N802
-            start = time.time()
-            length = self.headers.get("Content-Length")
-            well_formed = length is not None and length.isdigit()
-            fits = well_formed and int(length) <= MAX_BODY_BYTES
-            body = self.rfile.read(int(length)) if fits else b""
-            signature = "-"
-            if self._route() is not None:
-                if not fits:
-                    self.close_connection = True
-                    self._text(413 if well_formed else 400, "Send the PredictRequest bytes with a "
-                               "Content-Length header (at most %d bytes)." % MAX_BODY_BYTES)
-                else:
-                    try:
-                        signature_name, inputs, output_filter = codec.decode_request(body)
-                        signature = signature_name or model.default_signature
-                        outputs = model.run(signature_name, inputs, output_filter, codec.dt_names)
-                        self._send(200, codec.encode_response(outputs), "application/octet-stream")
-                    except RequestError as e:
-                        self._text(400, str(e))
-                    except Exception as e:  # noqa: BLE001 - the processor's own failure
-                        _logger.exception("predict failed")
-                        self._text(500, "Internal error: %s: %s" % (type(e).__name__, e))
-            self._log(start, "signature=%s" % signature)
+    def _log(self, start, what):
+        _logger.info("%s %s %s %d %.2f ms", self.command, self.path.split("?")[0], what,
+                     getattr(self, "_status", 0), (time.time() - start) * 1000.0)
 
-        def _log(self, start, what):
-            _logger.info("%s %s %s %d %.2f ms", self.command, self.path.split("?")[0], what,
-                         getattr(self, "_status", 0), (time.time() - start) * 1000.0)
-
-        def log_message(self, format, *args):  # noqa: A002 - http.server's signature
-            pass  # one line per request comes from _log
-
-    return Handler
+    def log_message(self, format, *args):  # noqa: A002 - http.server's signature
+        pass  # one line per request comes from _log
 
 
 def warm_up(model, codec, files, count):
@@ -350,8 +364,8 @@ def main(argv):
         return 3
 
     try:
-        server = Server((spec["host"], spec["port"]),
-                        handler_for(spec["service_name"], model, codec, tf.__version__))
+        server = Server((spec["host"], spec["port"]), spec["service_name"], model, codec,
+                        tf.__version__)
     except socket.error as e:
         sys.stderr.write("eas-local: cannot listen on %s:%s: %s\n" % (spec["host"], spec["port"], e))
         return 4

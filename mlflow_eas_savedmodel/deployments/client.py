@@ -137,13 +137,13 @@ class PluginDeploymentClient(BaseDeploymentClient):
         """Exports, writes the warm-up request, uploads both; returns the EAS service JSON."""
         from mlflow_eas_savedmodel.deployments.cloud import OssUploader
         from mlflow_eas_savedmodel.eas.artifact import download_model
-        from mlflow_eas_savedmodel.eas.upload import MANIFEST_SUFFIX, export_for_upload
+        from mlflow_eas_savedmodel.eas.package import MANIFEST_SUFFIX, write_eas_package
         from mlflow_eas_savedmodel.eas.warmup import write_eas_warmup_files
 
         uploader = OssUploader(options["region"], credentials, bucket, endpoint=options["oss_endpoint"])
         with tempfile.TemporaryDirectory(prefix="eas-deploy-") as tmp:
             local, _, _ = download_model(model.pinned_uri, dst_path=_new_dir(tmp, "model"))
-            exported = export_for_upload(local, os.path.join(tmp, "savedmodel"))
+            exported = write_eas_package(local, os.path.join(tmp, "savedmodel"))
             label = f"v{model.version}" if model.registered else "sha-" + _content_hash(exported["files"])
             base = f"{prefix}{name}/{label}/"
             uploads = [
@@ -153,7 +153,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
             warm_up_path = None
             if options["warm_up"]:
                 signature = options["warm_up_signature"] or conf["default_signature"]
-                files = write_eas_warmup_files(local, os.path.join(tmp, "warmup"), signatures=[signature])[0]
+                files = write_eas_warmup_files(local, os.path.join(tmp, "warmup"), signatures=[signature])
                 key = base + os.path.basename(files[signature])
                 uploads.append((key, files[signature]))
                 warm_up_path = f"oss://{bucket}/{key}"

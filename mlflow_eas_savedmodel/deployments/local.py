@@ -59,7 +59,7 @@ def prepare(name, model_uri, config, workdir):
     warmup_files = []
     if options["warm_up"]:
         signature = options["warm_up_signature"] or conf["default_signature"]
-        files = write_eas_warmup_files(local, os.path.join(workdir, "warmup"), signatures=[signature])[0]
+        files = write_eas_warmup_files(local, os.path.join(workdir, "warmup"), signatures=[signature])
         warmup_files = list(files.values())
     spec = dict(
         wire_spec(),

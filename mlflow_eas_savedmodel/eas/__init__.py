@@ -3,8 +3,9 @@
 One module per concern, all working on a model saved by this flavor:
 
 - :mod:`.artifact`: the MLmodel metadata and the files of a model URI (no TensorFlow).
-- :mod:`.describe`: ``inspect``, the SignatureDefs and processors from the metadata alone.
-- :mod:`.upload`: ``export``, the plain SavedModel folder or archive EAS reads from OSS.
+- :mod:`.inspection`: ``inspect``, the SignatureDefs and processors from the metadata alone.
+- :mod:`.package`: ``export``, the plain SavedModel folder or archive EAS reads from OSS, and
+  its SHA-256 manifest.
 - :mod:`.service_config`: ``eas-config``, the EAS service JSON.
 - :mod:`.protocol`: EAS's TensorFlow-processor protobuf (``PredictRequest``/``PredictResponse``).
 - :mod:`.endpoint`: a local HTTP endpoint that speaks that protocol, for smoke tests.

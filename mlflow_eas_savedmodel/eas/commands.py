@@ -27,7 +27,7 @@ from mlflow_eas_savedmodel.eas.runtime_check import DEFAULT_PROCESSOR, DEFAULT_T
 @user_errors
 def inspect_command(model_uri, as_json):
     """Show every SignatureDef, the EAS processors and the TF version, without TensorFlow."""
-    from mlflow_eas_savedmodel.eas.describe import describe_model, format_description
+    from mlflow_eas_savedmodel.eas.inspection import describe_model, format_description
 
     description = describe_model(model_uri)
     click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
@@ -47,9 +47,9 @@ def export_command(model_uri, dest, archive, warmup):
     """Write the plain SavedModel (folder or archive) for OSS, with a sha256 manifest beside it."""
     import os
 
-    from mlflow_eas_savedmodel.eas.upload import export_for_upload
+    from mlflow_eas_savedmodel.eas.package import write_eas_package
 
-    result = export_for_upload(model_uri, dest, archive=archive, warmup=warmup)
+    result = write_eas_package(model_uri, dest, archive=archive, warmup=warmup)
     kind = f"{archive} archive" if archive else "folder"
     click.echo(f"Wrote {kind} {result['path']} ({len(result['files'])} files)")
     if os.path.abspath(dest) != result["path"]:

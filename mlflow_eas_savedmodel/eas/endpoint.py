@@ -16,6 +16,11 @@ Bad requests (not a PredictRequest, unknown signature or output, wrong keys, dty
 shapes) get ``400`` with a plain-text message that says what to fix; a wrong path ``404``.
 The server is stdlib ``ThreadingHTTPServer`` (one thread per connection; the model handle's
 ``Session.run`` is thread-safe) and binds the loopback interface unless told otherwise.
+
+Layout, the stdlib's: :class:`EasEndpoint` owns the model handle and answers requests as bytes
+(``predict_bytes``, ``describe``); ``_EndpointServer`` is the ``ThreadingHTTPServer`` that carries
+it; the module-level ``_EasRequestHandler`` reads it as ``self.server.endpoint`` and only maps
+HTTP to those calls and their errors to status codes.
 """
 
 import json
@@ -63,8 +68,7 @@ class EasEndpoint:
             sig: {**{t["name"]: k for k, t in d["outputs"].items()}, **{k: k for k in d["outputs"]}}
             for sig, d in handle.signatures.items()
         }
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _EndpointServer((host, port), self)
         self.host, self.port = self._server.server_address[:2]
         self.endpoint = f"{self.host}:{self.port}"
         self.url = f"http://{self.endpoint}{PREDICT_PATH}{name}"
@@ -126,77 +130,88 @@ def _is_input_error(error):
     return isinstance(error, (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError, ValueError, TypeError))
 
 
-def _handler_for(endpoint):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as the client's urllib3 pool expects
-        server_version = "mlflow-eas-savedmodel"
+class _EndpointServer(ThreadingHTTPServer):
+    """The HTTP server of one :class:`EasEndpoint`; its handlers reach the endpoint as ``server.endpoint``."""
 
-        def _send(self, status, body, content_type):
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    daemon_threads = True
 
-        def _text(self, status, message):
-            self._send(status, message.encode("utf-8"), "text/plain; charset=utf-8")
+    def __init__(self, address, endpoint):
+        self.endpoint = endpoint
+        super().__init__(address, _EasRequestHandler)
 
-        def _route(self):
-            parts = urlsplit(self.path)
-            if parts.path.rstrip("/") != PREDICT_PATH + endpoint.name:
-                self._text(
-                    404,
-                    f"No service at {parts.path}; this endpoint serves "
-                    f"{PREDICT_PATH}{endpoint.name}.",
-                )
-                return None
-            return parts
 
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            parts = self._route()
-            if parts is None:
+class _EasRequestHandler(BaseHTTPRequestHandler):
+    """One connection to the endpoint: ``GET`` describes a SignatureDef, ``POST`` predicts."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as the client's urllib3 pool expects
+    server_version = "mlflow-eas-savedmodel"
+
+    def _send(self, status, body, content_type):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _text(self, status, message):
+        self._send(status, message.encode("utf-8"), "text/plain; charset=utf-8")
+
+    def _route(self):
+        name = self.server.endpoint.name
+        parts = urlsplit(self.path)
+        if parts.path.rstrip("/") != PREDICT_PATH + name:
+            self._text(
+                404,
+                f"No service at {parts.path}; this endpoint serves "
+                f"{PREDICT_PATH}{name}.",
+            )
+            return None
+        return parts
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        parts = self._route()
+        if parts is None:
+            return
+        query = parse_qs(parts.query)
+        try:
+            body = self.server.endpoint.describe((query.get("signature_name") or [None])[0])
+        except MlflowException as e:
+            self._text(400, e.message)
+            return
+        self._send(200, json.dumps(body).encode(), "application/json")
+
+    def do_POST(self):  # noqa: N802
+        length = self.headers.get("Content-Length")
+        well_formed = length is not None and length.isdigit()
+        fits = well_formed and int(length) <= MAX_BODY_BYTES
+        body = self.rfile.read(int(length)) if fits else b""
+        if self._route() is None:
+            return
+        if not fits:
+            self.close_connection = True
+            self._text(
+                413 if well_formed else 400,
+                "Send the PredictRequest bytes with a Content-Length header "
+                f"(at most {MAX_BODY_BYTES} bytes).",
+            )
+            return
+        endpoint = self.server.endpoint
+        try:
+            answer = endpoint.predict_bytes(body)
+        except MlflowException as e:
+            self._text(400, e.message)
+            return
+        except Exception as e:  # noqa: BLE001 - sorted below into the client's or ours
+            if _is_input_error(e):
+                self._text(400, f"The model rejected the inputs: {e}")
                 return
-            query = parse_qs(parts.query)
-            try:
-                body = endpoint.describe((query.get("signature_name") or [None])[0])
-            except MlflowException as e:
-                self._text(400, e.message)
-                return
-            self._send(200, json.dumps(body).encode(), "application/json")
+            _logger.exception("EAS endpoint %s failed", endpoint.name)
+            self._text(500, f"Internal error: {type(e).__name__}: {e}")
+            return
+        self._send(200, answer, "application/octet-stream")
 
-        def do_POST(self):  # noqa: N802
-            length = self.headers.get("Content-Length")
-            well_formed = length is not None and length.isdigit()
-            fits = well_formed and int(length) <= MAX_BODY_BYTES
-            body = self.rfile.read(int(length)) if fits else b""
-            if self._route() is None:
-                return
-            if not fits:
-                self.close_connection = True
-                self._text(
-                    413 if well_formed else 400,
-                    "Send the PredictRequest bytes with a Content-Length header "
-                    f"(at most {MAX_BODY_BYTES} bytes).",
-                )
-                return
-            try:
-                answer = endpoint.predict_bytes(body)
-            except MlflowException as e:
-                self._text(400, e.message)
-                return
-            except Exception as e:  # noqa: BLE001 - sorted below into the client's or ours
-                if _is_input_error(e):
-                    self._text(400, f"The model rejected the inputs: {e}")
-                    return
-                _logger.exception("EAS endpoint %s failed", endpoint.name)
-                self._text(500, f"Internal error: {type(e).__name__}: {e}")
-                return
-            self._send(200, answer, "application/octet-stream")
-
-        def log_message(self, format, *args):  # noqa: A002 - http.server's signature
-            _logger.debug("%s - %s", self.address_string(), format % args)
-
-    return Handler
+    def log_message(self, format, *args):  # noqa: A002 - http.server's signature
+        _logger.debug("%s - %s", self.address_string(), format % args)
 
 
 def serve_eas(model_uri, name, host="127.0.0.1", port=0, device="cpu"):

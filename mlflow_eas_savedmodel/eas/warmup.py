@@ -17,10 +17,17 @@ dtypes and shapes (see :mod:`.inputs`). ``output_filter`` stays empty (all outpu
 docs ask warm-up requests to match production requests exactly, and a filter would change
 the fetched tensors.
 
-Needs ``tensorflow-serving-api`` (install with ``pip install --no-deps tensorflow-serving-api``:
-it depends on the full ``tensorflow`` wheel, while TensorFlow here is ``tensorflow-cpu``).
+Layout: one request per SignatureDef is resolved once (``_warmup_requests``), then written by
+``_write_eas_requests`` (the ``.bin`` files) and ``_write_tf_serving_requests`` (the TFRecord);
+:func:`write_eas_warmup_files` runs the first writer only (``run-local`` and ``create`` need no
+TensorFlow Serving API), :func:`write_warmup_files` both.
+
+TF Serving's writer needs ``tensorflow-serving-api`` (install with
+``pip install --no-deps tensorflow-serving-api``: it depends on the full ``tensorflow`` wheel,
+while TensorFlow here is ``tensorflow-cpu``).
 """
 
+import dataclasses
 import os
 
 from mlflow_eas_savedmodel.eas import protocol
@@ -48,14 +55,25 @@ def _serving_apis():
     return model_pb2, predict_pb2, prediction_log_pb2
 
 
-def write_eas_warmup_files(model_uri, out_dir, signatures=None, inputs=None):
-    """Writes only the EAS ``.bin`` warm-up requests of ``model_uri`` (no TensorFlow needed).
+@dataclasses.dataclass(frozen=True)
+class _WarmupRequests:
+    """The inputs of one warm-up request per chosen SignatureDef, what both writers write.
+
+    Attributes:
+        signature_defs: ``{signature: SignatureDef metadata}`` of the chosen signatures, in order.
+        feeds: ``{signature: {key: array}}``.
+        origins: ``{signature: "input example" | "given inputs" | "synthesised"}``.
+    """
+
+    signature_defs: dict
+    feeds: dict
+    origins: dict
+
+
+def _warmup_requests(model_uri, signatures=None, inputs=None):
+    """The ``_WarmupRequests`` of ``model_uri`` (TensorFlow only for ``tf.Example`` inputs).
 
     Args and inputs as :func:`write_warmup_files`.
-
-    Returns:
-        ``({signature: .bin path}, {signature: where its inputs came from}, {signature:
-        SignatureDef metadata}, {signature: {key: array}})``.
     """
     local, mlmodel, conf = download_model(model_uri)
     signature_defs = conf["signature_defs"]
@@ -74,18 +92,68 @@ def write_eas_warmup_files(model_uri, out_dir, signatures=None, inputs=None):
 
         specs = example_specs(saved_model_dir(local, conf))
     feeds, origins = resolve_inputs(selected, mlmodel, local, inputs=inputs, example_specs=specs)
+    return _WarmupRequests(signature_defs=selected, feeds=feeds, origins=origins)
 
+
+def _write_eas_requests(requests, out_dir):
+    """Writes one EAS ``warm_up_<signature>.bin`` per request (no TensorFlow needed).
+
+    Returns:
+        ``{signature: .bin path}``.
+    """
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     eas_files = {}
-    for name in chosen:
-        dtypes = {k: t["dtype"] for k, t in selected[name]["inputs"].items()}
-        body = protocol.encode_request(feeds[name], signature_name=name, dtypes=dtypes)
+    for name, signature_def in requests.signature_defs.items():
+        dtypes = {k: t["dtype"] for k, t in signature_def["inputs"].items()}
+        body = protocol.encode_request(requests.feeds[name], signature_name=name, dtypes=dtypes)
         path = os.path.join(out_dir, eas_warmup_file_name(name))
         with open(path, "wb") as f:
             f.write(body)
         eas_files[name] = path
-    return eas_files, origins, selected, feeds
+    return eas_files
+
+
+def _write_tf_serving_requests(requests, out_dir, model_name="model"):
+    """Writes TF Serving's ``assets.extra/tf_serving_warmup_requests`` TFRecord under ``out_dir``.
+
+    Returns:
+        The TFRecord's path.
+    """
+    from mlflow_eas_savedmodel._tensorflow import import_tensorflow
+
+    if len(requests.signature_defs) > TF_SERVING_MAX_RECORDS:
+        raise invalid(f"TF Serving reads at most {TF_SERVING_MAX_RECORDS} warm-up records.")
+    out_dir = os.fspath(out_dir)
+    os.makedirs(os.path.join(out_dir, os.path.dirname(TF_SERVING_WARMUP_FILE)), exist_ok=True)
+
+    tf = import_tensorflow()
+    model_pb2, predict_pb2, prediction_log_pb2 = _serving_apis()
+    tf_serving = os.path.join(out_dir, TF_SERVING_WARMUP_FILE)
+    with tf.io.TFRecordWriter(tf_serving) as writer:
+        for name, signature_def in requests.signature_defs.items():
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=name)
+            )
+            for key, value in requests.feeds[name].items():
+                dtype = tf.as_dtype(signature_def["inputs"][key]["dtype"])
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+    return tf_serving
+
+
+def write_eas_warmup_files(model_uri, out_dir, signatures=None, inputs=None):
+    """Writes only the EAS ``.bin`` warm-up requests of ``model_uri`` (no TensorFlow needed).
+
+    Args and inputs as :func:`write_warmup_files`.
+
+    Returns:
+        ``{signature: .bin path}``.
+    """
+    return _write_eas_requests(_warmup_requests(model_uri, signatures, inputs), out_dir)
 
 
 def write_warmup_files(model_uri, out_dir, signatures=None, inputs=None, model_name="model"):
@@ -107,33 +175,10 @@ def write_warmup_files(model_uri, out_dir, signatures=None, inputs=None, model_n
         >>> write_warmup_files("models:/mnist/1", "warmup")["eas"]["serving_default"]
         'warmup/warm_up_serving_default.bin'
     """
-    from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-
-    eas_files, origins, selected, feeds = write_eas_warmup_files(
-        model_uri, out_dir, signatures=signatures, inputs=inputs
-    )
-    chosen = list(eas_files)
-    if len(chosen) > TF_SERVING_MAX_RECORDS:
-        raise invalid(f"TF Serving reads at most {TF_SERVING_MAX_RECORDS} warm-up records.")
-    out_dir = os.fspath(out_dir)
-    os.makedirs(os.path.join(out_dir, os.path.dirname(TF_SERVING_WARMUP_FILE)), exist_ok=True)
-
-    tf = import_tensorflow()
-    model_pb2, predict_pb2, prediction_log_pb2 = _serving_apis()
-    tf_serving = os.path.join(out_dir, TF_SERVING_WARMUP_FILE)
-    with tf.io.TFRecordWriter(tf_serving) as writer:
-        for name in chosen:
-            request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=name)
-            )
-            for key, value in feeds[name].items():
-                dtype = tf.as_dtype(selected[name]["inputs"][key]["dtype"])
-                request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)
-            )
-            writer.write(log.SerializeToString())
-    return {"eas": eas_files, "tf_serving": tf_serving, "inputs_from": origins}
+    requests = _warmup_requests(model_uri, signatures, inputs)
+    eas_files = _write_eas_requests(requests, out_dir)
+    tf_serving = _write_tf_serving_requests(requests, out_dir, model_name=model_name)
+    return {"eas": eas_files, "tf_serving": tf_serving, "inputs_from": requests.origins}
 
 
 def read_tf_serving_warmup(path):

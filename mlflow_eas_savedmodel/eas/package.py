@@ -1,4 +1,4 @@
-"""``export``: the plain SavedModel folder, or archive, that an EAS service reads from OSS.
+"""``export``: the package EAS gets, the plain SavedModel folder or archive it reads from OSS.
 
 EAS's TensorFlow processors take ``model_path`` pointing at a folder holding
 ``saved_model.pb``, ``variables/`` (and ``assets/``), or at a ``.tar.gz``/``.zip`` with those
@@ -13,8 +13,14 @@ With ``warmup=True`` the upload is ready for both servers that read warm-up requ
 :mod:`.warmup`): TF Serving's ``assets.extra/tf_serving_warmup_requests`` goes *inside* the
 exported SavedModel (folder or archive), where TF Serving looks for it (old TensorFlow loaders
 ignore ``assets.extra/``), and EAS's ``warm_up_<signature>.bin`` files go *beside* it, since the
-service config names that file separately (``warm_up_data_path``). The manifest lists them all. Archives are reproducible (sorted members, fixed
-timestamps and owners), so the same model always uploads the same bytes.
+service config names that file separately (``warm_up_data_path``). The manifest lists them
+all. Archives are reproducible (sorted members, fixed timestamps and owners), so the same model
+always uploads the same bytes.
+
+:func:`write_eas_package` runs the steps in order: the destination (``_destination``), the
+checked SavedModel (``_verified_saved_model``), the warm-up files, the folder or archive
+(``_write_folder``, ``_write_archive``) written as ``<dest>.partial`` and renamed when complete,
+then the manifest; a failure removes what it wrote (``_remove_partial``).
 """
 
 import gzip
@@ -32,9 +38,6 @@ MANIFEST_SUFFIX = ".sha256"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date zip can store
 
 
-sha256_of = integrity.sha256_file
-
-
 def _files_under(root):
     for folder, dirs, files in os.walk(root):
         dirs.sort()
@@ -43,7 +46,7 @@ def _files_under(root):
             yield os.path.relpath(path, root).replace(os.sep, "/"), path
 
 
-def export_for_upload(model_uri, dest, archive=None, warmup=False):
+def write_eas_package(model_uri, dest, archive=None, warmup=False):
     """Writes the SavedModel of ``model_uri`` to ``dest`` for upload to OSS, plus its manifest.
 
     Args:
@@ -60,8 +63,49 @@ def export_for_upload(model_uri, dest, archive=None, warmup=False):
         "warmup": {signature: EAS .bin path}}`` (``warmup`` empty unless asked).
 
     Example:
-        >>> export_for_upload("models:/mnist@champion", "upload/mnist", archive="tar.gz")
+        >>> write_eas_package("models:/mnist@champion", "upload/mnist", archive="tar.gz")
     """
+    dest = _destination(dest, archive)
+    manifest = dest + MANIFEST_SUFFIX
+    local, _, conf = download_model(model_uri)
+    bins = _eas_warmup_targets(dest, conf) if warmup else {}
+    for path in (dest, manifest, *bins.values()):
+        if os.path.exists(path):
+            raise invalid(f"{path!r} already exists. Export to a new path, or delete it first.")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+
+    source, members, verified = _verified_saved_model(model_uri, local, conf)
+    partial = dest + ".partial"
+    warmup_dir = partial + "-warmup"
+    try:
+        written = {"eas": {}, "tf_serving": None}
+        if warmup:
+            from mlflow_eas_savedmodel.eas.warmup import TF_SERVING_WARMUP_FILE, write_warmup_files
+
+            written = write_warmup_files(local, warmup_dir)
+            members = sorted(members + [(TF_SERVING_WARMUP_FILE.replace(os.sep, "/"), written["tf_serving"])])
+        hashes = {rel: verified.get(rel) or integrity.sha256_file(path) for rel, path in members}
+        name = os.path.basename(dest)
+        if archive is None:
+            lines = _write_folder(source, partial, name, hashes, written["tf_serving"])
+        else:
+            lines = _write_archive(archive, partial, name, members, hashes)
+        for signature, target in bins.items():
+            shutil.copy(written["eas"][signature], target)
+            lines.append(f"{integrity.sha256_file(target)}  {os.path.basename(target)}")
+        os.rename(partial, dest)
+    except BaseException:
+        _remove_partial(partial, bins.values())
+        raise
+    finally:
+        shutil.rmtree(warmup_dir, ignore_errors=True)
+    with open(manifest, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return {"path": dest, "manifest": manifest, "files": hashes, "warmup": bins}
+
+
+def _destination(dest, archive):
+    """The absolute folder or archive path, the archive's suffix appended if missing."""
     if archive is not None and archive not in ARCHIVE_FORMATS:
         raise invalid(
             f"Unknown archive format {archive!r}. Use one of {sorted(ARCHIVE_FORMATS)}, or "
@@ -70,21 +114,25 @@ def export_for_upload(model_uri, dest, archive=None, warmup=False):
     dest = os.path.abspath(os.fspath(dest))
     if archive and not dest.endswith(ARCHIVE_FORMATS[archive]):
         dest += ARCHIVE_FORMATS[archive]
-    manifest = dest + MANIFEST_SUFFIX
-    local, _, conf = download_model(model_uri)
-    bins = {}
-    if warmup:
-        from mlflow_eas_savedmodel.eas.warmup import eas_warmup_file_name
+    return dest
 
-        bins = {
-            name: os.path.join(os.path.dirname(dest), eas_warmup_file_name(name))
-            for name in conf["signature_defs"]
-        }
-    for path in (dest, manifest, *bins.values()):
-        if os.path.exists(path):
-            raise invalid(f"{path!r} already exists. Export to a new path, or delete it first.")
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
 
+def _eas_warmup_targets(dest, conf):
+    """``{signature: path}`` of the EAS ``.bin`` files, beside ``dest``."""
+    from mlflow_eas_savedmodel.eas.warmup import eas_warmup_file_name
+
+    return {
+        name: os.path.join(os.path.dirname(dest), eas_warmup_file_name(name))
+        for name in conf["signature_defs"]
+    }
+
+
+def _verified_saved_model(model_uri, local, conf):
+    """The SavedModel folder and its files, every file checked against the hashes saved with it.
+
+    Returns:
+        ``(folder, [(relative path, path)], {relative path: sha256 recorded at save time})``.
+    """
     source = saved_model_dir(local, conf)
     integrity.refuse_symlinks(local)  # copytree would copy what a link points at
     if integrity.FLAVOR_KEY not in conf:
@@ -99,43 +147,37 @@ def export_for_upload(model_uri, dest, archive=None, warmup=False):
     members = list(_files_under(source))
     if not any(rel == "saved_model.pb" for rel, _ in members):
         raise invalid(f"{source!r} has no saved_model.pb: the model's artifact is incomplete.")
-    partial = dest + ".partial"
-    warmup_dir = partial + "-warmup"
-    try:
-        if warmup:
-            from mlflow_eas_savedmodel.eas.warmup import TF_SERVING_WARMUP_FILE, write_warmup_files
+    return source, members, verified
 
-            written = write_warmup_files(local, warmup_dir)
-            members = sorted(members + [(TF_SERVING_WARMUP_FILE.replace(os.sep, "/"), written["tf_serving"])])
-        hashes = {rel: verified.get(rel) or sha256_of(path) for rel, path in members}
-        if archive is None:
-            shutil.copytree(source, partial, symlinks=True)
-            if warmup:
-                os.makedirs(os.path.join(partial, os.path.dirname(TF_SERVING_WARMUP_FILE)))
-                shutil.copy(written["tf_serving"], os.path.join(partial, TF_SERVING_WARMUP_FILE))
-            lines = [f"{h}  {os.path.basename(dest)}/{rel}" for rel, h in hashes.items()]
-        else:
-            (_write_tar if archive == "tar.gz" else _write_zip)(partial, members)
-            lines = [f"{sha256_of(partial)}  {os.path.basename(dest)}"]
-            lines += [f"{h}  {rel}" for rel, h in hashes.items()]
-        for name, target in bins.items():
-            shutil.copy(written["eas"][name], target)
-            lines.append(f"{sha256_of(target)}  {os.path.basename(target)}")
-        os.rename(partial, dest)
-    except BaseException:
-        for target in bins.values():
-            if os.path.exists(target):
-                os.remove(target)
-        if os.path.isdir(partial):
-            shutil.rmtree(partial, ignore_errors=True)
-        elif os.path.exists(partial):
-            os.remove(partial)
-        raise
-    finally:
-        shutil.rmtree(warmup_dir, ignore_errors=True)
-    with open(manifest, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return {"path": dest, "manifest": manifest, "files": hashes, "warmup": bins}
+
+def _write_folder(source, partial, name, hashes, tf_serving_warmup=None):
+    """Copies the SavedModel folder (TF Serving's warm-up file inside); returns its manifest lines."""
+    shutil.copytree(source, partial, symlinks=True)
+    if tf_serving_warmup:
+        from mlflow_eas_savedmodel.eas.warmup import TF_SERVING_WARMUP_FILE
+
+        os.makedirs(os.path.join(partial, os.path.dirname(TF_SERVING_WARMUP_FILE)))
+        shutil.copy(tf_serving_warmup, os.path.join(partial, TF_SERVING_WARMUP_FILE))
+    return [f"{h}  {name}/{rel}" for rel, h in hashes.items()]
+
+
+def _write_archive(archive, partial, name, members, hashes):
+    """Writes the archive; returns its manifest lines (the archive, then every member)."""
+    (_write_tar if archive == "tar.gz" else _write_zip)(partial, members)
+    lines = [f"{integrity.sha256_file(partial)}  {name}"]
+    lines += [f"{h}  {rel}" for rel, h in hashes.items()]
+    return lines
+
+
+def _remove_partial(partial, bins):
+    """Removes what a failed export wrote (the partial folder or archive, the ``.bin`` copies)."""
+    for target in bins:
+        if os.path.exists(target):
+            os.remove(target)
+    if os.path.isdir(partial):
+        shutil.rmtree(partial, ignore_errors=True)
+    elif os.path.exists(partial):
+        os.remove(partial)
 
 
 def _write_tar(path, members):
@@ -177,7 +219,7 @@ def verify_manifest(manifest):
             path = os.path.join(base, rel)
             if not os.path.exists(path):
                 problems.append(f"missing: {rel}")
-            elif sha256_of(path) != expected:
+            elif integrity.sha256_file(path) != expected:
                 problems.append(f"checksum mismatch: {rel}")
     return problems
 
@@ -191,4 +233,4 @@ def read_archive_names(path):
         return sorted(m.name for m in tar.getmembers() if m.isfile())
 
 
-__all__ = ["export_for_upload", "verify_manifest", "read_archive_names", "sha256_of"]
+__all__ = ["write_eas_package", "verify_manifest", "read_archive_names"]
