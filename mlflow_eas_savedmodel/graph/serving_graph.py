@@ -48,7 +48,7 @@ class ServingGraph:
         source: the source kind, recorded in the MLmodel metadata only.
         notes: human-readable notes on what the conversion changed, recorded in the metadata.
         reference: ``(signature name, {input key: array}) -> {output key: array}`` computed by
-            the source itself (see :mod:`..sources.reference`), or ``None``; the post-save
+            the source itself (see :mod:`.reference`), or ``None``; the post-save
             check (:mod:`..verify`) compares the artifact's answers with it.
     """
 

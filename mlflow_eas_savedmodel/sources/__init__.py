@@ -7,21 +7,12 @@ MLflow, pyfunc or the SavedModel layout.
 import os
 
 from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.graph.keras_model import is_keras_model
 
 SUPPORTED = (
     "a Keras model (Keras 3 or tf_keras), a path to a .keras or .h5 file, "
     "a tf.compat.v1.Session, a tf.train.Saver checkpoint prefix, or a SavedModel folder"
 )
-
-
-def _is_keras_model(model):
-    for cls in type(model).__mro__:
-        module = cls.__module__ or ""
-        if cls.__name__ in ("Model", "Functional", "Sequential") and (
-            module.startswith("keras") or module.startswith("tf_keras")
-        ):
-            return True
-    return False
 
 
 def _is_session(model):
@@ -32,7 +23,7 @@ def _is_session(model):
 
 def source_kind(model):
     """The source kind of ``model`` ("keras", "session", "checkpoint", "saved_model")."""
-    if _is_keras_model(model):
+    if is_keras_model(model):
         return "keras"
     if _is_session(model):
         return "session"
