@@ -33,60 +33,60 @@ from mlflow_eas_savedmodel.graph.reference import saver_checkpoint_reference
 from mlflow_eas_savedmodel.graph.serving_graph import DEFAULT_SIGNATURE_NAME
 from mlflow_eas_savedmodel.graph.session_graph import reads_session, serving_graph_from_session
 
+# The SourceOptions this source takes.
+OPTIONS = (
+    "inputs", "outputs", "signatures", "default_signature", "signature_name", "init_op",
+    "build_fn", "input_example", "allow_file_ops",
+)
+
 _OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _SHARD_RE = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 
 
-def checkpoint_to_serving_graph(
-    model,
-    inputs=None,
-    outputs=None,
-    signatures=None,
-    default_signature=None,
-    signature_name=None,
-    init_op=None,
-    build_fn=None,
-    input_example=None,
-    allow_file_ops=False,
-):
+def checkpoint_to_serving_graph(model, options):
     """Restores the checkpoint at prefix ``model`` and converts it to a :class:`ServingGraph`.
 
     Args:
         model: the checkpoint prefix (``./lr_model/model.ckpt``) or a folder holding a
             ``checkpoint`` state file.
-        inputs, outputs, signature_name, signatures, default_signature, init_op: as for a
-            session (:func:`~mlflow_eas_savedmodel.graph.session_graph.serving_graph_from_session`);
-            tensors by name (``"x:0"``) or, with ``build_fn``, as the tensors it built.
-        build_fn: rebuilds the graph (Saver checkpoint without ``.meta``) or returns the model
-            (TF2 ``tf.train.Checkpoint``); see the module docstring for its contract.
-        input_example: not used here (the flavor stores it as the MLmodel input example).
-        allow_file_ops: keep file and network ops of a ``.meta`` graph (see
-            :mod:`..graph.ops_policy`).
+        options: the :class:`~mlflow_eas_savedmodel.sources.SourceOptions`:
+
+            * ``inputs``, ``outputs``, ``signature_name``, ``signatures``,
+              ``default_signature``, ``init_op``: as for a session
+              (:func:`~mlflow_eas_savedmodel.graph.session_graph.serving_graph_from_session`);
+              tensors by name (``"x:0"``) or, with ``build_fn``, as the tensors it built.
+            * ``build_fn``: rebuilds the graph (Saver checkpoint without ``.meta``) or returns
+              the model (TF2 ``tf.train.Checkpoint``); see the module docstring for its contract.
+            * ``allow_file_ops``: keep file and network ops of a ``.meta`` graph (see
+              :mod:`..graph.ops_policy`).
 
     Example:
         >>> serving_graph = checkpoint_to_serving_graph(
-        ...     "./lr_model/model.ckpt", inputs={"image": "x:0"}, outputs={"scores": "y:0"})
+        ...     "./lr_model/model.ckpt",
+        ...     SourceOptions(inputs={"image": "x:0"}, outputs={"scores": "y:0"}))
     """
-    del input_example
     tf = import_tensorflow()
     prefix = _resolve_prefix(model)
     reader = tf.train.load_checkpoint(prefix)
     if reader.has_tensor(_OBJECT_GRAPH_KEY):
-        if build_fn is None:
+        if options.build_fn is None:
             raise invalid(
                 f"{prefix!r} is a TF2 object-based checkpoint (tf.train.Checkpoint): it holds "
                 "values but no graph. Pass `build_fn=` returning the model it was saved from, "
                 "built (e.g. `lambda: make_model()`), so the values can be restored into it."
             )
-        if init_op is not None or signatures is not None:
+        if options.init_op is not None or options.signatures is not None:
             raise invalid(
                 "`init_op=` and `signatures=` are for tf.train.Saver checkpoints; with a TF2 "
                 "checkpoint, give the model's tf.function methods an input_signature instead."
             )
-        return _from_object_checkpoint(prefix, build_fn, inputs, outputs, signature_name, default_signature)
+        return _from_object_checkpoint(
+            prefix, options.build_fn, options.inputs, options.outputs, options.signature_name,
+            options.default_signature,
+        )
     return _from_saver_checkpoint(
-        prefix, reader, build_fn, inputs, outputs, signature_name, signatures, default_signature,
-        init_op, allow_file_ops,
+        prefix, reader, options.build_fn, options.inputs, options.outputs, options.signature_name,
+        options.signatures, options.default_signature, options.init_op, options.allow_file_ops,
     )
 
 

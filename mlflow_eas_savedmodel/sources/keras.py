@@ -15,6 +15,9 @@ from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph.keras_model import keras_model_to_serving_graph
 from mlflow_eas_savedmodel.graph.serving_graph import DEFAULT_SIGNATURE_NAME
 
+# The SourceOptions this source takes.
+OPTIONS = ("inputs", "outputs", "signature_name", "input_example", "custom_objects", "safe_mode")
+
 
 def _safe_mode_refusal(path, error):
     """The error for a file Keras' safe mode refused (a Lambda or other layer holding code)."""
@@ -85,19 +88,17 @@ def load_keras_file(path, custom_objects=None, safe_mode=True):
             ) from keras2_error
 
 
-def keras_to_serving_graph(
-    model,
-    inputs=None,
-    outputs=None,
-    signature_name=DEFAULT_SIGNATURE_NAME,
-    input_example=None,
-    custom_objects=None,
-    safe_mode=True,
-):
-    """Traces and freezes a Keras model into a one-signature :class:`ServingGraph`.
+def keras_to_serving_graph(model, options):
+    """Traces and freezes a Keras model (or ``.keras``/``.h5`` file) into a :class:`ServingGraph`.
 
-    ``safe_mode`` applies to ``.keras``/``.h5`` files (see :func:`load_keras_file`).
+    Args:
+        model: the Keras model, or the path of its file (read as :func:`load_keras_file` says,
+            with ``options.custom_objects`` and ``options.safe_mode``).
+        options: the :class:`~mlflow_eas_savedmodel.sources.SourceOptions`; see ``OPTIONS``.
     """
     if isinstance(model, (str, os.PathLike)):
-        model = load_keras_file(os.fspath(model), custom_objects, safe_mode=safe_mode)
-    return keras_model_to_serving_graph(model, inputs, outputs, signature_name, input_example)
+        model = load_keras_file(os.fspath(model), options.custom_objects, safe_mode=options.safe_mode)
+    signature_name = DEFAULT_SIGNATURE_NAME if options.signature_name is None else options.signature_name
+    return keras_model_to_serving_graph(
+        model, options.inputs, options.outputs, signature_name, options.input_example
+    )

@@ -37,37 +37,39 @@ from mlflow_eas_savedmodel.sources import assets
 
 _logger = logging.getLogger(__name__)
 
+# The SourceOptions this source takes.
+OPTIONS = ("default_signature", "input_example", "allow_file_ops")
+
 _MAIN_OP_COLLECTIONS = ("saved_model_main_op", "legacy_init_op")
 _INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 
-def saved_model_to_serving_graph(model, default_signature=None, input_example=None, allow_file_ops=False):
+def saved_model_to_serving_graph(model, options):
     """Reads the SavedModel folder ``model`` and converts it to a :class:`ServingGraph`.
 
     Args:
         model: the folder holding ``saved_model.pb`` or ``saved_model.pbtxt``.
-        default_signature: the SignatureDef requests use when they name none (default
-            ``serving_default`` when present, else the first by name).
-        input_example: not used here (the flavor stores it as the MLmodel input example).
-        allow_file_ops: keep file and network ops (see :mod:`..graph.ops_policy`).
+        options: the :class:`~mlflow_eas_savedmodel.sources.SourceOptions`:
+            ``default_signature``, the SignatureDef requests use when they name none (default
+            ``serving_default`` when present, else the first by name); ``allow_file_ops``,
+            keep file and network ops (see :mod:`..graph.ops_policy`).
 
     Example:
-        >>> serving_graph = saved_model_to_serving_graph("./export_dir")
+        >>> serving_graph = saved_model_to_serving_graph("./export_dir", SourceOptions())
         >>> sorted(serving_graph.signatures)
         ['predict_images', 'serving_default']
     """
-    del input_example
     saved_model = read_saved_model(model)
     meta_graph = _serving_meta_graph(model, saved_model)
     # Before TensorFlow loads anything: its loaders run the main op, the Saver and initializers.
     ops_policy.check_meta_graph(
         meta_graph, f"The SavedModel in {model!r}", assets.check_assets(meta_graph, model),
-        allow_file_ops=allow_file_ops,
+        allow_file_ops=options.allow_file_ops,
     )
     if len(meta_graph.object_graph_def.nodes) > 0:
-        serving_graph = _from_tf2_saved_model(model, meta_graph, default_signature)
+        serving_graph = _from_tf2_saved_model(model, meta_graph, options.default_signature)
     else:
-        serving_graph = _from_tf1_saved_model(model, meta_graph, default_signature)
+        serving_graph = _from_tf1_saved_model(model, meta_graph, options.default_signature)
     serving_graph.source = "saved_model"
     for note in serving_graph.notes:
         _logger.info("Re-exported SavedModel %s: %s", model, note)

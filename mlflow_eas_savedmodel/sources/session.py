@@ -19,32 +19,21 @@ live session in :mod:`..graph.session_graph`.
 
 from mlflow_eas_savedmodel.graph.session_graph import serving_graph_from_session
 
+# The SourceOptions this source takes.
+OPTIONS = (
+    "inputs", "outputs", "signature_name", "signatures", "default_signature", "init_op",
+    "input_example",
+)
 
-def session_to_serving_graph(
-    model,
-    inputs=None,
-    outputs=None,
-    signature_name=None,
-    signatures=None,
-    default_signature=None,
-    init_op=None,
-    input_example=None,
-):
+
+def session_to_serving_graph(model, options):
     """Freezes a ``tf.compat.v1.Session`` into a :class:`ServingGraph`.
 
     Args:
         model: the session; its variables must hold the values to serve.
-        inputs: ``{key: tensor | "name:0" | TensorInfo}`` of the one signature (simple_save).
-        outputs: same form, the one signature's outputs.
-        signature_name: the name of that one signature (default ``serving_default``).
-        signatures: ``{name: {"inputs": {...}, "outputs": {...}, "method": "predict"}}`` (or
-            ``{name: SignatureDef}``); ``method`` is ``predict`` (default), ``classify``,
-            ``regress`` or a full method-name constant.
-        default_signature: the signature requests use when they name none (default
-            ``serving_default`` when present, else the only or first signature).
-        init_op: an op (or name, or list) to run at load, e.g. the guide's ``legacy_init_op``.
-            Without it, the graph's table initializers are used.
-        input_example: not used here (the flavor stores it as the MLmodel input example).
+        options: the :class:`~mlflow_eas_savedmodel.sources.SourceOptions`; ``inputs``,
+            ``outputs``, ``signature_name``, ``signatures``, ``default_signature`` and
+            ``init_op`` as :func:`~..graph.session_graph.serving_graph_from_session` takes them.
 
     Returns:
         The :class:`ServingGraph`; ``notes`` says what the conversion changed.
@@ -52,9 +41,14 @@ def session_to_serving_graph(
     Example:
         >>> with tf.compat.v1.Session(graph=g) as sess:
         ...     serving_graph = session_to_serving_graph(
-        ...         sess, inputs={"image": x}, outputs={"scores": y})
+        ...         sess, SourceOptions(inputs={"image": x}, outputs={"scores": y}))
     """
-    del input_example
     return serving_graph_from_session(
-        model, inputs, outputs, signature_name, signatures, default_signature, init_op
+        model,
+        options.inputs,
+        options.outputs,
+        options.signature_name,
+        options.signatures,
+        options.default_signature,
+        options.init_op,
     )
