@@ -5,8 +5,8 @@ shared by the sources (:mod:`mlflow_eas_savedmodel.sources`, which never import 
 
 * :mod:`.session_graph`: a TF1 graph in a session (sessions, Saver checkpoints, TF1 SavedModel
   folders), its signatures normalised and checked by :mod:`.signatures`;
-* :mod:`.functions`: traced ``tf.function``\s (TF2 SavedModel folders, ``tf.Module``\s from
-  ``tf.train.Checkpoint``);
+* :mod:`.functions`: traced ``tf.function`` objects (TF2 SavedModel folders, a ``tf.Module``
+  from a ``tf.train.Checkpoint``);
 * :mod:`.keras_model`: a Keras model (Keras objects and files, Keras models from checkpoints);
 * :mod:`.reference`: the source's own outputs, which the post-save check compares with.
 

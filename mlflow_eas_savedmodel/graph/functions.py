@@ -1,4 +1,4 @@
-"""Traced ``tf.function``\s -> one :class:`ServingGraph`, the machinery of every TF2 source.
+"""Traced ``tf.function`` objects -> one :class:`ServingGraph`: the machinery of the TF2 sources.
 
 A TF2 SavedModel folder's ``.signatures`` and the ``input_signature`` methods of a ``tf.Module``
 restored from a ``tf.train.Checkpoint`` are concrete functions; each is frozen on its own

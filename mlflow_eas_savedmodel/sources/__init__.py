@@ -3,12 +3,12 @@
 One module per source kind, and the kinds are peers: none imports another. :mod:`.keras`
 (Keras objects, ``.keras``/``.h5`` files), :mod:`.session` (``tf.compat.v1.Session``),
 :mod:`.checkpoint` (Saver and TF2 checkpoints) and :mod:`.saved_model` (SavedModel folders)
-open what the user passed, check what is untrusted in it before TensorFlow runs any of it, and
+open what the user passed (files and folders checked before TensorFlow runs any of them) and
 hand the live objects to the machinery they share, which lives in
 :mod:`mlflow_eas_savedmodel.graph`: :mod:`~..graph.session_graph` (a TF1 graph in a session,
 its signatures normalised by :mod:`~..graph.signatures`), :mod:`~..graph.functions` (traced
-``tf.function``\s) and :mod:`~..graph.keras_model` (a Keras model). :mod:`.assets` (a SavedModel's
-assets stay inside its folder) is a helper of the SavedModel source, not a source.
+``tf.function`` objects) and :mod:`~..graph.keras_model` (a Keras model). :mod:`.assets` (a
+SavedModel's assets stay inside its folder) is a helper of the SavedModel source, not a source.
 
 :func:`to_serving_graph` picks the module from the object's type and gives it the
 :class:`SourceOptions` of ``save_model``; each module declares in ``OPTIONS`` which of them it
