@@ -192,20 +192,20 @@ def save_model(
             _save_example(mlflow_model, input_example, tmp)
         code_dir = _validate_and_copy_code_paths(code_paths, tmp)
 
-        options = {
-            "inputs": inputs,
-            "outputs": outputs,
-            "signature_name": signature_name,
-            "signatures": signatures,
-            "default_signature": default_signature,
-            "init_op": init_op,
-            "build_fn": build_fn,
-            "custom_objects": custom_objects,
-            "input_example": input_example,
-        }
-        serving_graph = sources.to_serving_graph(
-            model, allow_file_ops=allow_file_ops, safe_mode=safe_mode, **options
+        options = sources.SourceOptions(
+            inputs=inputs,
+            outputs=outputs,
+            signature_name=signature_name,
+            signatures=signatures,
+            default_signature=default_signature,
+            init_op=init_op,
+            build_fn=build_fn,
+            custom_objects=custom_objects,
+            input_example=input_example,
+            allow_file_ops=allow_file_ops,
+            safe_mode=safe_mode,
         )
+        serving_graph = sources.to_serving_graph(model, options)
         ops_policy.check_graph_def(
             serving_graph.graph_def, f"The {serving_graph.source} model", allow_file_ops
         )

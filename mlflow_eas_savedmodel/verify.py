@@ -13,7 +13,7 @@ still in the temporary folder, so a failure leaves nothing on disk. Two stages:
   Python path uses) in a fresh graph, and every SignatureDef runs on the input example when it
   covers the SignatureDef's inputs, else on synthesised inputs (serialized ``tf.Example``\\s for
   parse-op inputs, see :mod:`.eas.inputs`). The outputs are compared (:mod:`.comparison`) with
-  the source's own (:attr:`ServingGraph.reference`, see :mod:`.sources.reference`).
+  the source's own (:attr:`ServingGraph.reference`, see :mod:`.graph.reference`).
 
 Running loads the weights once more (1x their size), which would break the memory bound of
 very large exports: above :data:`DEFAULT_MAX_RUN_BYTES` of variables (``$MLFLOW_EAS_SAVEDMODEL_

@@ -22,8 +22,6 @@ METHOD_ALIASES = {"predict": PREDICT_METHOD, "classify": CLASSIFY_METHOD, "regre
 DEFAULT_SIGNATURE_NAME = "serving_default"
 SERVING_TAG = "serve"
 
-_NODE_NAME_RE = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-/>]*$")
-
 
 @dataclasses.dataclass
 class SignatureSpec:
@@ -50,7 +48,7 @@ class ServingGraph:
         source: the source kind, recorded in the MLmodel metadata only.
         notes: human-readable notes on what the conversion changed, recorded in the metadata.
         reference: ``(signature name, {input key: array}) -> {output key: array}`` computed by
-            the source itself (see :mod:`..sources.reference`), or ``None``; the post-save
+            the source itself (see :mod:`.reference`), or ``None``; the post-save
             check (:mod:`..verify`) compares the artifact's answers with it.
     """
 
@@ -68,10 +66,6 @@ class ServingGraph:
 def node_name(tensor_name):
     """``"scope/x:0"`` -> ``"scope/x"``; ``"^x"`` -> ``"x"``."""
     return tensor_name.lstrip("^").split(":")[0]
-
-
-def is_valid_node_name(name):
-    return bool(_NODE_NAME_RE.match(name))
 
 
 def sanitize_node_name(key):

@@ -1,27 +1,30 @@
 """Sources: each module turns one kind of user model into a :class:`ServingGraph`.
 
-:func:`to_serving_graph` picks the module from the object's type; the modules know nothing of
-MLflow, pyfunc or the SavedModel layout.
+One module per source kind, and the kinds are peers: none imports another. :mod:`.keras`
+(Keras objects, ``.keras``/``.h5`` files), :mod:`.session` (``tf.compat.v1.Session``),
+:mod:`.checkpoint` (Saver and TF2 checkpoints) and :mod:`.saved_model` (SavedModel folders)
+open what the user passed (files and folders checked before TensorFlow runs any of them) and
+hand the live objects to the machinery they share, which lives in
+:mod:`mlflow_eas_savedmodel.graph`: :mod:`~..graph.session_graph` (a TF1 graph in a session,
+its signatures normalised by :mod:`~..graph.signatures`), :mod:`~..graph.functions` (traced
+``tf.function`` objects) and :mod:`~..graph.keras_model` (a Keras model). :mod:`.assets` (a
+SavedModel's assets stay inside its folder) is a helper of the SavedModel source, not a source.
+
+:func:`to_serving_graph` picks the module from the object's type and gives it the
+:class:`SourceOptions` of ``save_model``; each module declares in ``OPTIONS`` which of them it
+takes. The modules know nothing of MLflow, pyfunc or the SavedModel layout.
 """
 
+import dataclasses
 import os
 
 from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.graph.keras_model import is_keras_model
 
 SUPPORTED = (
     "a Keras model (Keras 3 or tf_keras), a path to a .keras or .h5 file, "
     "a tf.compat.v1.Session, a tf.train.Saver checkpoint prefix, or a SavedModel folder"
 )
-
-
-def _is_keras_model(model):
-    for cls in type(model).__mro__:
-        module = cls.__module__ or ""
-        if cls.__name__ in ("Model", "Functional", "Sequential") and (
-            module.startswith("keras") or module.startswith("tf_keras")
-        ):
-            return True
-    return False
 
 
 def _is_session(model):
@@ -32,7 +35,7 @@ def _is_session(model):
 
 def source_kind(model):
     """The source kind of ``model`` ("keras", "session", "checkpoint", "saved_model")."""
-    if _is_keras_model(model):
+    if is_keras_model(model):
         return "keras"
     if _is_session(model):
         return "session"
@@ -77,40 +80,69 @@ def _refuse_session_bundle(path):
             )
 
 
-def to_serving_graph(model, allow_file_ops=False, safe_mode=True, **options):
+_POLICIES = ("allow_file_ops", "safe_mode")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceOptions:
+    """The source options of ``save_model``, as the user passed them (``None``: not passed).
+
+    A source reads the ones its module lists in ``OPTIONS`` (in the order the error for an
+    option it does not take lists them); :func:`to_serving_graph` refuses any other that was
+    passed. Every kind lists ``input_example``: the flavor stores it as the MLmodel input
+    example, and the Keras source also reads input shapes from it. ``allow_file_ops`` and
+    ``safe_mode`` are policies with a default rather than options: they are read by the
+    sources that apply them (checking a graph before running it, reading a Keras file) and
+    are never refused.
+    """
+
+    inputs: object = None
+    outputs: object = None
+    signature_name: str = None
+    signatures: dict = None
+    default_signature: str = None
+    init_op: object = None
+    build_fn: object = None
+    custom_objects: dict = None
+    input_example: object = None
+    allow_file_ops: bool = False
+    safe_mode: bool = True
+
+    def passed(self):
+        """The names of the options passed (not ``None``), the policies left out."""
+        return [
+            field.name
+            for field in dataclasses.fields(self)
+            if field.name not in _POLICIES and getattr(self, field.name) is not None
+        ]
+
+
+def to_serving_graph(model, options):
     """Converts any supported source to a :class:`ServingGraph`.
 
-    ``options`` left at ``None`` are dropped; one the source kind does not take is an error.
-    ``allow_file_ops`` goes to the sources that check a graph before running it (SavedModel
-    folders, checkpoints; ``save_model`` checks every serving graph afterwards), ``safe_mode``
-    to the one that reads Keras files.
+    Args:
+        model: what ``save_model`` was given (see :data:`SUPPORTED`).
+        options: the :class:`SourceOptions`; one the source kind does not take is an error.
     """
-    import inspect
-
     kind = source_kind(model)
     if kind == "keras":
+        from mlflow_eas_savedmodel.sources.keras import OPTIONS
         from mlflow_eas_savedmodel.sources.keras import keras_to_serving_graph as convert
     elif kind == "session":
+        from mlflow_eas_savedmodel.sources.session import OPTIONS
         from mlflow_eas_savedmodel.sources.session import session_to_serving_graph as convert
     elif kind == "checkpoint":
+        from mlflow_eas_savedmodel.sources.checkpoint import OPTIONS
         from mlflow_eas_savedmodel.sources.checkpoint import checkpoint_to_serving_graph as convert
     else:
+        from mlflow_eas_savedmodel.sources.saved_model import OPTIONS
         from mlflow_eas_savedmodel.sources.saved_model import saved_model_to_serving_graph as convert
-    options = {k: v for k, v in options.items() if v is not None}
-    accepted = inspect.signature(convert).parameters
-    # input_example is a hint (shapes for models without symbolic inputs), not a demand: a
-    # source that does not need it simply does not get it.
-    if "input_example" not in accepted:
-        options.pop("input_example", None)
-    for name, value in (("allow_file_ops", allow_file_ops), ("safe_mode", safe_mode)):
-        if name in accepted:
-            options[name] = value
-    unsupported = sorted(k for k in options if k not in accepted)
+    unsupported = sorted(name for name in options.passed() if name not in OPTIONS)
     if unsupported:
         raise invalid(
             f"{', '.join(f'`{k}=`' for k in unsupported)} cannot be used with a {kind} source. "
-            f"It takes: {', '.join(k for k in accepted if k != 'model' and k != 'path')}."
+            f"It takes: {', '.join(OPTIONS)}."
         )
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
-    return convert(model, **options)
+    return convert(model, options)

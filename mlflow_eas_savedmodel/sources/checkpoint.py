@@ -4,7 +4,7 @@ Three kinds of checkpoint, told apart by what the prefix holds:
 
 * A ``tf.train.Saver`` checkpoint with its ``PREFIX.meta`` graph: the graph is imported into a
   fresh session (devices cleared), the variables restored, and the session exported like any
-  other (:mod:`.session`); tensors are named by string (``inputs={"image": "x:0"}``).
+  other (:mod:`..graph.session_graph`); tensors are named by string (``inputs={"image": "x:0"}``).
 * A ``tf.train.Saver`` checkpoint without ``.meta``, plus ``build_fn``: ``build_fn()`` rebuilds
   the graph (the guide's "variable define ...") in a fresh default graph; the variables it
   creates are restored by name. It returns the signature tensors, in one of three forms:
@@ -12,9 +12,10 @@ Three kinds of checkpoint, told apart by what the prefix holds:
   or ``None`` when ``inputs=``/``outputs=``/``signatures=`` name the tensors.
 * A TF2 object-based checkpoint (``tf.train.Checkpoint(model=model).save(prefix)``), plus
   ``build_fn``: ``build_fn()`` returns the object that was saved as ``model=`` (or as the
-  checkpoint's root), built so its variables exist: a Keras model (exported like any Keras
-  model) or a ``tf.Module`` whose ``tf.function`` methods have an ``input_signature`` (each
-  becomes a signature named after the method, ``__call__`` as ``serving_default``).
+  checkpoint's root), built so its variables exist: a Keras model (traced like any Keras
+  model, :mod:`..graph.keras_model`) or a ``tf.Module`` whose ``tf.function`` methods have an
+  ``input_signature`` (each becomes a signature named after the method, ``__call__`` as
+  ``serving_default``; frozen by :mod:`..graph.functions`).
 
 A prefix may also be a folder with a ``checkpoint`` state file (its latest checkpoint is used).
 """
@@ -26,63 +27,66 @@ import re
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.graph import ops_policy
+from mlflow_eas_savedmodel.graph.functions import concrete_functions_to_serving_graph, variable_names
+from mlflow_eas_savedmodel.graph.keras_model import is_keras_model, keras_model_to_serving_graph
+from mlflow_eas_savedmodel.graph.reference import saver_checkpoint_reference
 from mlflow_eas_savedmodel.graph.serving_graph import DEFAULT_SIGNATURE_NAME
-from mlflow_eas_savedmodel.sources.reference import saver_checkpoint_reference
+from mlflow_eas_savedmodel.graph.session_graph import reads_session, serving_graph_from_session
+
+# The SourceOptions this source takes.
+OPTIONS = (
+    "inputs", "outputs", "signatures", "default_signature", "signature_name", "init_op",
+    "build_fn", "input_example", "allow_file_ops",
+)
 
 _OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _SHARD_RE = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 
 
-def checkpoint_to_serving_graph(
-    model,
-    inputs=None,
-    outputs=None,
-    signatures=None,
-    default_signature=None,
-    signature_name=None,
-    init_op=None,
-    build_fn=None,
-    input_example=None,
-    allow_file_ops=False,
-):
+def checkpoint_to_serving_graph(model, options):
     """Restores the checkpoint at prefix ``model`` and converts it to a :class:`ServingGraph`.
 
     Args:
         model: the checkpoint prefix (``./lr_model/model.ckpt``) or a folder holding a
             ``checkpoint`` state file.
-        inputs, outputs, signature_name, signatures, default_signature, init_op: as for a
-            session (:func:`~mlflow_eas_savedmodel.sources.session.session_to_serving_graph`);
-            tensors by name (``"x:0"``) or, with ``build_fn``, as the tensors it built.
-        build_fn: rebuilds the graph (Saver checkpoint without ``.meta``) or returns the model
-            (TF2 ``tf.train.Checkpoint``); see the module docstring for its contract.
-        input_example: not used here (the flavor stores it as the MLmodel input example).
-        allow_file_ops: keep file and network ops of a ``.meta`` graph (see
-            :mod:`..graph.ops_policy`).
+        options: the :class:`~mlflow_eas_savedmodel.sources.SourceOptions`:
+
+            * ``inputs``, ``outputs``, ``signature_name``, ``signatures``,
+              ``default_signature``, ``init_op``: as for a session
+              (:func:`~mlflow_eas_savedmodel.graph.session_graph.serving_graph_from_session`);
+              tensors by name (``"x:0"``) or, with ``build_fn``, as the tensors it built.
+            * ``build_fn``: rebuilds the graph (Saver checkpoint without ``.meta``) or returns
+              the model (TF2 ``tf.train.Checkpoint``); see the module docstring for its contract.
+            * ``allow_file_ops``: keep file and network ops of a ``.meta`` graph (see
+              :mod:`..graph.ops_policy`).
 
     Example:
         >>> serving_graph = checkpoint_to_serving_graph(
-        ...     "./lr_model/model.ckpt", inputs={"image": "x:0"}, outputs={"scores": "y:0"})
+        ...     "./lr_model/model.ckpt",
+        ...     SourceOptions(inputs={"image": "x:0"}, outputs={"scores": "y:0"}))
     """
-    del input_example
     tf = import_tensorflow()
     prefix = _resolve_prefix(model)
     reader = tf.train.load_checkpoint(prefix)
     if reader.has_tensor(_OBJECT_GRAPH_KEY):
-        if build_fn is None:
+        if options.build_fn is None:
             raise invalid(
                 f"{prefix!r} is a TF2 object-based checkpoint (tf.train.Checkpoint): it holds "
                 "values but no graph. Pass `build_fn=` returning the model it was saved from, "
                 "built (e.g. `lambda: make_model()`), so the values can be restored into it."
             )
-        if init_op is not None or signatures is not None:
+        if options.init_op is not None or options.signatures is not None:
             raise invalid(
                 "`init_op=` and `signatures=` are for tf.train.Saver checkpoints; with a TF2 "
                 "checkpoint, give the model's tf.function methods an input_signature instead."
             )
-        return _from_object_checkpoint(prefix, build_fn, inputs, outputs, signature_name, default_signature)
+        return _from_object_checkpoint(
+            prefix, options.build_fn, options.inputs, options.outputs, options.signature_name,
+            options.default_signature,
+        )
     return _from_saver_checkpoint(
-        prefix, reader, build_fn, inputs, outputs, signature_name, signatures, default_signature,
-        init_op, allow_file_ops,
+        prefix, reader, options.build_fn, options.inputs, options.outputs, options.signature_name,
+        options.signatures, options.default_signature, options.init_op, options.allow_file_ops,
     )
 
 
@@ -142,7 +146,6 @@ def _from_saver_checkpoint(
     allow_file_ops=False,
 ):
     tf = import_tensorflow()
-    from mlflow_eas_savedmodel.sources.session import reads_session, serving_graph_from_session
 
     graph = tf.Graph()
     built = None
@@ -250,11 +253,8 @@ def _signatures_from_build_fn(built, inputs, outputs, signatures):
 
 def _from_object_checkpoint(prefix, build_fn, inputs, outputs, signature_name, default_signature):
     tf = import_tensorflow()
-    from mlflow_eas_savedmodel.sources import _is_keras_model
-    from mlflow_eas_savedmodel.sources.keras import keras_to_serving_graph
-
     model = build_fn()
-    if model is None or not hasattr(model, "_track_trackable") and not _is_keras_model(model):
+    if model is None or not hasattr(model, "_track_trackable") and not is_keras_model(model):
         raise invalid(
             f"`build_fn` returned {type(model).__name__}; for a TF2 checkpoint it must return the "
             "model that was saved (a Keras model or a tf.Module), with its variables built."
@@ -275,8 +275,8 @@ def _from_object_checkpoint(prefix, build_fn, inputs, outputs, signature_name, d
             f"`tf.train.Checkpoint(model=...)` nor as its root): {problems[0][:500]}. Build the "
             "same architecture (same layers, built with the same shapes) as when it was saved."
         )
-    if _is_keras_model(model):
-        serving_graph = keras_to_serving_graph(
+    if is_keras_model(model):
+        serving_graph = keras_model_to_serving_graph(
             model, inputs=inputs, outputs=outputs, signature_name=signature_name or DEFAULT_SIGNATURE_NAME
         )
     else:
@@ -287,11 +287,6 @@ def _from_object_checkpoint(prefix, build_fn, inputs, outputs, signature_name, d
 
 def _module_to_serving_graph(module, signature_name, default_signature, inputs, outputs):
     tf = import_tensorflow()
-    from mlflow_eas_savedmodel.sources.saved_model import (
-        concrete_functions_to_serving_graph,
-        variable_names,
-    )
-
     if inputs is not None or outputs is not None:
         raise invalid(
             "`inputs=`/`outputs=` cannot rename a tf.Module's tensors: name its inputs with "

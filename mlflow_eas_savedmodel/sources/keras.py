@@ -1,36 +1,22 @@
 """Keras models (Keras 3, tf_keras, ``.keras`` and ``.h5`` files) -> :class:`ServingGraph`.
 
-Why trace and freeze instead of ``model.export``: every SavedModel TF 2.21 writes the TF2 way
-fails in EAS's TF 1.12-2.3 runtimes (``VarHandleOp.debug_name``, ``DisableCopyOnRead`` in the
-function library). So we trace ``model(inputs, training=False)`` once as a ``tf.function`` with
-named ``TensorSpec``s, freeze it with control flow lowered to v1 ops (the variables as
-stand-ins, see :mod:`mlflow_eas_savedmodel.graph.weights`), and let the export write the weights
-as reference variables, read piece by piece from the live Keras variables. Rebuilding the model as a TF1 graph with reference
-variables directly would need a second implementation of every Keras layer; tracing reuses
-Keras' own ``call`` and keeps numbers identical. Lookup tables (``StringLookup``) cannot be
-frozen, so they are re-created as ``HashTableV2`` plus an ``InitializeTableV2`` init op.
+This source opens what the user passed: a model object as it is, a ``.keras``/``.h5`` file
+through :func:`load_keras_file` (Keras 3, falling back to tf_keras for Keras 2 H5 files, both in
+safe mode unless ``safe_mode=False``). The model is then traced and frozen by
+:mod:`..graph.keras_model`, which the checkpoint source uses too; see there why we trace and
+freeze instead of calling ``model.export``.
 """
 
-import logging
 import os
 import zipfile
 
-import numpy as np
-
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
-from mlflow_eas_savedmodel.graph import edit
-from mlflow_eas_savedmodel.graph.freeze import freeze_concrete_function
-from mlflow_eas_savedmodel.graph.tables import recreate_tables
-from mlflow_eas_savedmodel.graph.serving_graph import (
-    DEFAULT_SIGNATURE_NAME,
-    ServingGraph,
-    SignatureSpec,
-    sanitize_node_name,
-)
-from mlflow_eas_savedmodel.sources.reference import concrete_function_reference
+from mlflow_eas_savedmodel.graph.keras_model import keras_model_to_serving_graph
+from mlflow_eas_savedmodel.graph.serving_graph import DEFAULT_SIGNATURE_NAME
 
-_logger = logging.getLogger(__name__)
+# The SourceOptions this source takes.
+OPTIONS = ("inputs", "outputs", "signature_name", "input_example", "custom_objects", "safe_mode")
 
 
 def _safe_mode_refusal(path, error):
@@ -102,251 +88,17 @@ def load_keras_file(path, custom_objects=None, safe_mode=True):
             ) from keras2_error
 
 
-def _model_inputs(model, input_example):
-    """``(structure, [(default_key, shape, dtype, keras_tensor_or_None)])`` of the model's inputs."""
-    tf = import_tensorflow()
-    struct = getattr(model, "_inputs_struct", None)
-    try:
-        tensors = list(model.inputs)
-    except (AttributeError, ValueError):
-        tensors = None
-    if tensors:
-        if isinstance(struct, dict):
-            keys = list(struct.keys())
-            tensors = [struct[k] for k in keys]
-            structure = "dict"
-        else:
-            names = getattr(model, "input_names", None)
-            # The InputLayer's name ('input_layer', or the name given to keras.Input), not the
-            # symbolic tensor's auto-generated 'keras_tensor_3'.
-            keys = list(names) if names else [_input_layer_name(t) for t in tensors]
-            structure = "single" if len(tensors) == 1 else "list"
-        return structure, [
-            (k, tuple(t.shape), tf.as_dtype(t.dtype), t) for k, t in zip(keys, tensors)
-        ]
-    # Subclassed models have no symbolic inputs: use what they were built with, or the example.
-    if input_example is not None:
-        if isinstance(input_example, dict):
-            items = [(k, np.asarray(v)) for k, v in input_example.items()]
-            return "dict", [
-                (k, (None,) + a.shape[1:], tf.as_dtype(a.dtype), None) for k, a in items
-            ]
-        a = np.asarray(input_example)
-        return "single", [("inputs", (None,) + a.shape[1:], tf.as_dtype(a.dtype), None)]
-    shapes = getattr(model, "_build_shapes_dict", None) or {}
-    if len(shapes) == 1 and getattr(model, "built", False):
-        shape = tuple(next(iter(shapes.values())))
-        dtype = tf.as_dtype(getattr(model, "input_dtype", None) or "float32")
-        return "single", [("inputs", (None,) + shape[1:], dtype, None)]
-    raise invalid(
-        f"The Keras model {model.name!r} has no defined inputs. Build it with `keras.Input(...)`, "
-        "call it once on a batch, or pass `input_example=` so the input shapes and dtypes are known."
-    )
+def keras_to_serving_graph(model, options):
+    """Traces and freezes a Keras model (or ``.keras``/``.h5`` file) into a :class:`ServingGraph`.
 
-
-def _input_layer_name(tensor):
-    history = getattr(tensor, "_keras_history", None)
-    layer = getattr(history, "operation", None) or getattr(history, "layer", None)
-    return getattr(layer, "name", None) or tensor.name.split(":")[0]
-
-
-def _model_output_keys(model, n_outputs, struct):
-    if isinstance(struct, dict):
-        return list(struct.keys())
-    names = getattr(model, "output_names", None)
-    if names and len(names) == n_outputs:
-        return list(names)
-    return ["outputs"] if n_outputs == 1 else [f"outputs_{i}" for i in range(n_outputs)]
-
-
-def _resolve_keys(arg, what, model_items, kind):
-    """Maps ``inputs=``/``outputs=`` to one key per model tensor, in the model's order."""
-    defaults = [item[0] for item in model_items]
-    if arg is None:
-        keys = defaults
-    elif isinstance(arg, (list, tuple)):
-        if len(arg) != len(model_items):
-            raise invalid(
-                f"`{what}=` lists {len(arg)} keys but the model has {len(model_items)} {what}: "
-                f"{defaults}. Pass one key per {kind}, in the model's order."
-            )
-        keys = list(arg)
-    elif isinstance(arg, dict):
-        keys = [None] * len(model_items)
-        for key, ref in arg.items():
-            index = _match(ref, model_items)
-            if index is None:
-                raise invalid(
-                    f"`{what}={{{key!r}: ...}}` does not refer to an {kind} of the model. Use "
-                    f"`model.{what}[i]` or one of the names {defaults}."
-                )
-            if keys[index] is not None:
-                raise invalid(
-                    f"`{what}=` maps both {keys[index]!r} and {key!r} to the model's {kind} "
-                    f"{defaults[index]!r}. Give each {kind} one key."
-                )
-            keys[index] = key
-        missing = [defaults[i] for i, k in enumerate(keys) if k is None]
-        if missing:
-            raise invalid(
-                f"`{what}=` does not name the model's {kind}s {missing}. Every {kind} needs a key."
-            )
-    else:
-        raise invalid(f"`{what}=` must be a dict {{key: tensor or name}} or a list of keys.")
-    _check_keys(keys, what)
-    _check_not_swapped(keys, defaults, what, kind, arg)
-    return keys
-
-
-def _check_not_swapped(keys, defaults, what, kind, arg):
-    """Refuses a key that is the name of another of the model's tensors.
-
-    Keras orders dict outputs (and inputs) by name, so ``outputs={"score": model.outputs[0]}``
-    can point ``score`` at the output named ``probs``: the artifact would then serve the wrong
-    tensor under the expected key. A warning would be one log line among many while predictions
-    come back silently swapped; renaming a tensor to another one's name is the rare case, and
-    any other key does it. So it is an error.
+    Args:
+        model: the Keras model, or the path of its file (read as :func:`load_keras_file` says,
+            with ``options.custom_objects`` and ``options.safe_mode``).
+        options: the :class:`~mlflow_eas_savedmodel.sources.SourceOptions`; see ``OPTIONS``.
     """
-    order = [k for k in arg if k in keys] if isinstance(arg, dict) else keys
-    for key in order:
-        index = keys.index(key)
-        if key in defaults and defaults.index(key) != index:
-            form = f"`{what}={{{key!r}: ...}}`" if isinstance(arg, dict) else f"`{what}=` key {key!r}"
-            raise invalid(
-                f"{form} refers to the model's {kind} {defaults[index]!r}, but {key!r} is the name "
-                f"of another {kind} of the model: the keys would be swapped. Keras orders a "
-                f"model's dict {what} by name, so `model.{what}[i]` need not be the i-th one "
-                f"written. Refer to the {kind} you mean by name, e.g. `{what}={{{key!r}: {key!r}}}`, "
-                f"or leave `{what}=` out to keep the model's names {defaults}."
-            )
-
-
-def _match(ref, items):
-    for i, (name, _, _, tensor) in enumerate(items):
-        if tensor is not None and ref is tensor:
-            return i
-    for i, (name, _, _, tensor) in enumerate(items):
-        ref_name = ref if isinstance(ref, str) else getattr(ref, "name", None)
-        if ref_name is not None and ref_name in (name, getattr(tensor, "name", None)):
-            return i
-    return None
-
-
-def _check_keys(keys, what):
-    for k in keys:
-        if not isinstance(k, str) or not k.strip():
-            raise invalid(f"`{what}=` has an empty or non-string key {k!r}. Keys must be names.")
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
-    if dupes:
-        raise invalid(f"`{what}=` uses the keys {dupes} more than once. Keys must be unique.")
-
-
-def _variable_names(model):
-    """``id(resource handle)`` -> checkpoint name, for Keras 3 and tf_keras variables."""
-    names, taken = {}, set()
-    for v in model.variables:
-        inner = getattr(v, "_value", None)
-        inner = inner if inner is not None else v
-        handle = getattr(inner, "handle", None)
-        if handle is None:
-            continue
-        raw = getattr(v, "path", None) or v.name.split(":")[0]
-        names[id(handle)] = edit.unique_name(sanitize_node_name(raw), taken)
-    return names
-
-
-def _lookup_tables(model):
-    """``id(resource handle)`` -> table object for the lookup tables Keras layers hold."""
-    tables = {}
-    layers = model._flatten_layers() if hasattr(model, "_flatten_layers") else [model]
-    for layer in layers:
-        for value in list(vars(layer).values()):
-            handle = getattr(value, "resource_handle", None)
-            if handle is not None and hasattr(value, "export"):
-                tables[id(handle)] = value
-    return tables
-
-
-def keras_to_serving_graph(
-    model,
-    inputs=None,
-    outputs=None,
-    signature_name=DEFAULT_SIGNATURE_NAME,
-    input_example=None,
-    custom_objects=None,
-    safe_mode=True,
-):
-    """Traces and freezes a Keras model into a one-signature :class:`ServingGraph`.
-
-    ``safe_mode`` applies to ``.keras``/``.h5`` files (see :func:`load_keras_file`).
-    """
-    tf = import_tensorflow()
     if isinstance(model, (str, os.PathLike)):
-        model = load_keras_file(os.fspath(model), custom_objects, safe_mode=safe_mode)
-    structure, model_inputs = _model_inputs(model, input_example)
-    input_keys = _resolve_keys(inputs, "inputs", model_inputs, "input")
-
-    taken = set()
-    specs = [
-        tf.TensorSpec(shape, dtype, name=edit.unique_name(sanitize_node_name(key), taken))
-        for key, (_, shape, dtype, _) in zip(input_keys, model_inputs)
-    ]
-    default_keys = [item[0] for item in model_inputs]
-
-    def call(*args):
-        if structure == "dict":
-            feed = dict(zip(default_keys, args))
-        elif structure == "list":
-            feed = list(args)
-        else:
-            feed = args[0]
-        result = model(feed, training=False)
-        if isinstance(result, dict):
-            call.output_struct = dict.fromkeys(result)
-            return [result[k] for k in result]
-        call.output_struct = None
-        return list(result) if isinstance(result, (list, tuple)) else [result]
-
-    try:
-        concrete = tf.function(call).get_concrete_function(*specs)
-    except Exception as e:  # noqa: BLE001 - tracing surfaces any layer error
-        raise invalid(
-            f"Tracing the Keras model with inputs {[(s.name, s.shape, s.dtype.name) for s in specs]} "
-            f"failed: {e}. Check the input shapes/dtypes (or pass `input_example=`)."
-        ) from e
-    struct = call.output_struct or getattr(model, "_outputs_struct", None)
-    out_items = [(k, None, None, t) for k, t in zip(
-        _model_output_keys(model, len(concrete.outputs), struct),
-        _symbolic_outputs(model, len(concrete.outputs)),
-    )]
-    output_keys = _resolve_keys(outputs, "outputs", out_items, "output")
-
-    graph_def, in_names, out_names, weights, values, tables = freeze_concrete_function(
-        concrete, _variable_names(model)
+        model = load_keras_file(os.fspath(model), options.custom_objects, safe_mode=options.safe_mode)
+    signature_name = DEFAULT_SIGNATURE_NAME if options.signature_name is None else options.signature_name
+    return keras_model_to_serving_graph(
+        model, options.inputs, options.outputs, signature_name, options.input_example
     )
-    init_ops = recreate_tables(graph_def, tables, _lookup_tables(model)) if tables else []
-    out_names = edit.name_outputs(graph_def, out_names, output_keys)
-    signature = SignatureSpec(
-        inputs=dict(zip(input_keys, in_names)), outputs=dict(zip(output_keys, out_names))
-    )
-    return ServingGraph(
-        graph_def=graph_def,
-        signatures={signature_name: signature},
-        default_signature=signature_name,
-        weights=weights,
-        weight_values=values,
-        init_ops=init_ops,
-        source="keras",
-        reference=concrete_function_reference({signature_name: (concrete, input_keys, output_keys)}),
-    )
-
-
-def _symbolic_outputs(model, n):
-    try:
-        outs = list(model.outputs)
-    except (AttributeError, ValueError):
-        outs = None
-    struct = getattr(model, "_outputs_struct", None)
-    if isinstance(struct, dict):
-        outs = list(struct.values())
-    return outs if outs and len(outs) == n else [None] * n

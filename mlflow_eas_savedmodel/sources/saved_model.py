@@ -8,7 +8,7 @@ re-exported through the one pipeline, keeping every SignatureDef's name, keys an
 
 * TF1-style (a graph plus SignatureDefs, ``simple_save``/``Builder``): its graph is loaded into a
   session with the TF1 loader's steps but the restore (the main op runs, so tables are filled),
-  then frozen like any session (:mod:`.session`), the main op kept as the init op. The variables
+  then frozen like any session (:mod:`..graph.session_graph`), the main op kept as the init op. The variables
   are read from the folder's ``variables/`` bundle a piece at a time during the export, never
   all at once (restored into the session only if the main op needs them or the Saver renamed
   them).
@@ -16,8 +16,9 @@ re-exported through the one pipeline, keeping every SignatureDef's name, keys an
   from there.
 * TF2-style (``tf.saved_model.save`` of a ``tf.Module``, Keras ``model.export``): loaded with
   ``tf.saved_model.load``; each function of ``.signatures`` is traced and frozen on its own, and
-  the frozen graphs are merged into one, each under its signature's name as a node-name prefix.
-  Variables keep their names, so two signatures reading one variable share one ``VariableV2``.
+  the frozen graphs are merged into one, each under its signature's name as a node-name prefix
+  (:mod:`..graph.functions`). Variables keep their names, so two signatures reading one
+  variable share one ``VariableV2``.
 
 What was changed is recorded in ``ServingGraph.notes`` (the flavor stores them as
 ``conversion_notes``) and logged at INFO.
@@ -28,56 +29,47 @@ import os
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
-from mlflow_eas_savedmodel.graph import edit, ops_policy
-from mlflow_eas_savedmodel.graph.freeze import freeze_concrete_function
-from mlflow_eas_savedmodel.graph.tables import recreate_tables
-from mlflow_eas_savedmodel.graph.serving_graph import (
-    PREDICT_METHOD,
-    SERVING_TAG,
-    ServingGraph,
-    SignatureSpec,
-    sanitize_node_name,
-)
-from mlflow_eas_savedmodel.sources import assets, reference
-from mlflow_eas_savedmodel.sources.session import (
-    pick_default_signature,
-    reads_session,
-    serving_graph_from_session,
-)
+from mlflow_eas_savedmodel.graph import ops_policy, reference
+from mlflow_eas_savedmodel.graph.functions import concrete_functions_to_serving_graph, variable_names
+from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
+from mlflow_eas_savedmodel.graph.session_graph import reads_session, serving_graph_from_session
+from mlflow_eas_savedmodel.sources import assets
 
 _logger = logging.getLogger(__name__)
+
+# The SourceOptions this source takes.
+OPTIONS = ("default_signature", "input_example", "allow_file_ops")
 
 _MAIN_OP_COLLECTIONS = ("saved_model_main_op", "legacy_init_op")
 _INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 
-def saved_model_to_serving_graph(model, default_signature=None, input_example=None, allow_file_ops=False):
+def saved_model_to_serving_graph(model, options):
     """Reads the SavedModel folder ``model`` and converts it to a :class:`ServingGraph`.
 
     Args:
         model: the folder holding ``saved_model.pb`` or ``saved_model.pbtxt``.
-        default_signature: the SignatureDef requests use when they name none (default
-            ``serving_default`` when present, else the first by name).
-        input_example: not used here (the flavor stores it as the MLmodel input example).
-        allow_file_ops: keep file and network ops (see :mod:`..graph.ops_policy`).
+        options: the :class:`~mlflow_eas_savedmodel.sources.SourceOptions`:
+            ``default_signature``, the SignatureDef requests use when they name none (default
+            ``serving_default`` when present, else the first by name); ``allow_file_ops``,
+            keep file and network ops (see :mod:`..graph.ops_policy`).
 
     Example:
-        >>> serving_graph = saved_model_to_serving_graph("./export_dir")
+        >>> serving_graph = saved_model_to_serving_graph("./export_dir", SourceOptions())
         >>> sorted(serving_graph.signatures)
         ['predict_images', 'serving_default']
     """
-    del input_example
     saved_model = read_saved_model(model)
     meta_graph = _serving_meta_graph(model, saved_model)
     # Before TensorFlow loads anything: its loaders run the main op, the Saver and initializers.
     ops_policy.check_meta_graph(
         meta_graph, f"The SavedModel in {model!r}", assets.check_assets(meta_graph, model),
-        allow_file_ops=allow_file_ops,
+        allow_file_ops=options.allow_file_ops,
     )
     if len(meta_graph.object_graph_def.nodes) > 0:
-        serving_graph = _from_tf2_saved_model(model, meta_graph, default_signature)
+        serving_graph = _from_tf2_saved_model(model, meta_graph, options.default_signature)
     else:
-        serving_graph = _from_tf1_saved_model(model, meta_graph, default_signature)
+        serving_graph = _from_tf1_saved_model(model, meta_graph, options.default_signature)
     serving_graph.source = "saved_model"
     for note in serving_graph.notes:
         _logger.info("Re-exported SavedModel %s: %s", model, note)
@@ -233,115 +225,3 @@ def _from_tf2_saved_model(path, meta_graph, default_signature):
         "VariableV2, function library inlined, default attrs stripped",
     )
     return serving_graph
-
-
-def variable_names(root):
-    """``id(resource handle)`` -> a unique checkpoint name, for every variable ``root`` tracks."""
-    tf = import_tensorflow()
-    names, taken = {}, set()
-    for obj in tf.train.TrackableView(root).descendants():
-        if isinstance(obj, tf.Variable) and id(obj.handle) not in names:
-            raw = obj.name.split(":")[0]
-            names[id(obj.handle)] = edit.unique_name(sanitize_node_name(raw), taken)
-    return names
-
-
-class _LiveTable:
-    """A table captured by a traced function, read out through ``LookupTableExportV2``."""
-
-    def __init__(self, handle, key_dtype, value_dtype):
-        self.handle, self.key_dtype, self.value_dtype = handle, key_dtype, value_dtype
-
-    def export(self):
-        tf = import_tensorflow()
-        return tf.raw_ops.LookupTableExportV2(
-            table_handle=self.handle, Tkeys=self.key_dtype, Tvalues=self.value_dtype
-        )
-
-
-def _live_tables(graph_def, tables):
-    """``id(handle)`` -> :class:`_LiveTable` for each captured table, dtypes from its readers."""
-    tf = import_tensorflow()
-    readers = edit.consumers(graph_def)
-    by_name = {n.name: n for n in graph_def.node}
-    result = {}
-    for placeholder, handle in tables:
-        # Inlined function calls pass the handle on through Identity nodes.
-        pending, seen = [placeholder], set()
-        while pending and id(handle) not in result:
-            name = pending.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            for reader in readers.get(name, []):
-                node = by_name[reader]
-                if "Tin" in node.attr and "Tout" in node.attr:
-                    result[id(handle)] = _LiveTable(
-                        handle, tf.as_dtype(node.attr["Tin"].type), tf.as_dtype(node.attr["Tout"].type)
-                    )
-                    break
-                if node.op == "Identity":
-                    pending.append(reader)
-    return result
-
-
-def concrete_functions_to_serving_graph(functions, variables, default_signature=None):
-    """Freezes traced functions and merges them into one :class:`ServingGraph`.
-
-    Args:
-        functions: ``{signature name: (concrete function, input keys, output keys, method)}``;
-            the keys follow the order of the function's flat inputs and outputs; ``method``
-            may be ``None`` (predict).
-        variables: ``id(resource handle)`` -> checkpoint name, see :func:`variable_names`.
-        default_signature: the signature used when a request names none.
-    """
-    tf = import_tensorflow()
-    merged = tf.compat.v1.GraphDef()
-    signatures, weights, weight_values, init_ops = {}, {}, {}, []
-    prefixes = set()
-    for name, (concrete, input_keys, output_keys, method) in functions.items():
-        try:
-            graph_def, in_names, out_names, frozen_weights, values, tables = freeze_concrete_function(
-                concrete, variables
-            )
-        except Exception as e:  # noqa: BLE001 - the converter raises many types
-            raise invalid(f"Freezing signature {name!r} failed: {e}") from e
-        table_inits = recreate_tables(graph_def, tables, _live_tables(graph_def, tables)) if tables else []
-        out_names = edit.name_outputs(graph_def, out_names, output_keys)
-        prefix = "" if len(functions) == 1 else edit.unique_name(sanitize_node_name(name), prefixes) + "/"
-        if prefix:
-            _prefix_nodes(graph_def, prefix)
-        merged.node.extend(graph_def.node)
-        merged.versions.CopyFrom(graph_def.versions)
-        weights.update({prefix + const: var for const, var in frozen_weights.items()})
-        weight_values.update(values)
-        init_ops.extend(prefix + op for op in table_inits)
-        signatures[name] = SignatureSpec(
-            inputs={k: prefix + t for k, t in zip(input_keys, in_names)},
-            outputs={k: prefix + t for k, t in zip(output_keys, out_names)},
-            method_name=method or PREDICT_METHOD,
-        )
-    default_signature = pick_default_signature(sorted(signatures), default_signature)
-    notes = []
-    if len(functions) > 1:
-        notes.append(f"signatures merged into one graph, node names prefixed by signature name ({len(functions)})")
-    return ServingGraph(
-        graph_def=merged,
-        signatures=signatures,
-        default_signature=default_signature,
-        weights=weights,
-        weight_values=weight_values,
-        init_ops=init_ops,
-        notes=notes,
-        reference=reference.concrete_function_reference(
-            {name: (concrete, inputs, outputs) for name, (concrete, inputs, outputs, _) in functions.items()}
-        ),
-    )
-
-
-def _prefix_nodes(graph_def, prefix):
-    for node in graph_def.node:
-        node.name = prefix + node.name
-        for i, inp in enumerate(node.input):
-            control = "^" if inp.startswith("^") else ""
-            node.input[i] = control + prefix + inp[len(control):]

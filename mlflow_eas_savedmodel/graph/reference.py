@@ -1,9 +1,12 @@
 """The source's own outputs: what the post-save check (:mod:`..verify`) compares the artifact with.
 
-Each source sets :attr:`ServingGraph.reference` to a callable ``(signature name, {input key:
-array}) -> {output key: array}`` that computes with the *source* (the Keras model's traced
-function, the user's session, the source SavedModel reloaded), never with anything the export
-wrote, so a bug anywhere between the source and ``variables/`` shows as a difference.
+Every :class:`ServingGraph` gets a :attr:`~.serving_graph.ServingGraph.reference`, a callable
+``(signature name, {input key: array}) -> {output key: array}`` that computes with the *source*
+(the Keras model's traced function, the user's session, the source SavedModel reloaded), never
+with anything the export wrote, so a bug anywhere between the source and ``variables/`` shows as
+a difference. :mod:`.session_graph`, :mod:`.functions` and :mod:`.keras_model` set the one of
+the live objects they froze; the SavedModel and Saver-checkpoint sources replace it with one
+that loads their folder or checkpoint again.
 
 References that need the source loaded again load it only when called, after the export has
 released its weights, so the check never holds two copies of them.
