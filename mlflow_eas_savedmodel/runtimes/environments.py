@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Tuple
 from mlflow.exceptions import MlflowException
 
 from mlflow_eas_savedmodel.errors import invalid
-from mlflow_eas_savedmodel.runtimes import PROCESSORS
+from mlflow_eas_savedmodel.runtimes.processors import PROCESSORS
 
 __all__ = [
     "RuntimeSpec",
@@ -49,7 +49,6 @@ __all__ = [
     "TF_2_4",
     "TF_2_7",
     "RUNTIMES",
-    "EAS_PROCESSORS",
     "CACHE_ENV_VAR",
     "cache_root",
     "runtime_dir",
@@ -86,9 +85,6 @@ RUNTIMES: Dict[str, RuntimeSpec] = {
     spec.tf_version: spec for spec in (TF_1_12, TF_1_14, TF_1_15, TF_2_3, TF_2_4, TF_2_7)
 }
 
-# EAS processor name -> TensorFlow runtime version.
-EAS_PROCESSORS: Dict[str, str] = PROCESSORS
-
 CACHE_ENV_VAR = "MLFLOW_EAS_SAVEDMODEL_CACHE"
 PROGRESS_INTERVAL_S = 15.0
 _logger = logging.getLogger(__name__)
@@ -110,7 +106,7 @@ class RuntimeEnv:
 def get_runtime_spec(tf_version: str) -> RuntimeSpec:
     key = str(tf_version)
     if key.startswith("tensorflow_"):
-        key = EAS_PROCESSORS.get(key, key)
+        key = PROCESSORS.get(key, key)
     m = re.match(r"^(\d+)\.(\d+)(?:\.\d+)?$", key)
     if m:
         key = "%s.%s" % (m.group(1), m.group(2))
