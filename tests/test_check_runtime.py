@@ -343,7 +343,7 @@ def test_per_signature_inputs_must_cover_the_signature():
 
 
 def _run(outputs, c_outputs=None, loaded=True, run_errors=None):
-    from mlflow_eas_savedmodel.runtimes.conformance import RuntimeRun
+    from mlflow_eas_savedmodel.runtimes.runtime_process import RuntimeRun
 
     return RuntimeRun(
         "1.15", "python", "3.7", "tensorflow-cpu==1.15.0", loaded, None if loaded else "refused", loaded,

@@ -13,8 +13,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from mlflow_eas_savedmodel.runtimes import environments, venvs
-from mlflow_eas_savedmodel.runtimes.conformance import run_in_runtime
 from mlflow_eas_savedmodel.runtimes.environments import RuntimeSpec, ensure_runtime
+from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
 from mlflow_eas_savedmodel.runtimes.venvs import cache_root, find_interpreter
 
 ALL = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"

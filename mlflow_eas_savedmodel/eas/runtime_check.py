@@ -1,7 +1,7 @@
 """``check_runtime``: the artifact run in the official TensorFlow wheel of an EAS processor.
 
 For each runtime asked for, the SavedModel is loaded in a cached environment with the
-official wheel of that version (:func:`~mlflow_eas_savedmodel.runtimes.conformance.run_in_runtime`)
+official wheel of that version (:func:`~mlflow_eas_savedmodel.runtimes.runtime_process.run_in_runtime`)
 by the C++ loader through the C API (``TF_LoadSessionFromSavedModel``, what EAS's processors
 call) and by the Python TF1 loader; every SignatureDef runs on its inputs (see :mod:`.inputs`:
 the input example, the caller's inputs, given per SignatureDef or for all, else synthesised,
@@ -231,7 +231,7 @@ def check_runtime(
 
     from mlflow_eas_savedmodel._tensorflow import import_tensorflow
     from mlflow_eas_savedmodel.flavor import load_model
-    from mlflow_eas_savedmodel.runtimes.conformance import run_in_runtime
+    from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
     from mlflow_eas_savedmodel.runtimes.environments import ensure_runtime
 
     for name, value in (("rtol", rtol), ("atol", atol)):

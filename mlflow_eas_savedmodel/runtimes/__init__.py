@@ -8,11 +8,17 @@ One module per concern:
 * :mod:`.static_check`: a graph against each runtime's op registry (``registries/tf-X.json.gz``,
   written by ``scripts/dump_op_registry.py``): ``check_graph``, ``check_all``, ``summarize``.
 * :mod:`.semantic`: named rules for kernels a runtime registers but refuses on CPU.
-* :mod:`.environments`: the cached environments with each runtime's official wheel.
-* :mod:`.conformance`: ``run_in_runtime`` loads and runs a SavedModel in a runtime's
-  interpreter, in a subprocess running ``_runner.py``.
+* :mod:`.venvs`: cached virtual environments built from an old CPython (interpreter discovery,
+  marker, lock, progress and timeout), shared with the official client
+  (:mod:`mlflow_eas_savedmodel.eas.official_client`).
+* :mod:`.environments`: which official wheel and CPython each runtime needs; ``ensure_runtime``.
+* :mod:`.runtime_process`: ``run_in_runtime`` loads and runs a SavedModel in a runtime's
+  interpreter, in a subprocess running ``_runner.py`` (old-Python syntax, no import of this
+  package), which shares ``_npz_format.py`` (arrays across the process boundary) and
+  ``_c_api.py`` (the wheel's C API library, also used by ``scripts/dump_op_registry.py``).
 
-This package re-exports the static check that :mod:`mlflow_eas_savedmodel.flavor` runs at save.
+This package re-exports the processor codes and the static check that
+:mod:`mlflow_eas_savedmodel.flavor` uses at save.
 None of it imports TensorFlow at import time.
 """
 

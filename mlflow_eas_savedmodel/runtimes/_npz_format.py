@@ -8,7 +8,7 @@ A string array travels as its values joined (``uint8``) plus ``<name>#lengths``:
 dtype drops each value's trailing NUL bytes, which a serialized ``tf.Example`` can end in, and
 object arrays would need pickles. ``quote()`` encodes ``#``, so no array name ends like this.
 
-Imported by :mod:`.conformance` (TF 2.21 side) and by ``_runner.py`` inside the old runtimes
+Imported by :mod:`.runtime_process` (TF 2.21 side) and by ``_runner.py`` inside the old runtimes
 (CPython 3.6+, numpy 1.16+): Python 3.6 syntax, numpy and the standard library only, no side
 effects.
 """
