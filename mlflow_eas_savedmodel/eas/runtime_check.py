@@ -71,7 +71,7 @@ class RuntimeResult(RuntimeRun):
     processors: list[str] = dataclasses.field(default_factory=list)
     claimed: bool = False  # the model's metadata lists one of these processors
     signatures: list[SignatureResult] = dataclasses.field(default_factory=list)
-    error: str | None = None  # the runner timed out: nothing was loaded
+    error: str | None = None  # the run itself failed (e.g. the runner timed out): nothing loaded
 
     def to_dict(self):
         """The report's JSON for this runtime: the raw outputs and runner report left out."""
