@@ -214,7 +214,7 @@ def _is_build_file(name):
 
 def _cached_wheel():
     """The wheel of the current sources: built once per source state, then reused."""
-    from mlflow_eas_savedmodel.runtimes.environments import cache_root
+    from mlflow_eas_savedmodel.runtimes.venvs import cache_root
 
     root = source_tree()
     if root is None:

@@ -8,7 +8,9 @@ keeps to Python 3.6 syntax and needs nothing but TensorFlow.
 The registry is read with the C API's ``TF_GetAllOpList()`` after ``import tensorflow``
 (``tf.contrib`` is not loaded): through TensorFlow's own Python wrapper of the C API when it
 has one (``pywrap_tensorflow`` on 1.x, ``pywrap_tf_session`` on 2.x), else with ctypes on
-the wheel's shared library.
+the wheel's shared library, found by ``mlflow_eas_savedmodel/runtimes/_c_api.py`` (the
+runtime check's own discovery; it needs only the standard library, so the script still runs
+from a checkout with nothing but TensorFlow installed).
 
 Output schema::
 
@@ -34,7 +36,6 @@ from __future__ import print_function
 
 import argparse
 import ctypes
-import glob
 import gzip
 import hashlib
 import importlib
@@ -44,44 +45,22 @@ import os
 import platform
 import sys
 
+# The wheel's C API library is found the way the runtime check's runner finds it. Appended, not
+# prepended: the folder's other modules must not shadow anything the interpreter has installed.
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "mlflow_eas_savedmodel", "runtimes"))
+from _c_api import TFBuffer, library_candidates  # noqa: E402
+
 
 def _quiet():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _tf_lib_candidates(tf_dir):
-    """Shared libraries of the wheel that may export the C API, likeliest first."""
-    pats = [
-        "python/_pywrap_tensorflow_internal.so",  # 1.x up to 2.x (C API linked in)
-        "libtensorflow_cc.so*",  # 2.x wheels since ~2.12
-        "python/lib_pywrap_tensorflow_common.so",
-        "libtensorflow_framework.so*",
-    ]
-    # tensorflow(-cpu) 1.15 keeps its libraries in a sibling package, tensorflow_core.
-    roots = [tf_dir, os.path.join(os.path.dirname(tf_dir), "tensorflow_core")]
-    seen = []
-    for root in roots:
-        for pat in pats:
-            for p in sorted(glob.glob(os.path.join(root, pat))):
-                if p not in seen:
-                    seen.append(p)
-    return seen
-
-
-class _TFBuffer(ctypes.Structure):
-    _fields_ = [
-        ("data", ctypes.c_void_p),
-        ("length", ctypes.c_size_t),
-        ("data_deallocator", ctypes.c_void_p),
-    ]
-
-
 def load_c_api(tf_module, symbol="TF_GetAllOpList"):
     """ctypes handle on the already loaded wheel library that exports ``symbol``."""
-    tf_dir = os.path.dirname(os.path.abspath(tf_module.__file__))
     mode = getattr(os, "RTLD_NOLOAD", 0) | getattr(ctypes, "RTLD_GLOBAL", 0)
     errors = []
-    for path in _tf_lib_candidates(tf_dir):
+    for path in library_candidates(tf_module):
         for m in (mode, getattr(ctypes, "RTLD_GLOBAL", 0)):
             try:
                 lib = ctypes.CDLL(path, mode=m)
@@ -91,6 +70,7 @@ def load_c_api(tf_module, symbol="TF_GetAllOpList"):
             if hasattr(lib, symbol):
                 return lib
             break
+    tf_dir = os.path.dirname(os.path.abspath(tf_module.__file__))
     raise RuntimeError("no library of %s exports %s (%s)" % (tf_dir, symbol, "; ".join(errors)))
 
 
@@ -112,9 +92,9 @@ def all_op_list_bytes(tf_module):
                 if hasattr(w, "TF_DeleteBuffer"):
                     w.TF_DeleteBuffer(buf)
     lib = load_c_api(tf_module, "TF_GetAllOpList")
-    lib.TF_GetAllOpList.restype = ctypes.POINTER(_TFBuffer)
+    lib.TF_GetAllOpList.restype = ctypes.POINTER(TFBuffer)
     lib.TF_GetAllOpList.argtypes = []
-    lib.TF_DeleteBuffer.argtypes = [ctypes.POINTER(_TFBuffer)]
+    lib.TF_DeleteBuffer.argtypes = [ctypes.POINTER(TFBuffer)]
     buf = lib.TF_GetAllOpList()
     try:
         return ctypes.string_at(buf.contents.data, buf.contents.length)

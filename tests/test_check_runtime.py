@@ -343,7 +343,7 @@ def test_per_signature_inputs_must_cover_the_signature():
 
 
 def _run(outputs, c_outputs=None, loaded=True, run_errors=None):
-    from mlflow_eas_savedmodel.runtimes.conformance import RuntimeRun
+    from mlflow_eas_savedmodel.runtimes.runtime_process import RuntimeRun
 
     return RuntimeRun(
         "1.15", "python", "3.7", "tensorflow-cpu==1.15.0", loaded, None if loaded else "refused", loaded,
@@ -360,8 +360,8 @@ def test_verdicts_tell_refused_failed_and_differing_apart():
     origins = {"a": "synthesised", "b": "synthesised"}
 
     def verdict(run, reference_errors=None):
-        result = RuntimeResult("1.15", ["tensorflow_cpu_1.15"], claimed=True)
-        _fill(result, run, sigs, reference, origins, None, reference_errors or {}, 1e-5, 1e-6)
+        result = RuntimeResult(**vars(run), processors=["tensorflow_cpu_1.15"], claimed=True)
+        _fill(result, sigs, reference, origins, None, reference_errors or {}, 1e-5, 1e-6)
         return result
 
     ok = verdict(_run({"a": {"y": np.array([1.0, 2.0])}, "b": {"y": np.array([3.0])}}))

@@ -12,20 +12,20 @@ import re
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mlflow_eas_savedmodel.runtimes import environments
+from mlflow_eas_savedmodel.runtimes import environments, venvs
 
 
 @pytest.fixture
 def python37():
     try:
-        return environments.find_interpreter("3.7")
+        return venvs.find_interpreter("3.7")
     except MlflowException as e:
         pytest.skip(f"no CPython 3.7 here: {e.message}")
 
 
 def test_a_build_logs_its_stages_and_stops_at_the_timeout(python37, tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv(environments.CACHE_ENV_VAR, str(tmp_path / "cache"))
-    monkeypatch.setattr(environments, "PROGRESS_INTERVAL_S", 1.0)
+    monkeypatch.setenv(venvs.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setattr(venvs, "PROGRESS_INTERVAL_S", 1.0)
     caplog.set_level(logging.INFO, logger=environments.__name__)
     with pytest.raises(MlflowException) as stopped:
         environments.ensure_runtime("1.15", timeout=15)
@@ -53,7 +53,7 @@ def test_check_runtime_cli_prints_the_build_stages_on_stderr(python37, tmp_path,
     import mlflow_eas_savedmodel as mes
 
     mes.save_model(mlp, tmp_path / "model")
-    env = {**os.environ, environments.CACHE_ENV_VAR: str(tmp_path / "cache")}
+    env = {**os.environ, venvs.CACHE_ENV_VAR: str(tmp_path / "cache")}
     script = os.path.join(os.path.dirname(sys.executable), "mlflow-eas-savedmodel")
     proc = subprocess.run([script, "check-runtime", "-m", str(tmp_path / "model"), "--timeout", "15"],
                           capture_output=True, text=True, env=env, timeout=300)

@@ -183,7 +183,7 @@ def test_variables_sha256s_computed_while_writing_match_the_files(exported):
 @pytest.mark.parametrize("version", RUNTIME_VERSIONS)
 @pytest.mark.parametrize("source,size", _params())
 def test_every_source_runs_in_the_real_runtime(exported, source, size, version):
-    from mlflow_eas_savedmodel.runtimes.conformance import run_in_runtime
+    from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
 
     path, ids, expected = exported(source, size)
     run = run_in_runtime(

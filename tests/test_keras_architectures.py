@@ -419,7 +419,7 @@ def _runtime_params():
 @pytest.mark.runtime
 @pytest.mark.parametrize("name,version", _runtime_params())
 def test_compatible_list_holds_in_the_real_runtime(exported, name, version):
-    from mlflow_eas_savedmodel.runtimes.conformance import run_in_runtime
+    from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
 
     e = exported(name)
     claimed = any(PROCESSORS[p] == version for p in e.conf["eas_processors"])

@@ -12,14 +12,10 @@ import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mlflow_eas_savedmodel.runtimes import environments
-from mlflow_eas_savedmodel.runtimes.conformance import run_in_runtime
-from mlflow_eas_savedmodel.runtimes.environments import (
-    RuntimeSpec,
-    cache_root,
-    ensure_runtime,
-    find_interpreter,
-)
+from mlflow_eas_savedmodel.runtimes import environments, venvs
+from mlflow_eas_savedmodel.runtimes.environments import RuntimeSpec, ensure_runtime
+from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
+from mlflow_eas_savedmodel.runtimes.venvs import cache_root, find_interpreter
 
 ALL = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
 VERSIONS = ["1.12", "1.14", "1.15", "2.3", "2.4", "2.7"] if ALL else ["1.15", "2.3"]
@@ -168,11 +164,11 @@ def test_cached_runtime_is_reused():
 @pytest.mark.runtime
 def test_find_interpreter_finds_old_python():
     path = find_interpreter("3.7")
-    assert environments._interpreter_version(path).startswith("3.7.")
+    assert venvs._interpreter_version(path).startswith("3.7.")
 
 
 def test_missing_interpreter_error(monkeypatch, tmp_path):
-    monkeypatch.setenv(environments.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setenv(venvs.CACHE_ENV_VAR, str(tmp_path / "cache"))
     monkeypatch.setitem(
         environments.RUNTIMES, "1.15", RuntimeSpec("1.15", "3.1", "tensorflow-cpu==1.15.0")
     )
@@ -189,13 +185,13 @@ def test_missing_interpreter_error(monkeypatch, tmp_path):
 
 
 def test_cache_location(monkeypatch, tmp_path):
-    monkeypatch.delenv(environments.CACHE_ENV_VAR, raising=False)
+    monkeypatch.delenv(venvs.CACHE_ENV_VAR, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_root() == str(tmp_path / "xdg" / "mlflow-eas-savedmodel")
     assert environments.runtime_dir("2.3") == str(
         tmp_path / "xdg" / "mlflow-eas-savedmodel" / "runtimes" / "tf-2.3"
     )
-    monkeypatch.setenv(environments.CACHE_ENV_VAR, str(tmp_path / "override"))
+    monkeypatch.setenv(venvs.CACHE_ENV_VAR, str(tmp_path / "override"))
     assert cache_root() == str(tmp_path / "override")
     with pytest.raises(MlflowException, match="Unknown EAS TensorFlow runtime"):
         environments.get_runtime_spec("1.13")

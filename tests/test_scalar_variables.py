@@ -133,7 +133,7 @@ def test_scalar_variable_round_trips_in_tf_2_21(tf, exported, case):
 @pytest.mark.parametrize("version", RUNTIME_VERSIONS)
 @pytest.mark.parametrize("case", ["session-ref", "simple_save-resource", "keras3", "tf2_module"])
 def test_scalar_variable_runs_in_the_real_runtime(exported, case, version):
-    from mlflow_eas_savedmodel.runtimes.conformance import run_in_runtime
+    from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
 
     path, signatures = exported(case)
     run = run_in_runtime(

@@ -175,7 +175,7 @@ def test_xla_rule_leaves_out_runtimes_before_2_3(tf):
 def test_rule_holds_in_the_real_runtime(tf, tmp_path, rule, version):
     """The plain graph, written by TF's own Builder: where the rule leaves the runtime out, the
     runtime refuses it (at load or at run); where it does not, the runtime answers like 2.21."""
-    from mlflow_eas_savedmodel.runtimes.conformance import run_in_runtime
+    from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
 
     g, x, y, feed = _plain_graphs(tf)[rule]
     path = str(tmp_path / "sm")

@@ -281,7 +281,7 @@ def test_tf2_checkpoint_of_another_model(tmp_path, tf):
 @pytest.mark.runtime
 @pytest.mark.parametrize("tf_version", ["1.15", "2.3"])
 def test_checkpoint_artifact_runs_in_the_real_eas_runtime(tmp_path, saver_checkpoint, tf_version):
-    from mlflow_eas_savedmodel.runtimes.conformance import run_in_runtime
+    from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
 
     prefix, xs, expected = saver_checkpoint
     mes.save_model(

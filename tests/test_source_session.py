@@ -358,7 +358,7 @@ def test_op_missing_in_the_requested_processor_is_named(tmp_path, tf):
 @pytest.mark.parametrize("tf_version", ["1.15", "2.3"])
 def test_session_with_table_runs_in_the_real_eas_runtime(tmp_path_factory, resource_model, x4, tf_version):
     """The C++ loader EAS uses (and the TF1 Python loader) of the real old wheel answer alike."""
-    from mlflow_eas_savedmodel.runtimes.conformance import run_in_runtime
+    from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
 
     model = resource_model
     path = tmp_path_factory.mktemp("runtime") / "model"

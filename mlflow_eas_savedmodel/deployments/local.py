@@ -45,8 +45,8 @@ def prepare(name, model_uri, config, workdir):
     from mlflow_eas_savedmodel.eas.artifact import download_model, saved_model_dir
     from mlflow_eas_savedmodel.eas.service_config import check_processor
     from mlflow_eas_savedmodel.eas.warmup import write_eas_warmup_files
-    from mlflow_eas_savedmodel.runtimes.conformance import RUNNER_PATH
     from mlflow_eas_savedmodel.runtimes.environments import ensure_runtime
+    from mlflow_eas_savedmodel.runtimes.runtime_process import RUNNER_PATH
 
     if not name or "/" in name:
         raise invalid(f"Service name {name!r} must be non-empty and contain no '/'.")

@@ -144,7 +144,7 @@ def check_runtime_command(
     inputs = load_inputs_file(input_file) if input_file else None
     with _progress_on_stderr():
         report = check_runtime(
-            model_uri, processor=processor, all=all_runtimes, inputs=inputs, timeout=timeout,
+            model_uri, processor=processor, all_runtimes=all_runtimes, inputs=inputs, timeout=timeout,
             rtol=rtol, atol=atol,
         )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())

@@ -1,26 +1,27 @@
 """The official ``eas-prediction`` client in its own cached environment.
 
 ``eas-prediction`` pins ``protobuf<=3.20.3``, which cannot live beside TensorFlow 2.21, so
-it gets a venv of its own under ``<cache>/clients/eas-prediction`` (same cache root as the
-runtime environments, see :func:`~mlflow_eas_savedmodel.runtimes.environments.cache_root`),
-built once from a CPython 3.9 interpreter. The tests use it to prove that what this package
-writes and serves is what the real client writes and reads.
+it gets a venv of its own under ``<cache>/clients/eas-prediction``, built once from a CPython
+3.9 interpreter by the same cached-venv builder as the runtime environments
+(:func:`~mlflow_eas_savedmodel.runtimes.venvs.ensure_venv`, same cache root). The tests use it
+to prove that what this package writes and serves is what the real client writes and reads.
 
 This module does not import TensorFlow.
 """
 
 import json
+import logging
 import os
 import subprocess
-import time
 
 from mlflow.exceptions import MlflowException
 
-from mlflow_eas_savedmodel.runtimes.environments import _file_lock, cache_root, find_interpreter
+from mlflow_eas_savedmodel.runtimes.venvs import VenvSpec, cache_root, ensure_venv
 
 CLIENT_REQUIREMENT = "eas-prediction==0.36"
 CLIENT_PYTHON = "3.9"
 _MARKER = ".mlflow-eas-client.json"
+_logger = logging.getLogger(__name__)
 
 
 def client_env_dir():
@@ -29,44 +30,17 @@ def client_env_dir():
 
 def ensure_client_python():
     """The python executable of the cached ``eas-prediction`` venv (built on first use)."""
-    path = client_env_dir()
-    python = os.path.join(path, "bin", "python")
-    marker = os.path.join(path, _MARKER)
-
-    def ready():
-        try:
-            with open(marker) as f:
-                return json.load(f).get("requirement") == CLIENT_REQUIREMENT and os.path.exists(python)
-        except (OSError, ValueError):
-            return False
-
-    if ready():
-        return python
-    with _file_lock(path + ".lock"):
-        if ready():
-            return python
-        interpreter = find_interpreter(CLIENT_PYTHON)
-        log_path = path + ".build.log"
-        start = time.monotonic()
-        with open(log_path, "w") as log:
-            for cmd in (
-                [interpreter, "-m", "venv", "--clear", path],
-                [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-                 CLIENT_REQUIREMENT],
-                [python, "-c", "import eas_prediction"],
-            ):
-                log.write("$ " + " ".join(cmd) + "\n")
-                log.flush()
-                if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode:
-                    with open(log_path) as f:
-                        tail = f.read()[-3000:]
-                    raise MlflowException(
-                        f"Building the eas-prediction client environment in {path} failed; "
-                        f"build log {log_path} ends with:\n{tail}"
-                    )
-        with open(marker, "w") as f:
-            json.dump({"requirement": CLIENT_REQUIREMENT,
-                       "seconds": round(time.monotonic() - start, 1)}, f)
+    spec = VenvSpec(
+        path=client_env_dir(),
+        marker_name=_MARKER,
+        marker={"requirement": CLIENT_REQUIREMENT},
+        python_minor=CLIENT_PYTHON,
+        requirements=(CLIENT_REQUIREMENT,),
+        import_check="eas_prediction",
+        label="eas-prediction client",
+        description="eas-prediction client",
+    )
+    python, _ = ensure_venv(spec, _logger)
     return python
 
 

@@ -1,7 +1,7 @@
 """``check_runtime``: the artifact run in the official TensorFlow wheel of an EAS processor.
 
 For each runtime asked for, the SavedModel is loaded in a cached environment with the
-official wheel of that version (:func:`~mlflow_eas_savedmodel.runtimes.conformance.run_in_runtime`)
+official wheel of that version (:func:`~mlflow_eas_savedmodel.runtimes.runtime_process.run_in_runtime`)
 by the C++ loader through the C API (``TF_LoadSessionFromSavedModel``, what EAS's processors
 call) and by the Python TF1 loader; every SignatureDef runs on its inputs (see :mod:`.inputs`:
 the input example, the caller's inputs, given per SignatureDef or for all, else synthesised,
@@ -24,19 +24,19 @@ import dataclasses
 import os
 import tempfile
 import time
-from typing import List, Optional
 
 from mlflow_eas_savedmodel.comparison import ATOL, RTOL, compare
 from mlflow_eas_savedmodel.eas.artifact import download_model, saved_model_dir
 from mlflow_eas_savedmodel.eas.inputs import resolve_inputs
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.runtimes import PROCESSORS, RUNTIME_VERSIONS, processor_version
+from mlflow_eas_savedmodel.runtimes.runtime_process import RuntimeRun
 
 __all__ = ["check_runtime", "compare", "RuntimeCheckReport", "VERDICTS"]
 
 # The one default of the API and the CLI: the most used EAS TensorFlow processor. Checking
 # every claimed processor builds up to six environments (minutes each on a new machine); ask
-# for it with processor=None (--claimed) or all=True (--all).
+# for it with processor=None (--claimed) or all_runtimes=True (--all).
 DEFAULT_PROCESSOR = "tensorflow_cpu_1.15"
 PASSED = "passed"
 REFUSED = "refused to load"
@@ -56,31 +56,28 @@ class SignatureResult:
     name: str
     inputs_from: str  # "input example", "given inputs" or "synthesised"
     ok: bool
-    max_abs_diff: Optional[float] = None  # Python loader vs TF 2.21 (floats and ints)
-    c_api_max_abs_diff: Optional[float] = None  # C API (C++ loader) vs TF 2.21
-    problems: List[str] = dataclasses.field(default_factory=list)
+    max_abs_diff: float | None = None  # Python loader vs TF 2.21 (floats and ints)
+    c_api_max_abs_diff: float | None = None  # C API (C++ loader) vs TF 2.21
+    problems: list[str] = dataclasses.field(default_factory=list)
     verdict: str = PASSED  # PASSED, RUN_FAILED, DIFFERS, or REFUSED when the model did not load
-    reference_error: Optional[str] = None  # TF 2.21 could not run it: nothing to compare with
+    reference_error: str | None = None  # TF 2.21 could not run it: nothing to compare with
 
 
 @dataclasses.dataclass
-class RuntimeResult:
-    """One runtime (TF version) and the processors that run it."""
+class RuntimeResult(RuntimeRun):
+    """One runtime (TF version): its :class:`RuntimeRun`, the processors that run it, and the
+    verdict per SignatureDef against TF 2.21."""
 
-    tf_version: str
-    processors: List[str]
-    claimed: bool  # the model's metadata lists one of these processors
-    python: str = ""
-    python_version: str = ""
-    wheel: str = ""
-    tensorflow: str = ""
-    c_api_load_ok: bool = False
-    c_api_error: Optional[str] = None
-    python_load_ok: bool = False
-    python_error: Optional[str] = None
-    signatures: List[SignatureResult] = dataclasses.field(default_factory=list)
-    seconds: float = 0.0
-    error: Optional[str] = None  # the environment could not be built or the runner timed out
+    processors: list[str] = dataclasses.field(default_factory=list)
+    claimed: bool = False  # the model's metadata lists one of these processors
+    signatures: list[SignatureResult] = dataclasses.field(default_factory=list)
+    error: str | None = None  # the run itself failed (e.g. the runner timed out): nothing loaded
+
+    def to_dict(self):
+        """The report's JSON for this runtime: the raw outputs and runner report left out."""
+        data = {name: getattr(self, name) for name in _JSON_FIELDS}
+        data["signatures"] = [dataclasses.asdict(s) for s in self.signatures]
+        return {**data, "ok": self.ok, "verdict": self.verdict}
 
     @property
     def verdict(self):
@@ -100,17 +97,24 @@ class RuntimeResult:
         return self.verdict == PASSED and all(s.ok for s in self.signatures)
 
 
+# The keys of a runtime in ``check-runtime --json``, in the order that report has always had.
+_JSON_FIELDS = (
+    "tf_version", "processors", "claimed", "python", "python_version", "wheel", "tensorflow",
+    "c_api_load_ok", "c_api_error", "python_load_ok", "python_error", "signatures", "seconds", "error",
+)
+
+
 @dataclasses.dataclass
 class RuntimeCheckReport:
     """What :func:`check_runtime` found; ``ok`` is the verdict, ``format()`` the text."""
 
     model_uri: str
     reference_tensorflow: str
-    runtimes: List[RuntimeResult]
-    reference_error: Optional[str] = None
+    runtimes: list[RuntimeResult]
+    reference_error: str | None = None
     rtol: float = RTOL
     atol: float = ATOL
-    recorded_on: Optional[str] = None  # models:/NAME/VERSION whose eas.check.* tags were set
+    recorded_on: str | None = None  # models:/NAME/VERSION whose eas.check.* tags were set
     recorded_tags: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -118,11 +122,10 @@ class RuntimeCheckReport:
         return self.reference_error is None and all(r.ok for r in self.runtimes)
 
     def to_dict(self):
-        data = dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["runtimes"] = [r.to_dict() for r in self.runtimes]
+        data["recorded_tags"] = dict(self.recorded_tags)
         data["ok"] = self.ok
-        for runtime, result in zip(data["runtimes"], self.runtimes):
-            runtime["ok"] = result.ok
-            runtime["verdict"] = result.verdict
         return data
 
     def format(self):
@@ -185,7 +188,7 @@ def _runtimes_to_check(processor, all_runtimes, claimed):
         if not versions:
             raise invalid(
                 "The model's metadata claims no EAS processor; pass processor='tensorflow_cpu_1.15' "
-                "(or --processor) to check one anyway, or all=True (--all)."
+                "(or --processor) to check one anyway, or all_runtimes=True (--all)."
             )
     return versions
 
@@ -193,7 +196,7 @@ def _runtimes_to_check(processor, all_runtimes, claimed):
 def check_runtime(
     model_uri,
     processor=DEFAULT_PROCESSOR,
-    all=False,  # noqa: A002
+    all_runtimes=False,
     inputs=None,
     timeout=DEFAULT_TIMEOUT_S,
     rtol=RTOL,
@@ -205,7 +208,7 @@ def check_runtime(
         model_uri: a model saved by this flavor.
         processor: the EAS processor whose runtime to use, e.g. ``"tensorflow_cpu_1.15"``;
             ``None`` checks every runtime the model's metadata claims.
-        all: check all six runtimes (1.12, 1.14, 1.15, 2.3, 2.4, 2.7) instead.
+        all_runtimes: check all six runtimes (1.12, 1.14, 1.15, 2.3, 2.4, 2.7) instead.
         inputs: ``{key: array}`` (or one array) to feed instead of the saved input example, or
             ``{signature name: {key: array}}`` to give each SignatureDef its own; SignatureDefs
             they do not cover get synthesised inputs (batch 2).
@@ -231,7 +234,7 @@ def check_runtime(
 
     from mlflow_eas_savedmodel._tensorflow import import_tensorflow
     from mlflow_eas_savedmodel.flavor import load_model
-    from mlflow_eas_savedmodel.runtimes.conformance import run_in_runtime
+    from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
     from mlflow_eas_savedmodel.runtimes.environments import ensure_runtime
 
     for name, value in (("rtol", rtol), ("atol", atol)):
@@ -247,7 +250,7 @@ def check_runtime(
             target.uri if target else model_uri, dst_path=_empty_dir(tmp, "model")
         )
         claimed = list(conf.get("eas_processors", []))
-        versions = _runtimes_to_check(processor, all, claimed)
+        versions = _runtimes_to_check(processor, all_runtimes, claimed)
         signature_defs = conf["signature_defs"]
         # Environments first: a missing interpreter fails before TensorFlow is even loaded.
         # `timeout` covers a runtime's build and its run: the run gets what the build left.
@@ -280,19 +283,21 @@ def check_runtime(
         results = []
         for version in versions:
             processors = [p for p, v in PROCESSORS.items() if v == version]
-            result = RuntimeResult(version, processors, claimed=any(p in claimed for p in processors))
-            env = envs[version]
-            result.python, result.python_version, result.wheel = env.python, env.interpreter_version, env.wheel
+            verdict_of = {"processors": processors, "claimed": any(p in claimed for p in processors)}
             try:
                 run = run_in_runtime(export_dir, version, feeds, timeout=run_timeouts[version])
             except MlflowException as e:
-                result.error = e.message
-                results.append(result)
+                env = envs[version]
+                results.append(RuntimeResult(
+                    version, env.python, env.interpreter_version, env.wheel, c_api_load_ok=False,
+                    c_api_error=None, python_load_ok=False, python_error=None, error=e.message, **verdict_of,
+                ))
                 continue
-            _fill(result, run, signature_defs, reference, origins, reference_error, reference_errors, rtol, atol)
+            result = RuntimeResult(**vars(run), **verdict_of)
+            _fill(result, signature_defs, reference, origins, reference_error, reference_errors, rtol, atol)
             results.append(result)
     report = RuntimeCheckReport(model_uri, tf.__version__, results, reference_error, rtol=rtol, atol=atol)
-    report.recorded_tags = registry_tags.record_check(target, report, processor=None if all else processor)
+    report.recorded_tags = registry_tags.record_check(target, report, processor=None if all_runtimes else processor)
     report.recorded_on = target.uri if target else None
     return report
 
@@ -306,18 +311,15 @@ def example_specs(export_dir):
     return signature_example_specs(saved_model.meta_graphs[0]) if saved_model.meta_graphs else {}
 
 
-def _fill(result, run, signature_defs, reference, origins, reference_error, reference_errors, rtol, atol):
-    result.python, result.python_version, result.wheel = run.python, run.python_version, run.wheel
-    result.tensorflow, result.seconds = run.tensorflow, run.seconds
-    result.c_api_load_ok, result.c_api_error = run.c_api_load_ok, run.c_api_error
-    result.python_load_ok, result.python_error = run.python_load_ok, run.python_error
+def _fill(result, signature_defs, reference, origins, reference_error, reference_errors, rtol, atol):
+    """Compares ``result``'s outputs with TF 2.21's ``reference``: one verdict per SignatureDef."""
     for name in signature_defs:
         sig = SignatureResult(name, origins[name], ok=True)
         sig.reference_error = reference_error or reference_errors.get(name)
         verdicts = set()
         for label, outputs, errors, loaded in (
-            ("Python loader", run.outputs, run.python_run_errors, run.python_load_ok),
-            ("C API", run.c_api_outputs, run.c_api_run_errors, run.c_api_load_ok),
+            ("Python loader", result.outputs, result.python_run_errors, result.python_load_ok),
+            ("C API", result.c_api_outputs, result.c_api_run_errors, result.c_api_load_ok),
         ):
             if not loaded:
                 sig.problems.append(f"{label}: the model did not load")

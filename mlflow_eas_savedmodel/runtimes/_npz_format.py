@@ -1,16 +1,35 @@
 """How arrays cross between this package and ``_runner.py`` in ``.npz`` files.
 
+Each input or output is one array named ``quote(signature)/quote(key)`` (:func:`array_name`):
+SignatureDef names such as ``tensorflow/serving/regress`` hold ``/``. The signatures to run are
+also listed in :data:`SIGNATURES_ARRAY`, since a SignatureDef without inputs has no array.
+
 A string array travels as its values joined (``uint8``) plus ``<name>#lengths``: numpy's ``S``
 dtype drops each value's trailing NUL bytes, which a serialized ``tf.Example`` can end in, and
 object arrays would need pickles. ``quote()`` encodes ``#``, so no array name ends like this.
 
-Imported by :mod:`.conformance` (TF 2.21 side) and by ``_runner.py`` inside the old runtimes
-(CPython 3.6+, numpy 1.16+): Python 3.6 syntax, numpy only, no side effects.
+Imported by :mod:`.runtime_process` (TF 2.21 side) and by ``_runner.py`` inside the old runtimes
+(CPython 3.6+, numpy 1.16+): Python 3.6 syntax, numpy and the standard library only, no side
+effects.
 """
+
+from urllib.parse import quote, unquote
 
 import numpy as np
 
 LENGTHS_SUFFIX = "#lengths"
+SIGNATURES_ARRAY = "__signatures__"
+
+
+def array_name(signature, key):
+    """The npz name of one input or output of SignatureDef ``signature``."""
+    return "%s/%s" % (quote(signature, safe=""), quote(key, safe=""))
+
+
+def split_array_name(name):
+    """``(signature, key)`` of an :func:`array_name`."""
+    signature, _, key = name.partition("/")
+    return unquote(signature), unquote(key)
 
 
 def bytes_array(items, shape):

@@ -17,7 +17,7 @@ What it does, in order (each stage's result is added to the report, which is rew
 ``--report`` after every stage so a crash still leaves what was learnt):
 
 (a) C++ loader: ``TF_LoadSessionFromSavedModel`` through the C API (ctypes on the wheel's
-    ``_pywrap_tensorflow_internal.so``).  This is the loader EAS's TensorFlow processors
+    library that ``_c_api.py`` finds, ``_pywrap_tensorflow_internal.so`` in these wheels).  This is the loader EAS's TensorFlow processors
     use; it rejects unknown ops (also inside the function library) and unknown node attrs
     that the Python loader may tolerate.
 (c) C API session run: every requested signature is run with ``TF_SessionRun`` on the session
@@ -37,7 +37,6 @@ from __future__ import print_function
 
 import argparse
 import ctypes
-import glob
 import json
 import os
 import platform
@@ -45,10 +44,7 @@ import struct
 import sys
 import traceback
 
-try:
-    from urllib.parse import quote, unquote
-except ImportError:  # pragma: no cover - Python 2 never runs this
-    from urllib import quote, unquote
+from urllib.parse import unquote
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -59,7 +55,15 @@ warnings.simplefilter("ignore")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _npz_format import bytes_array, pack_arrays, unpack_arrays  # noqa: E402
+from _c_api import TFBuffer, library_candidates  # noqa: E402
+from _npz_format import (  # noqa: E402
+    SIGNATURES_ARRAY,
+    array_name,
+    bytes_array,
+    pack_arrays,
+    split_array_name,
+    unpack_arrays,
+)
 
 # TF_DataType codes <-> numpy.
 _TF_TO_NP = {
@@ -68,11 +72,6 @@ _TF_TO_NP = {
     19: np.float16, 22: np.uint32, 23: np.uint64,
 }
 _TF_STRING = 7
-
-
-class _TFBuffer(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("length", ctypes.c_size_t),
-                ("data_deallocator", ctypes.c_void_p)]
 
 
 class _TFOutput(ctypes.Structure):
@@ -87,23 +86,9 @@ def _report_write(report, path):
         os.rename(tmp, path)
 
 
-def _lib_candidates(tf):
-    tf_dir = os.path.dirname(os.path.abspath(tf.__file__))
-    roots = [tf_dir, os.path.join(os.path.dirname(tf_dir), "tensorflow_core")]
-    pats = ["python/_pywrap_tensorflow_internal.so", "libtensorflow_cc.so*",
-            "python/lib_pywrap_tensorflow_common.so", "libtensorflow_framework.so*"]
-    out = []
-    for r in roots:
-        for p in pats:
-            for f in sorted(glob.glob(os.path.join(r, p))):
-                if f not in out:
-                    out.append(f)
-    return out
-
-
 def load_c_api(tf):
     """ctypes handle on the (already loaded) wheel library exporting the C API."""
-    for path in _lib_candidates(tf):
+    for path in library_candidates(tf):
         try:
             lib = ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
         except OSError:
@@ -119,9 +104,9 @@ def _declare(lib):
     sig = {
         "TF_NewStatus": (vp, []), "TF_GetCode": (i, [vp]), "TF_Message": (cp, [vp]),
         "TF_NewSessionOptions": (vp, []), "TF_NewGraph": (vp, []),
-        "TF_NewBuffer": (ctypes.POINTER(_TFBuffer), []),
+        "TF_NewBuffer": (ctypes.POINTER(TFBuffer), []),
         "TF_LoadSessionFromSavedModel": (
-            vp, [vp, vp, cp, ctypes.POINTER(cp), i, vp, ctypes.POINTER(_TFBuffer), vp]),
+            vp, [vp, vp, cp, ctypes.POINTER(cp), i, vp, ctypes.POINTER(TFBuffer), vp]),
         "TF_GraphOperationByName": (vp, [vp, cp]),
         "TF_AllocateTensor": (vp, [i, ctypes.POINTER(ctypes.c_int64), i, sz]),
         "TF_TensorData": (vp, [vp]), "TF_TensorByteSize": (sz, [vp]),
@@ -244,19 +229,6 @@ def _from_tf_tensor(lib, t):
                 ln, p = struct.unpack("<QQ", raw[:16])
                 items.append(ctypes.string_at(p, ln >> 2) if ln >> 2 else b"")
     return bytes_array(items, shape)
-
-
-SIGNATURES_ARRAY = "__signatures__"
-
-
-def array_name(signature, key):
-    """The npz name of one input or output: ``quote(signature)/quote(key)``."""
-    return "%s/%s" % (quote(signature, safe=""), quote(key, safe=""))
-
-
-def split_array_name(name):
-    signature, _, key = name.partition("/")
-    return unquote(signature), unquote(key)
 
 
 def _split_name(tensor_name):

@@ -1,6 +1,6 @@
 """Semantic rules: kernels a runtime registers but refuses for some attr value or shape on CPU.
 
-The registry check (:mod:`mlflow_eas_savedmodel.runtimes`) sees ops, attrs and input arity; it
+The registry check (:mod:`.static_check`) sees ops, attrs and input arity; it
 cannot see that ``Conv2D`` exists in every runtime yet refuses ``data_format=NCHW`` or grouped
 filters on CPU. Each rule here is named, finds the nodes it is about, and lists the runtimes it
 leaves out; the rewrites (:mod:`mlflow_eas_savedmodel.graph.rewrite`) remove what they can
@@ -35,7 +35,8 @@ results are what ``tests/test_semantic_rules.py`` runs again with ``runtime`` ma
 
 import dataclasses
 
-from mlflow_eas_savedmodel.runtimes import RUNTIME_VERSIONS, Incompatibility
+from mlflow_eas_savedmodel.runtimes.processors import RUNTIME_VERSIONS
+from mlflow_eas_savedmodel.runtimes.static_check import Incompatibility
 
 _ALL = RUNTIME_VERSIONS
 _BEFORE_XLA = ("1.12", "1.14", "1.15")
