@@ -42,10 +42,10 @@ def _deep_softmax(tf):
     return {"image": image}, {"scores": tf.nn.softmax(tf.matmul(hidden, w2), name="scores")}
 
 
-def _pair(tf):
+def _pair(tf, b_dtype="int32"):
     """``total = sum(a, axis=1) + b`` and ``doubled = a * 2``: two inputs of two dtypes."""
     a = tf.compat.v1.placeholder(tf.float32, [None, 2], name="a")
-    b = tf.compat.v1.placeholder(tf.int32, [None], name="b")
+    b = tf.compat.v1.placeholder(b_dtype, [None], name="b")
     total = tf.add(tf.reduce_sum(a, axis=1), tf.cast(b, tf.float32), name="total")
     return {"a": a, "b": b}, {"total": total, "doubled": tf.multiply(a, 2.0, name="doubled")}
 
@@ -100,6 +100,7 @@ PIECES = {
     "scores": _scores,
     "deep_softmax": _deep_softmax,
     "pair": _pair,
+    "pair_int64": lambda tf: _pair(tf, "int64"),
     "length": _length,
     "upper": _upper,
     "anything": _anything,
