@@ -1,8 +1,11 @@
-"""Shared fixtures: a real sqlite MLflow store per test, and small Keras models."""
+"""Shared fixtures: a real sqlite MLflow store per test, small Keras models, and the two
+multi-signature session models of ``tests/multi_signature.py`` (saved once per session; the
+tests only read them)."""
 
 import os
 
 import numpy as np
+import multi_signature
 import pytest
 from stores import sqlite_store
 
@@ -39,3 +42,18 @@ def mlp(tf):
 @pytest.fixture
 def x4():
     return np.random.default_rng(0).random((5, 4), dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def multi_signature_model(tmp_path_factory, tf):
+    """Folder of ``multi_signature.DECODER_MODEL``: ``serving_default`` (image -> scores),
+    ``pair`` (a, b -> total, doubled), ``words`` (strings -> length), ``anything`` (any rank)."""
+    return multi_signature.save(tf, tmp_path_factory.mktemp("multi_signature") / "model", multi_signature.DECODER_MODEL)
+
+
+@pytest.fixture(scope="session")
+def eas_session_model(tmp_path_factory, tf):
+    """Folder (str) of ``multi_signature.EAS_MODEL``: ``serving_default`` (x -> y, n) with an input
+    example, ``lookup`` (s -> ids, echo) without."""
+    path = str(tmp_path_factory.mktemp("eas_session_model") / "model")
+    return multi_signature.save(tf, path, multi_signature.EAS_MODEL, input_example={"x": multi_signature.EAS_EXAMPLE})

@@ -15,6 +15,7 @@ import threading
 import urllib.error
 import urllib.request
 
+import multi_signature
 import numpy as np
 import pytest
 from servers import ServerProcess, free_port, log_tail, mlflow_command, server_env
@@ -27,41 +28,23 @@ from mlflow_eas_savedmodel.eas.official_client import run_client_ops
 
 ALL = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
 VERSIONS = ["1.12", "1.14", "1.15", "2.3", "2.4", "2.7"] if ALL else ["1.15", "2.3"]
-W = (np.arange(6, dtype=np.float32).reshape(3, 2) / 7).astype(np.float32)
-X = np.array([[1, 2, 3], [0, -1, 0.5]], np.float32)
+X = multi_signature.EAS_EXAMPLE
 WORDS = np.array([b"a", b"zz", b"bb", "\u00e9".encode()], dtype=object)
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, tf):
-    """A sqlite registry holding ``demo`` version 1 (alias ``champion``): two SignatureDefs,
+    """A sqlite registry holding ``demo`` version 1 (alias ``champion``): ``multi_signature.EAS_MODEL``,
     ``serving_default`` (x float32 -> y float32, n int64) and ``lookup`` (strings)."""
     import mlflow
 
     root = tmp_path_factory.mktemp("deploy_local")
     with sqlite_store(root, "deploy-local") as uri:
-        g = tf.Graph()
-        with g.as_default():
-            x = tf.compat.v1.placeholder(tf.float32, [None, 3], name="x")
-            w = tf.compat.v1.get_variable("w", initializer=W)
-            y = tf.identity(tf.matmul(x, w), name="y")
-            n = tf.identity(tf.reduce_sum(tf.cast(x > 0, tf.int64), axis=1), name="n")
-            s = tf.compat.v1.placeholder(tf.string, [None], name="s")
-            table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(tf.constant(["a", "bb"]), tf.constant([1, 2], tf.int64)), -1
-            )
-            ids = tf.identity(table.lookup(s), name="ids")
-            echo = tf.identity(s, name="echo")
-            with tf.compat.v1.Session(graph=g) as sess:
-                sess.run(tf.compat.v1.global_variables_initializer())
-                with mlflow.start_run():
-                    mes.log_model(
-                        sess, name="model", registered_model_name="demo", input_example={"x": X},
-                        signatures={
-                            "serving_default": {"inputs": {"x": x}, "outputs": {"y": y, "n": n}},
-                            "lookup": {"inputs": {"s": s}, "outputs": {"ids": ids, "echo": echo}},
-                        },
-                    )
+        with multi_signature.session(tf, multi_signature.EAS_MODEL) as (sess, signatures):
+            with mlflow.start_run():
+                mes.log_model(
+                    sess, name="model", registered_model_name="demo", input_example={"x": X}, signatures=signatures
+                )
         mlflow.MlflowClient().set_registered_model_alias("demo", "champion", "1")
         handle = mes.load_model("models:/demo/1", device="cpu")
         yield {"uri": uri, "root": root, "handle": handle}

@@ -1,4 +1,8 @@
-"""The local EAS endpoint, answered for the official eas-prediction client (no mocks)."""
+"""The local EAS endpoint, answered for the official eas-prediction client (no mocks).
+
+The model is ``tests/multi_signature.py``'s ``EAS_MODEL``: ``serving_default`` (x float32 -> y
+float32, n int64) and ``lookup`` (strings s -> ids, echo).
+"""
 
 import base64
 import json
@@ -14,50 +18,20 @@ import urllib.request
 
 import numpy as np
 import pytest
+from multi_signature import EAS_EXAMPLE
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel.eas import protocol
 from mlflow_eas_savedmodel.eas.endpoint import serve_eas
 from mlflow_eas_savedmodel.eas.official_client import run_client_ops
 
-W = (np.arange(6, dtype=np.float32).reshape(3, 2) / 7).astype(np.float32)
-X = np.array([[1, 2, 3], [0, -1, 0.5]], np.float32)
+X = EAS_EXAMPLE
 WORDS = np.array([b"a", b"zz", b"bb", "\u00e9".encode()], dtype=object)
 
 
 @pytest.fixture(scope="module")
-def session_model(tmp_path_factory, tf):
-    """Two SignatureDefs: ``serving_default`` (x -> y float32, n int64), ``lookup`` (strings)."""
-    path = str(tmp_path_factory.mktemp("endpoint") / "model")
-    g = tf.Graph()
-    with g.as_default():
-        x = tf.compat.v1.placeholder(tf.float32, [None, 3], name="x")
-        w = tf.compat.v1.get_variable("w", initializer=W)
-        y = tf.identity(tf.matmul(x, w), name="y")
-        n = tf.identity(tf.reduce_sum(tf.cast(x > 0, tf.int64), axis=1), name="n")
-        s = tf.compat.v1.placeholder(tf.string, [None], name="s")
-        table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(["a", "bb"]), tf.constant([1, 2], tf.int64)), -1
-        )
-        ids = tf.identity(table.lookup(s), name="ids")
-        echo = tf.identity(s, name="echo")
-        with tf.compat.v1.Session(graph=g) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            mes.save_model(
-                sess,
-                path,
-                signatures={
-                    "serving_default": {"inputs": {"x": x}, "outputs": {"y": y, "n": n}},
-                    "lookup": {"inputs": {"s": s}, "outputs": {"ids": ids, "echo": echo}},
-                },
-                input_example={"x": X},
-            )
-    return path
-
-
-@pytest.fixture(scope="module")
-def endpoint(session_model):
-    ep = serve_eas(session_model, "demo_service")
+def endpoint(eas_session_model):
+    ep = serve_eas(eas_session_model, "demo_service")
     try:
         yield ep
     finally:
@@ -65,8 +39,8 @@ def endpoint(session_model):
 
 
 @pytest.fixture(scope="module")
-def handle(session_model):
-    return mes.load_model(session_model, device="cpu")
+def handle(eas_session_model):
+    return mes.load_model(eas_session_model, device="cpu")
 
 
 def _feed(name, array, code):
@@ -191,11 +165,11 @@ def test_concurrent_requests_each_get_their_own_answer(endpoint, handle):
         np.testing.assert_array_equal(got, handle.predict({"x": batch})["y"])
 
 
-def test_serve_eas_cli(session_model, handle, tmp_path):
+def test_serve_eas_cli(eas_session_model, handle, tmp_path):
     script = os.path.join(os.path.dirname(sys.executable), "mlflow-eas-savedmodel")
     stderr = open(tmp_path / "stderr.txt", "w")
     proc = subprocess.Popen(
-        [script, "serve-eas", session_model, "--name", "cli_demo", "--port", "0"],
+        [script, "serve-eas", eas_session_model, "--name", "cli_demo", "--port", "0"],
         stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )

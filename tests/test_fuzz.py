@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from mlflow.exceptions import MlflowException
+from multi_signature import WEIGHTS
 
 import mlflow_eas_savedmodel as mes
 
@@ -26,63 +27,30 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
-WEIGHTS = (np.arange(12, dtype=np.float32).reshape(4, 3) / 10).astype(np.float32)
 INPUT_KEYS = {"serving_default": ["image"], "pair": ["a", "b"], "words": ["words"], "anything": ["anything"]}
 SIGNATURES = list(INPUT_KEYS)
 ALL_KEYS = sorted({k for keys in INPUT_KEYS.values() for k in keys})
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tf):
-    """A TF1 session model with four SignatureDefs: float, float+int32 (two outputs), string,
-    and an unknown-rank input."""
-    graph = tf.Graph()
-    with graph.as_default():
-        image = tf.compat.v1.placeholder(tf.float32, [None, 4], name="image")
-        w = tf.compat.v1.get_variable("w", initializer=WEIGHTS)
-        scores = tf.matmul(image, w, name="scores")
-        a = tf.compat.v1.placeholder(tf.float32, [None, 2], name="a")
-        b = tf.compat.v1.placeholder(tf.int32, [None], name="b")
-        total = tf.add(tf.reduce_sum(a, axis=1), tf.cast(b, tf.float32), name="total")
-        doubled = tf.multiply(a, 2.0, name="doubled")
-        words = tf.compat.v1.placeholder(tf.string, [None], name="words")
-        length = tf.strings.length(words, name="length")
-        anything = tf.compat.v1.placeholder(tf.float32, None, name="anything")
-        summed = tf.reduce_sum(anything, name="summed")
-        sess = tf.compat.v1.Session(graph=graph)
-        sess.run(tf.compat.v1.global_variables_initializer())
-    path = tmp_path_factory.mktemp("fuzz") / "model"
-    mes.save_model(
-        sess,
-        path,
-        signatures={
-            "serving_default": {"inputs": {"image": image}, "outputs": {"scores": scores}},
-            "pair": {"inputs": {"a": a, "b": b}, "outputs": {"total": total, "doubled": doubled}},
-            "words": {"inputs": {"words": words}, "outputs": {"length": length}},
-            "anything": {"inputs": {"anything": anything}, "outputs": {"sum": summed}},
-        },
-    )
-    sess.close()
-    return path
+def handle(multi_signature_model):
+    """``tests/multi_signature.py``'s ``DECODER_MODEL``: float, float+int32 (two outputs), string
+    and unknown-rank inputs."""
+    return mes.load_model(str(multi_signature_model), device="cpu")
 
 
 @pytest.fixture(scope="module")
-def handle(model_dir):
-    return mes.load_model(str(model_dir), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def wrapper(model_dir):
+def wrapper(multi_signature_model):
     from mlflow_eas_savedmodel.pyfunc import _load_pyfunc
 
-    return _load_pyfunc(str(model_dir / "savedmodel"), {"device": "cpu"})
+    return _load_pyfunc(str(multi_signature_model / "savedmodel"), {"device": "cpu"})
 
 
 @pytest.fixture(scope="module")
-def pyfunc_model(model_dir):
+def pyfunc_model(multi_signature_model):
     import mlflow.pyfunc
 
-    return mlflow.pyfunc.load_model(str(model_dir), model_config={"device": "cpu"})
+    return mlflow.pyfunc.load_model(str(multi_signature_model), model_config={"device": "cpu"})
 
 
 # ---- strategies --------------------------------------------------------------------------

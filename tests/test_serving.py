@@ -10,6 +10,7 @@ import os
 import re
 
 import mlflow
+import multi_signature
 import numpy as np
 import pytest
 import requests
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.server
 
 SESSION_SOURCE = os.path.join(os.path.dirname(mes.__file__), "sources", "session.py")
 # The multi-signature session model's weights: serving_default computes image @ W.
-W = (np.arange(12, dtype=np.float32).reshape(4, 3) / 10).astype(np.float32)
+W = multi_signature.WEIGHTS
 X = np.array([[1, 2, 3, 4], [0, 0, 0, 1], [0.5, -1, 2, 0]], dtype=np.float32)
 
 
@@ -66,23 +67,8 @@ def multi_session(tf):
     if not os.path.exists(SESSION_SOURCE):
         pytest.skip("sources/session.py (the TF1 session source) has not landed yet; it is "
                     "what builds a multi-signature model")
-    graph = tf.Graph()
-    with graph.as_default():
-        image = tf.compat.v1.placeholder(tf.float32, [None, 4], name="image")
-        weights = tf.compat.v1.get_variable("w", initializer=W)
-        scores = tf.identity(tf.matmul(image, weights), name="scores")
-        a = tf.compat.v1.placeholder(tf.float32, [None, 2], name="a")
-        b = tf.compat.v1.placeholder(tf.int64, [None], name="b")
-        total = tf.identity(tf.reduce_sum(a, axis=1) + tf.cast(b, tf.float32), name="total")
-        doubled = tf.identity(a * 2.0, name="doubled")
-        session = tf.compat.v1.Session(graph=graph)
-        session.run(tf.compat.v1.global_variables_initializer())
-    signatures = {
-        "serving_default": {"inputs": {"image": image}, "outputs": {"scores": scores}},
-        "other": {"inputs": {"a": a, "b": b}, "outputs": {"total": total, "doubled": doubled}},
-    }
-    yield session, signatures
-    session.close()
+    with multi_signature.session(tf, {"serving_default": "scores", "other": "pair_int64"}) as (session, signatures):
+        yield session, signatures
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
 """Soak: servers under a steady mix of valid and abusive requests from 4 concurrent clients.
 
-Each soak sends a fixed number of requests, paced over about ``SOAK_SECONDS`` (40 s by default,
+The model is ``tests/multi_signature.py``'s ``DECODER_MODEL`` (``serving_default``: image ->
+scores; ``pair``: a, b -> total, doubled; the soak sends those two). Each soak sends a fixed
+number of requests, paced over about ``SOAK_SECONDS`` (40 s by default,
 ``MLFLOW_EAS_SOAK_SECONDS`` overrides), to a real server process on 127.0.0.1:
 
 * every valid request is answered 200 with the right numbers;
@@ -25,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
+from multi_signature import WEIGHTS
 
 import mlflow_eas_savedmodel as mes
 from tests.servers import ServerProcess, free_port, mlflow_command, server_env
@@ -32,42 +35,14 @@ from tests.servers import ServerProcess, free_port, mlflow_command, server_env
 SOAK_SECONDS = float(os.environ.get("MLFLOW_EAS_SOAK_SECONDS", "40"))
 CLIENTS = 4
 REQUESTS_PER_CLIENT = 150
-WEIGHTS = (np.arange(12, dtype=np.float32).reshape(4, 3) / 10).astype(np.float32)
 # RSS may grow while allocator pools fill up after warm-up; a per-request leak of even 1 KiB
 # would exceed this over 600 requests with big batches. Generous, but bounded.
 RSS_GROWTH_LIMIT = 150 * 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tf):
-    """Two SignatureDefs: ``serving_default`` (image -> scores) and ``pair`` (a, b -> total, doubled)."""
-    graph = tf.Graph()
-    with graph.as_default():
-        image = tf.compat.v1.placeholder(tf.float32, [None, 4], name="image")
-        w = tf.compat.v1.get_variable("w", initializer=WEIGHTS)
-        scores = tf.matmul(image, w, name="scores")
-        a = tf.compat.v1.placeholder(tf.float32, [None, 2], name="a")
-        b = tf.compat.v1.placeholder(tf.int32, [None], name="b")
-        total = tf.add(tf.reduce_sum(a, axis=1), tf.cast(b, tf.float32), name="total")
-        doubled = tf.multiply(a, 2.0, name="doubled")
-        sess = tf.compat.v1.Session(graph=graph)
-        sess.run(tf.compat.v1.global_variables_initializer())
-    path = tmp_path_factory.mktemp("soak") / "model"
-    mes.save_model(
-        sess,
-        path,
-        signatures={
-            "serving_default": {"inputs": {"image": image}, "outputs": {"scores": scores}},
-            "pair": {"inputs": {"a": a, "b": b}, "outputs": {"total": total, "doubled": doubled}},
-        },
-    )
-    sess.close()
-    return path
-
-
-def test_graph_is_frozen_across_predictions(model_dir):
+def test_graph_is_frozen_across_predictions(multi_signature_model):
     """No op is ever added per request: the op count is constant and the graph is finalized."""
-    handle = mes.load_model(str(model_dir), device="cpu")
+    handle = mes.load_model(str(multi_signature_model), device="cpu")
     graph = handle.session.graph
     ops_before = len(graph.get_operations())
     rng = np.random.default_rng(0)
@@ -271,10 +246,10 @@ MLFLOW_KINDS = [
 ]
 
 
-def test_soak_mlflow_models_serve(model_dir, tmp_path):
+def test_soak_mlflow_models_serve(multi_signature_model, tmp_path):
     port = free_port()
     command = mlflow_command(
-        "models", "serve", "-m", str(model_dir), "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)
+        "models", "serve", "-m", str(multi_signature_model), "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)
     )
     with ServerProcess(command, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", env=server_env()) as server:
         url = server.url("/invocations")
@@ -339,11 +314,11 @@ def _eas_request(rng, i):
     return kind, b"", headers, _expect_4xx("image")
 
 
-def test_soak_local_eas_endpoint(model_dir, tmp_path):
+def test_soak_local_eas_endpoint(multi_signature_model, tmp_path):
     pytest.importorskip("mlflow_eas_savedmodel.eas.endpoint", reason="the EAS endpoint is not written yet")
     port = free_port()
     script = os.path.join(os.path.dirname(sys.executable), "mlflow-eas-savedmodel")
-    command = [script, "serve-eas", str(model_dir), "--name", "soak", "--port", str(port)]
+    command = [script, "serve-eas", str(multi_signature_model), "--name", "soak", "--port", str(port)]
     ready = f"http://127.0.0.1:{port}/api/predict/soak"
     with ServerProcess(command, ready, tmp_path / "eas.log", env=server_env()) as server:
 

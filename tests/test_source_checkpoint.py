@@ -1,16 +1,19 @@
-"""Checkpoints as sources: Saver + .meta, Saver + build_fn, TF2 tf.train.Checkpoint, bad input."""
+"""Checkpoints as sources: Saver + .meta, Saver + build_fn, TF2 tf.train.Checkpoint, bad input.
 
+The round trips are rows of ``CHECKPOINT_CASES``, run by one generic test through
+``tests/round_trips.py``; the bad-input tests assert the messages and that nothing is left on disk.
+"""
+
+import contextlib
 import os
 import shutil
 
-import mlflow
 import numpy as np
 import pytest
-import yaml
 from mlflow.exceptions import MlflowException
+from round_trips import Case, Export, Predict, PyfuncPredict, TensorRun, params, run
 
 import mlflow_eas_savedmodel as mes
-from mlflow_eas_savedmodel import runtimes
 
 WORDS = ["cat", "dog"]
 
@@ -46,66 +49,6 @@ def saver_checkpoint(tmp_path_factory, tf):
     return prefix, xs, expected
 
 
-def _flavor(path):
-    with open(os.path.join(path, "MLmodel")) as f:
-        return yaml.safe_load(f)["flavors"][mes.FLAVOR_NAME]
-
-
-def _assert_eas_compatible(saved_model_dir):
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved = saved_model_pb2.SavedModel()
-    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
-        saved.ParseFromString(f.read())
-    compatible, problems = runtimes.check_all(saved.meta_graphs[0].graph_def)
-    assert {"tensorflow_cpu_1.15", "tensorflow_cpu_2.3"} <= set(compatible), problems
-
-
-def test_saver_checkpoint_with_meta_round_trip(tracking_uri, saver_checkpoint, tf):
-    prefix, xs, expected = saver_checkpoint
-    with mlflow.start_run():
-        info = mes.log_model(
-            prefix,
-            name="m",
-            signatures={
-                "serving_default": {"inputs": {"image": "x:0"}, "outputs": {"scores": "y:0"}},
-                "lookup": {"inputs": {"words": "words:0"}, "outputs": {"ids": "ids:0"}},
-            },
-        )
-    handle = mes.load_model(info.model_uri, device="cpu")
-    np.testing.assert_allclose(handle.predict(xs)["scores"], expected, rtol=1e-6)
-    words = np.array(["dog", "bird", "cat"], dtype=object)
-    np.testing.assert_array_equal(handle.predict(words, signature_name="lookup")["ids"], [8, -1, 7])
-    pyfunc_model = mlflow.pyfunc.load_model(info.model_uri)
-    np.testing.assert_array_equal(pyfunc_model.predict({"words": words}, params={"signature_name": "lookup"}), [8, -1, 7])
-    np.testing.assert_allclose(pyfunc_model.predict(xs), expected, rtol=1e-6)
-
-    local = mlflow.artifacts.download_artifacts(info.model_uri)
-    conf = _flavor(local)
-    assert conf["source"] == "checkpoint"
-    assert conf["signature_defs"]["serving_default"]["inputs"]["image"]["name"] == "x:0"
-    saved_model_dir = os.path.join(local, conf["saved_model_dir"])
-    _assert_eas_compatible(saved_model_dir)
-    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
-        tf.compat.v1.saved_model.loader.load(sess, ["serve"], saved_model_dir)
-        np.testing.assert_allclose(sess.run("y:0", {"x:0": xs}), expected, rtol=1e-6)
-
-
-def test_checkpoint_with_input_example_saves_it(tmp_path, saver_checkpoint):
-    """input_example is a hint for sources; a checkpoint does not need it but must accept it."""
-    prefix, xs, expected = saver_checkpoint
-    mes.save_model(prefix, tmp_path / "m", inputs={"image": "x:0"}, outputs={"scores": "y:0"},
-                   input_example=xs[:2])
-    assert (tmp_path / "m" / "input_example.json").exists()
-    np.testing.assert_allclose(mes.load_model(str(tmp_path / "m")).predict(xs)["scores"], expected, rtol=1e-6)
-
-
-def test_checkpoint_folder_uses_its_latest_checkpoint(tmp_path, saver_checkpoint):
-    prefix, xs, expected = saver_checkpoint
-    mes.save_model(os.path.dirname(prefix), tmp_path / "m", inputs={"image": "x:0"}, outputs={"scores": "y:0"})
-    np.testing.assert_allclose(mes.load_model(str(tmp_path / "m"), device="cpu").predict(xs)["scores"], expected, rtol=1e-6)
-
-
 @pytest.fixture
 def without_meta(tmp_path, saver_checkpoint):
     """A copy of the checkpoint without its .meta graph."""
@@ -118,51 +61,12 @@ def without_meta(tmp_path, saver_checkpoint):
     return str(folder / "model.ckpt")
 
 
-def test_saver_checkpoint_without_meta_rebuilt_by_build_fn(tmp_path, without_meta, saver_checkpoint, tf):
-    _, xs, expected = saver_checkpoint
-
-    def build_fn():
-        x, y, words, ids = build_lr_graph(tf)
-        return {"predict_images": {"inputs": {"images": x}, "outputs": {"scores": y}},
-                "lookup": {"inputs": {"words": words}, "outputs": {"ids": ids}}}
-
-    path = tmp_path / "m"
-    mes.save_model(without_meta, path, build_fn=build_fn, default_signature="predict_images")
-    handle = mes.load_model(str(path), device="cpu")
-    assert handle.default_signature == "predict_images"
-    np.testing.assert_allclose(handle.predict(xs)["scores"], expected, rtol=1e-6)
-    np.testing.assert_array_equal(handle.predict(np.array(["cat"], object), signature_name="lookup")["ids"], [7])
-    _assert_eas_compatible(str(path / "savedmodel"))
-
-
-def test_build_fn_returning_inputs_and_outputs(tmp_path, without_meta, saver_checkpoint, tf):
-    _, xs, expected = saver_checkpoint
-
-    def build_fn():
-        x, y, _, _ = build_lr_graph(tf)
-        return {"image": x}, {"scores": y}
-
-    mes.save_model(without_meta, tmp_path / "m", build_fn=build_fn)
-    np.testing.assert_allclose(mes.load_model(str(tmp_path / "m"), device="cpu").predict(xs)["scores"], expected, rtol=1e-6)
-
-
 def _keras_model():
     import keras
 
     inp = keras.Input((4,), name="image")
     hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inp)
     return keras.Model(inp, keras.layers.Dense(3, name="scores")(hidden))
-
-
-def test_tf2_object_checkpoint_with_keras_build_fn(tracking_uri, tmp_path, tf, x4):
-    trained = _keras_model()
-    prefix = tf.train.Checkpoint(model=trained).save(str(tmp_path / "tf2" / "ckpt"))
-    with mlflow.start_run():
-        info = mes.log_model(prefix, name="m", build_fn=_keras_model)
-    expected = trained(x4).numpy()
-    np.testing.assert_allclose(mes.load_model(info.model_uri, device="cpu").predict(x4)["scores"], expected, rtol=1e-5)
-    np.testing.assert_allclose(mlflow.pyfunc.load_model(info.model_uri).predict(x4), expected, rtol=1e-5)
-    assert _flavor(mlflow.artifacts.download_artifacts(info.model_uri))["source"] == "checkpoint"
 
 
 class Scorer:
@@ -186,16 +90,150 @@ class Scorer:
         return _Scorer()
 
 
-def test_tf2_object_checkpoint_with_module_build_fn(tmp_path, tf, x4):
+SCORES_ONLY = {"inputs": {"image": "x:0"}, "outputs": {"scores": "y:0"}}
+LOOKUP_WORDS = np.array(["dog", "bird", "cat"], dtype=object)
+
+
+@contextlib.contextmanager
+def _saver_checkpoint_with_meta(tf, tmp_path, saver_checkpoint):
+    prefix, xs, expected = saver_checkpoint
+    signatures = {
+        "serving_default": {"inputs": {"image": "x:0"}, "outputs": {"scores": "y:0"}},
+        "lookup": {"inputs": {"words": "words:0"}, "outputs": {"ids": "ids:0"}},
+    }
+    yield Export(
+        prefix,
+        {"signatures": signatures},
+        predicts=[
+            Predict(xs, {"scores": expected}, rtol=1e-6),
+            Predict(LOOKUP_WORDS, {"ids": [8, -1, 7]}, signature="lookup"),
+        ],
+        pyfunc=[
+            PyfuncPredict({"words": LOOKUP_WORDS}, [8, -1, 7], signature="lookup"),
+            PyfuncPredict(xs, expected, rtol=1e-6),
+        ],
+        tensor_runs=[TensorRun("y:0", {"x:0": xs}, expected, rtol=1e-6)],
+    )
+
+
+@contextlib.contextmanager
+def _checkpoint_with_input_example(tf, tmp_path, saver_checkpoint):
+    """input_example is a hint for sources; a checkpoint does not need it but must accept it."""
+    prefix, xs, expected = saver_checkpoint
+    yield Export(
+        prefix, {**SCORES_ONLY, "input_example": xs[:2]}, predicts=[Predict(xs, {"scores": expected}, rtol=1e-6)]
+    )
+
+
+@contextlib.contextmanager
+def _checkpoint_folder(tf, tmp_path, saver_checkpoint):
+    prefix, xs, expected = saver_checkpoint
+    yield Export(os.path.dirname(prefix), SCORES_ONLY, predicts=[Predict(xs, {"scores": expected}, rtol=1e-6)])
+
+
+@contextlib.contextmanager
+def _saver_checkpoint_without_meta_rebuilt_by_build_fn(tf, tmp_path, without_meta, saver_checkpoint):
+    _, xs, expected = saver_checkpoint
+
+    def build_fn():
+        x, y, words, ids = build_lr_graph(tf)
+        return {"predict_images": {"inputs": {"images": x}, "outputs": {"scores": y}},
+                "lookup": {"inputs": {"words": words}, "outputs": {"ids": ids}}}
+
+    yield Export(
+        without_meta,
+        {"build_fn": build_fn, "default_signature": "predict_images"},
+        predicts=[
+            Predict(xs, {"scores": expected}, rtol=1e-6),
+            Predict(np.array(["cat"], object), {"ids": [7]}, signature="lookup"),
+        ],
+    )
+
+
+@contextlib.contextmanager
+def _build_fn_returning_inputs_and_outputs(tf, tmp_path, without_meta, saver_checkpoint):
+    _, xs, expected = saver_checkpoint
+
+    def build_fn():
+        x, y, _, _ = build_lr_graph(tf)
+        return {"image": x}, {"scores": y}
+
+    yield Export(without_meta, {"build_fn": build_fn}, predicts=[Predict(xs, {"scores": expected}, rtol=1e-6)])
+
+
+@contextlib.contextmanager
+def _tf2_object_checkpoint_with_keras_build_fn(tf, tmp_path, x4):
+    trained = _keras_model()
+    prefix = tf.train.Checkpoint(model=trained).save(str(tmp_path / "tf2" / "ckpt"))
+    expected = trained(x4).numpy()
+    yield Export(
+        prefix,
+        {"build_fn": _keras_model},
+        predicts=[Predict(x4, {"scores": expected}, rtol=1e-5)],
+        pyfunc=[PyfuncPredict(x4, expected, rtol=1e-5)],
+    )
+
+
+@contextlib.contextmanager
+def _tf2_object_checkpoint_with_module_build_fn(tf, tmp_path, x4):
     trained = Scorer.make(tf)
     prefix = tf.train.Checkpoint(trained).save(str(tmp_path / "tf2" / "ckpt"))  # saved as the root
-    path = tmp_path / "m"
-    mes.save_model(prefix, path, build_fn=lambda: Scorer.make(tf))
-    handle = mes.load_model(str(path), device="cpu")
-    assert sorted(handle.signatures) == ["serving_default", "top"]
-    np.testing.assert_allclose(handle.predict(x4)["scores"], trained(x4)["scores"].numpy(), rtol=1e-5)
-    np.testing.assert_array_equal(handle.predict(x4, signature_name="top")["output_0"], trained.top(x4).numpy())
-    _assert_eas_compatible(str(path / "savedmodel"))
+    yield Export(
+        prefix,
+        {"build_fn": lambda: Scorer.make(tf)},
+        predicts=[
+            Predict(x4, {"scores": trained(x4)["scores"].numpy()}, rtol=1e-5),
+            Predict(x4, {"output_0": trained.top(x4).numpy()}, signature="top"),
+        ],
+    )
+
+
+CHECKPOINT_CASES = [
+    Case(
+        "saver_checkpoint_with_meta",
+        _saver_checkpoint_with_meta,
+        fixtures=("saver_checkpoint",),
+        log=True,
+        signatures=["lookup", "serving_default"],
+        conf={("signature_defs", "serving_default", "inputs", "image", "name"): "x:0"},
+    ),
+    Case(
+        "checkpoint_with_input_example_saves_it",
+        _checkpoint_with_input_example,
+        fixtures=("saver_checkpoint",),
+        input_example_saved=True,
+        load_kwargs={},
+    ),
+    Case("checkpoint_folder_uses_its_latest_checkpoint", _checkpoint_folder, fixtures=("saver_checkpoint",)),
+    Case(
+        "saver_checkpoint_without_meta_rebuilt_by_build_fn",
+        _saver_checkpoint_without_meta_rebuilt_by_build_fn,
+        fixtures=("without_meta", "saver_checkpoint"),
+        default_signature="predict_images",
+    ),
+    Case(
+        "build_fn_returning_inputs_and_outputs",
+        _build_fn_returning_inputs_and_outputs,
+        fixtures=("without_meta", "saver_checkpoint"),
+    ),
+    Case(
+        "tf2_object_checkpoint_with_keras_build_fn",
+        _tf2_object_checkpoint_with_keras_build_fn,
+        fixtures=("x4",),
+        log=True,
+    ),
+    Case(
+        "tf2_object_checkpoint_with_module_build_fn",
+        _tf2_object_checkpoint_with_module_build_fn,
+        fixtures=("x4",),
+        signatures=["serving_default", "top"],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", params(CHECKPOINT_CASES))
+def test_checkpoint_round_trip(case, request, tmp_path, tf):
+    run(case, "checkpoint", request, tmp_path, tf)
 
 
 # --- bad input -------------------------------------------------------------------------------

@@ -1,13 +1,17 @@
-"""Existing SavedModel folders as sources: TF1 (Builder, simple_save, .pbtxt, assets) and TF2."""
+"""Existing SavedModel folders as sources: TF1 (Builder, simple_save, .pbtxt, assets), TF2, Estimator.
 
+The round trips are rows of ``SAVED_MODEL_CASES``, run by one generic test through
+``tests/round_trips.py``; the bad-input tests assert the messages and that nothing is left on disk.
+"""
+
+import contextlib
 import os
 import shutil
 
-import mlflow
 import numpy as np
 import pytest
-import yaml
 from mlflow.exceptions import MlflowException
+from round_trips import Case, Export, Predict, PyfuncPredict, TensorRun, params, run
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import runtimes
@@ -20,11 +24,6 @@ def _graph_def(saved_model_dir):
     from mlflow_eas_savedmodel.sources.saved_model import read_saved_model
 
     return read_saved_model(str(saved_model_dir)).meta_graphs[0].graph_def
-
-
-def _flavor(path):
-    with open(os.path.join(path, "MLmodel")) as f:
-        return yaml.safe_load(f)["flavors"][mes.FLAVOR_NAME]
 
 
 def _variables(saved_model_dir, tf):
@@ -87,73 +86,6 @@ def builder_export(tmp_path_factory, tf):
     return export_dir
 
 
-def test_tf1_builder_export_is_reexported_and_keeps_its_signature_defs(tracking_uri, builder_export, x4, tf):
-    # The folder as TF 2.21 wrote it would not load on EAS: that is why it is re-exported.
-    _, problems = runtimes.check_all(_graph_def(builder_export))
-    assert any("VarHandleOp" in p.op or "grad_a" in p.reason for p in problems["1.15"])
-
-    with mlflow.start_run():
-        info = mes.log_model(builder_export, name="m", default_signature="predict_images")
-    local = mlflow.artifacts.download_artifacts(info.model_uri)
-    conf = _flavor(local)
-    assert conf["source"] == "saved_model"
-    assert sorted(conf["signature_defs"]) == ["lookup", "predict_images"]
-    assert conf["signature_defs"]["lookup"]["method_name"] == "tensorflow/serving/classify"
-    assert list(conf["signature_defs"]["lookup"]["inputs"]) == ["words"]
-    assert conf["signature_defs"]["predict_images"]["inputs"]["images"]["name"] == "x:0"
-    assert conf["conversion_notes"][0].startswith("re-exported TF1 SavedModel")
-    assert "resource variables -> VariableV2" in conf["conversion_notes"]
-    saved_model_dir = os.path.join(local, "savedmodel")
-    compatible, problems = runtimes.check_all(_graph_def(saved_model_dir))
-    assert {"tensorflow_cpu_1.15", "tensorflow_cpu_2.3"} <= set(compatible), problems
-
-    handle = mes.load_model(info.model_uri, device="cpu")
-    np.testing.assert_allclose(handle.predict(x4)["scores"], _scores(x4), rtol=1e-5)
-    words = np.array(["blue", "black", "red"], dtype=object)
-    pyfunc_model = mlflow.pyfunc.load_model(info.model_uri)
-    np.testing.assert_array_equal(pyfunc_model.predict({"words": words}, params={"signature_name": "lookup"}), [2, -1, 0])
-    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
-        tf.compat.v1.saved_model.loader.load(sess, ["serve"], saved_model_dir)
-        np.testing.assert_array_equal(sess.run("ids:0", {"words:0": words}), [2, -1, 0])
-
-
-def test_pbtxt_and_simple_save_folders(tmp_path, tf, x4):
-    pbtxt_dir = str(tmp_path / "pbtxt")
-    _write_with_builder(tf, pbtxt_dir, as_text=True)
-    assert os.path.exists(os.path.join(pbtxt_dir, "saved_model.pbtxt"))
-    mes.save_model(pbtxt_dir, tmp_path / "from_pbtxt")
-    handle = mes.load_model(str(tmp_path / "from_pbtxt"), device="cpu")
-    assert handle.default_signature == "lookup"  # no serving_default: the first by name
-    np.testing.assert_allclose(handle.predict(x4, signature_name="predict_images")["scores"], _scores(x4), rtol=1e-5)
-
-    simple_dir = str(tmp_path / "simple")
-    graph = tf.Graph()
-    with graph.as_default():
-        x, y, _, _ = _build_tf1_graph(tf)
-        with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            tf.compat.v1.saved_model.simple_save(sess, simple_dir, inputs={"image": x}, outputs={"scores": y})
-    mes.save_model(simple_dir, tmp_path / "from_simple")
-    handle = mes.load_model(str(tmp_path / "from_simple"), device="cpu")
-    assert list(handle.signatures) == ["serving_default"]
-    np.testing.assert_allclose(handle.predict(x4)["scores"], _scores(x4), rtol=1e-5)
-
-
-def test_vocabulary_asset_is_carried_into_the_graph(tmp_path, tf):
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(WORDS) + "\n")
-    export_dir = str(tmp_path / "with_assets")
-    _write_with_builder(tf, export_dir, vocab_file=str(vocab))
-    vocab.unlink()  # only the SavedModel's assets/ copy is left
-    assert os.listdir(os.path.join(export_dir, "assets")) == ["vocab.txt"]
-    mes.save_model(export_dir, tmp_path / "m")
-    shutil.rmtree(export_dir)  # and EAS will not have that either
-    handle = mes.load_model(str(tmp_path / "m"), device="cpu")
-    ids = handle.predict(np.array(["green", "pink"], object), signature_name="lookup")["ids"]
-    np.testing.assert_array_equal(ids, [1, -1])
-    assert any(n.startswith("vocabulary-file tables") for n in _flavor(tmp_path / "m")["conversion_notes"])
-
-
 class _Module:
     @staticmethod
     def make(tf):
@@ -193,43 +125,85 @@ def tf2_export(tmp_path_factory, tf):
     return export_dir
 
 
-def test_tf2_module_signatures_are_merged_and_share_weights(tracking_uri, tf2_export, x4, tf):
+LOOKUP_WORDS = np.array(["blue", "black", "red"], dtype=object)
+
+
+@contextlib.contextmanager
+def _tf1_builder_export(tf, tmp_path, builder_export, x4):
+    # The folder as TF 2.21 wrote it would not load on EAS: that is why it is re-exported.
+    _, problems = runtimes.check_all(_graph_def(builder_export))
+    assert any("VarHandleOp" in p.op or "grad_a" in p.reason for p in problems["1.15"])
+    yield Export(
+        builder_export,
+        {"default_signature": "predict_images"},
+        predicts=[Predict(x4, {"scores": _scores(x4)}, rtol=1e-5)],
+        pyfunc=[PyfuncPredict({"words": LOOKUP_WORDS}, [2, -1, 0], signature="lookup")],
+        tensor_runs=[TensorRun("ids:0", {"words:0": LOOKUP_WORDS}, [2, -1, 0])],
+    )
+
+
+@contextlib.contextmanager
+def _pbtxt_folder(tf, tmp_path, x4):
+    pbtxt_dir = str(tmp_path / "pbtxt")
+    _write_with_builder(tf, pbtxt_dir, as_text=True)
+    assert os.path.exists(os.path.join(pbtxt_dir, "saved_model.pbtxt"))
+    yield Export(pbtxt_dir, predicts=[Predict(x4, {"scores": _scores(x4)}, signature="predict_images", rtol=1e-5)])
+
+
+@contextlib.contextmanager
+def _simple_save_folder(tf, tmp_path, x4):
+    simple_dir = str(tmp_path / "simple")
+    graph = tf.Graph()
+    with graph.as_default():
+        x, y, _, _ = _build_tf1_graph(tf)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.saved_model.simple_save(sess, simple_dir, inputs={"image": x}, outputs={"scores": y})
+    yield Export(simple_dir, predicts=[Predict(x4, {"scores": _scores(x4)}, rtol=1e-5)])
+
+
+@contextlib.contextmanager
+def _vocabulary_asset(tf, tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(WORDS) + "\n")
+    export_dir = str(tmp_path / "with_assets")
+    _write_with_builder(tf, export_dir, vocab_file=str(vocab))
+    vocab.unlink()  # only the SavedModel's assets/ copy is left
+    assert os.listdir(os.path.join(export_dir, "assets")) == ["vocab.txt"]
+    yield Export(
+        export_dir,
+        predicts=[Predict(np.array(["green", "pink"], object), {"ids": [1, -1]}, signature="lookup")],
+        after_save=lambda: shutil.rmtree(export_dir),  # and EAS will not have that either
+    )
+
+
+@contextlib.contextmanager
+def _tf2_module_signatures(tf, tmp_path, tf2_export, x4):
     _, problems = runtimes.check_all(_graph_def(tf2_export))
     assert problems["1.15"], "the TF2-style original should not load on EAS"
-
-    with mlflow.start_run():
-        info = mes.log_model(tf2_export, name="m")
-    local = mlflow.artifacts.download_artifacts(info.model_uri)
-    conf = _flavor(local)
-    assert sorted(conf["signature_defs"]) == ["lookup", "raw", "serving_default"]
-    assert sorted(conf["signature_defs"]["serving_default"]["inputs"]) == ["a_offset", "x"]
-    assert sorted(conf["signature_defs"]["serving_default"]["outputs"]) == ["scores", "total"]
-    assert conf["conversion_notes"][0].startswith("re-exported TF2 SavedModel")
-    saved_model_dir = os.path.join(local, "savedmodel")
-    assert _variables(saved_model_dir, tf) == ["w"]  # one VariableV2 for both signatures reading w
-    compatible, problems = runtimes.check_all(_graph_def(saved_model_dir))
-    assert {"tensorflow_cpu_1.15", "tensorflow_cpu_2.3"} <= set(compatible), problems
-
     offset = np.full_like(x4, 0.5)
-    handle = mes.load_model(info.model_uri, device="cpu")
-    result = handle.predict({"x": x4, "a_offset": offset})
-    np.testing.assert_allclose(result["scores"], (x4 + offset) @ W, rtol=1e-5)
-    np.testing.assert_allclose(result["total"], x4.sum(axis=1), rtol=1e-5)
-    np.testing.assert_allclose(handle.predict(x4, signature_name="raw")["output_0"], x4 @ W, rtol=1e-5)
-    pyfunc_model = mlflow.pyfunc.load_model(info.model_uri)
-    words = np.array(["blue", "nope"], dtype=object)
-    np.testing.assert_array_equal(pyfunc_model.predict({"words": words}, params={"signature_name": "lookup"}), [7, -1])
+
+    def checks(conf, saved_model_dir, handle):
+        assert _variables(saved_model_dir, tf) == ["w"]  # one VariableV2 for both signatures reading w
+
+    yield Export(
+        tf2_export,
+        predicts=[
+            Predict({"x": x4, "a_offset": offset}, {"scores": (x4 + offset) @ W, "total": x4.sum(axis=1)}, rtol=1e-5),
+            Predict(x4, {"output_0": x4 @ W}, signature="raw", rtol=1e-5),
+        ],
+        pyfunc=[PyfuncPredict({"words": np.array(["blue", "nope"], dtype=object)}, [7, -1], signature="lookup")],
+        checks=checks,
+    )
 
 
-def test_keras_export_folder(tmp_path, mlp, x4):
+@contextlib.contextmanager
+def _keras_export_folder(tf, tmp_path, mlp, x4):
     export_dir = str(tmp_path / "keras_export")
     mlp.export(export_dir, verbose=False)
-    mes.save_model(export_dir, tmp_path / "m", input_example=x4[:2])
-    assert os.path.exists(tmp_path / "m" / "input_example.json")
-    handle = mes.load_model(str(tmp_path / "m"), device="cpu")
-    (output_key,) = handle.signatures["serving_default"]["outputs"]
-    np.testing.assert_allclose(handle.predict(x4)[output_key], mlp(x4).numpy(), rtol=1e-5, atol=1e-6)
-
+    yield Export(
+        export_dir, {"input_example": x4[:2]}, predicts=[Predict(x4, {None: mlp(x4).numpy()}, rtol=1e-5, atol=1e-6)]
+    )
 
 def test_folder_without_signatures(tmp_path, tf):
     module = tf.Module()
@@ -282,37 +256,7 @@ ESTIMATOR_SIGNATURES = {
     "serving_default": "tensorflow/serving/classify",
     "tensorflow/serving/regress": "tensorflow/serving/regress",
 }
-
-
-@pytest.mark.parametrize("key", [(False, "legacy_init_op"), (True, "main_op")], ids=["ParseExample-legacy_init_op", "ParseExampleV2-main_op"])
-def test_estimator_export_answers_exactly_like_the_original(tmp_path, tf, estimator_exports, key):
-    from estimator_models import original_outputs, serialized_examples
-
-    export = estimator_exports[key]
-    path = str(tmp_path / "m")
-    mes.save_model(export, path)
-    conf = _flavor(path)
-    assert {n: s["method_name"] for n, s in conf["signature_defs"].items()} == ESTIMATOR_SIGNATURES
-    assert conf["eas_processors"] == list(runtimes.PROCESSORS)  # ParseExampleV2 rewritten for 1.x
-    assert (key[0] and "ParseExampleV2 rewritten for TF 1.12: 1 as ParseExample" in conf["conversion_notes"]) or not key[0]
-    assert conf["signature_defs"]["predict"]["inputs"]["examples"]["dtype"] == "string"
-    run = conf["verification"]["run"]["signatures"]
-    assert {r["result"] for r in run.values()} == {"matches the source"}
-    examples = serialized_examples(tf, np.random.default_rng(1).random((4, 3)), ["red", "blue", "pink", "green"])
-    handle = mes.load_model(path, device="cpu")
-    try:
-        for name in ESTIMATOR_SIGNATURES:
-            (input_key,) = conf["signature_defs"][name]["inputs"]
-            actual = handle.predict({input_key: examples}, signature_name=name)
-            expected = original_outputs(tf, export, name, examples)
-            assert set(actual) == set(expected)
-            for k in expected:
-                np.testing.assert_array_equal(actual[k], expected[k], err_msg=f"{name}/{k}")
-    finally:
-        handle.close()
-    # The GPU pins of the original are gone: EAS's CPU processors could not place them.
-    assert not any(n.device for n in _graph_def(os.path.join(path, "savedmodel")).node)
-    assert any(n.device for n in _graph_def(export).node)
+ESTIMATOR_INPUTS = {name: "examples" if name == "predict" else "inputs" for name in ESTIMATOR_SIGNATURES}
 
 
 @pytest.fixture(scope="module")
@@ -325,30 +269,6 @@ def feature_column_export(tmp_path_factory, tf):
 FEATURE_COLUMN_SIGNATURES = {"serving_default": "inputs", "regression": "inputs", "predict": "examples"}
 # The SelectV2 of the vocabulary lookup has an input of unknown rank: no exact 1.12 rewrite.
 FEATURE_COLUMN_PROCESSORS = [p for p in runtimes.PROCESSORS if runtimes.processor_version(p) != "1.12"]
-
-
-def test_feature_column_dnn_export_answers_exactly_and_claims_1_14_on(tmp_path, tf, feature_column_export):
-    from estimator_models import feature_column_examples, original_outputs
-
-    path = str(tmp_path / "m")
-    mes.save_model(feature_column_export, path)
-    conf = _flavor(path)
-    # embedding_lookup_sparse's int64 segment ids (TF 2.3+) are cast to int32 for 1.x.
-    assert "SparseSegmentMean rewritten for TF 1.12: 1 on int32 segment ids" in conf["conversion_notes"]
-    assert "SparseSegmentSqrtN rewritten for TF 1.12: 1 on int32 segment ids" in conf["conversion_notes"]
-    assert conf["eas_processors"] == FEATURE_COLUMN_PROCESSORS
-    assert conf["eas_incompatibilities"] == {"1.12": ["op SelectV2 does not exist in TF 1.12"]}
-    examples = feature_column_examples(tf)
-    handle = mes.load_model(path, device="cpu")
-    try:
-        for name, input_key in FEATURE_COLUMN_SIGNATURES.items():
-            actual = handle.predict({input_key: examples}, signature_name=name)
-            expected = original_outputs(tf, feature_column_export, name, examples)
-            assert set(actual) == set(expected)
-            for k in expected:
-                np.testing.assert_array_equal(actual[k], expected[k], err_msg=f"{name}/{k}")
-    finally:
-        handle.close()
 
 
 @pytest.mark.runtime
@@ -368,7 +288,8 @@ def test_feature_column_dnn_runs_where_claimed_and_is_refused_where_not(tmp_path
     assert "Op type not registered 'SelectV2'" in result.c_api_error
 
 
-def test_zero_input_signature_defs_are_kept(tmp_path, tf):
+@contextlib.contextmanager
+def _zero_input_signature_defs(tf, tmp_path):
     g = tf.Graph()
     with g.as_default():
         c = tf.compat.v1.get_variable("c", initializer=np.array([1.0, 2.0], np.float32), use_resource=False)
@@ -385,16 +306,133 @@ def test_zero_input_signature_defs_are_kept(tmp_path, tf):
                 "serving_default": tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y}),
             })
             builder.save()
-    mes.save_model(str(tmp_path / "sm"), str(tmp_path / "m"))
-    conf = _flavor(str(tmp_path / "m"))
-    assert conf["signature_defs"]["model_version"]["inputs"] == {}
-    assert conf["verification"]["run"]["signatures"]["model_version"]["result"] == "matches the source"
-    handle = mes.load_model(str(tmp_path / "m"), device="cpu")
-    try:
-        np.testing.assert_array_equal(handle.predict({}, signature_name="model_version")["version"], [2.0, 4.0])
-    finally:
-        handle.close()
+    yield Export(str(tmp_path / "sm"), predicts=[Predict({}, {"version": [2.0, 4.0]}, signature="model_version")])
 
+
+def _estimator_export(key):
+    @contextlib.contextmanager
+    def build(tf, tmp_path, estimator_exports):
+        from estimator_models import original_outputs, serialized_examples
+
+        export = estimator_exports[key]
+        # The GPU pins of the original are gone from the export (devices_cleared): EAS's CPU
+        # processors could not place them.
+        assert any(n.device for n in _graph_def(export).node)
+        examples = serialized_examples(tf, np.random.default_rng(1).random((4, 3)), ["red", "blue", "pink", "green"])
+        yield Export(export, predicts=[
+            Predict({ESTIMATOR_INPUTS[name]: examples}, original_outputs(tf, export, name, examples), signature=name,
+                    complete=True)
+            for name in ESTIMATOR_SIGNATURES
+        ])
+
+    return build
+
+
+@contextlib.contextmanager
+def _feature_column_dnn(tf, tmp_path, feature_column_export):
+    from estimator_models import feature_column_examples, original_outputs
+
+    examples = feature_column_examples(tf)
+    yield Export(feature_column_export, predicts=[
+        Predict({input_key: examples}, original_outputs(tf, feature_column_export, name, examples), signature=name,
+                complete=True)
+        for name, input_key in FEATURE_COLUMN_SIGNATURES.items()
+    ])
+
+
+RESOURCE_NOTE = "resource variables -> VariableV2"
+
+
+def _estimator_case(name, key, notes=()):
+    return Case(
+        name,
+        _estimator_export(key),
+        fixtures=("estimator_exports",),
+        signatures=sorted(ESTIMATOR_SIGNATURES),
+        conf={
+            **{("signature_defs", n, "method_name"): m for n, m in ESTIMATOR_SIGNATURES.items()},
+            ("eas_processors",): list(runtimes.PROCESSORS),  # ParseExampleV2 rewritten for 1.x
+            ("signature_defs", "predict", "inputs", "examples", "dtype"): "string",
+        },
+        conf_keys={("signature_defs", n, "inputs"): [k] for n, k in ESTIMATOR_INPUTS.items()},
+        notes=notes,
+        verified=True,
+        devices_cleared=True,
+    )
+
+
+SAVED_MODEL_CASES = [
+    Case(
+        "tf1_builder_export_is_reexported_and_keeps_its_signature_defs",
+        _tf1_builder_export,
+        fixtures=("builder_export", "x4"),
+        log=True,
+        signatures=["lookup", "predict_images"],
+        default_signature="predict_images",
+        conf={
+            ("signature_defs", "lookup", "method_name"): "tensorflow/serving/classify",
+            ("signature_defs", "predict_images", "inputs", "images", "name"): "x:0",
+        },
+        conf_keys={("signature_defs", "lookup", "inputs"): ["words"]},
+        first_note_prefix="re-exported TF1 SavedModel",
+        notes=(RESOURCE_NOTE,),
+    ),
+    Case(
+        "pbtxt_folder",
+        _pbtxt_folder,
+        fixtures=("x4",),
+        default_signature="lookup",  # no serving_default: the first by name
+    ),
+    Case("simple_save_folder", _simple_save_folder, fixtures=("x4",), signatures=["serving_default"]),
+    Case(
+        "vocabulary_asset_is_carried_into_the_graph",
+        _vocabulary_asset,
+        note_prefixes=("vocabulary-file tables",),
+    ),
+    Case(
+        "tf2_module_signatures_are_merged_and_share_weights",
+        _tf2_module_signatures,
+        fixtures=("tf2_export", "x4"),
+        log=True,
+        signatures=["lookup", "raw", "serving_default"],
+        conf_keys={
+            ("signature_defs", "serving_default", "inputs"): ["a_offset", "x"],
+            ("signature_defs", "serving_default", "outputs"): ["scores", "total"],
+        },
+        first_note_prefix="re-exported TF2 SavedModel",
+    ),
+    Case("keras_export_folder", _keras_export_folder, fixtures=("mlp", "x4"), input_example_saved=True),
+    _estimator_case("estimator_ParseExample_legacy_init_op", (False, "legacy_init_op")),
+    _estimator_case(
+        "estimator_ParseExampleV2_main_op", (True, "main_op"),
+        notes=("ParseExampleV2 rewritten for TF 1.12: 1 as ParseExample",),
+    ),
+    Case(
+        "feature_column_dnn_answers_exactly_and_claims_1_14_on",
+        _feature_column_dnn,
+        fixtures=("feature_column_export",),
+        # embedding_lookup_sparse's int64 segment ids (TF 2.3+) are cast to int32 for 1.x.
+        notes=(
+            "SparseSegmentMean rewritten for TF 1.12: 1 on int32 segment ids",
+            "SparseSegmentSqrtN rewritten for TF 1.12: 1 on int32 segment ids",
+        ),
+        conf={
+            ("eas_processors",): FEATURE_COLUMN_PROCESSORS,
+            ("eas_incompatibilities",): {"1.12": ["op SelectV2 does not exist in TF 1.12"]},
+        },
+    ),
+    Case(
+        "zero_input_signature_defs_are_kept",
+        _zero_input_signature_defs,
+        conf={("signature_defs", "model_version", "inputs"): {}},
+        verified=True,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", params(SAVED_MODEL_CASES))
+def test_saved_model_round_trip(case, request, tmp_path, tf):
+    run(case, "saved_model", request, tmp_path, tf)
 
 def test_a_stateful_serving_graph_is_refused_naming_the_op(tmp_path, tf):
     g = tf.Graph()

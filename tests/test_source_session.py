@@ -1,15 +1,18 @@
-"""TF1 sessions as sources: simple_save and builder semantics, tables, devices, bad input."""
+"""TF1 sessions as sources: simple_save and builder semantics, tables, devices, bad input.
 
+The round trips are rows of ``SESSION_CASES``, run by one generic test through
+``tests/round_trips.py``; the bad-input tests assert the messages and that nothing is left on disk.
+"""
+
+import contextlib
 import os
 
-import mlflow
 import numpy as np
 import pytest
-import yaml
 from mlflow.exceptions import MlflowException
+from round_trips import Case, Export, Predict, PyfuncPredict, TensorRun, params, run
 
 import mlflow_eas_savedmodel as mes
-from mlflow_eas_savedmodel import runtimes
 
 WORDS = ["apple", "banana", "a key longer than twenty-two bytes"]
 W = (np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0).astype(np.float32)
@@ -58,128 +61,70 @@ def ref_model(tf):
     model.sess.close()
 
 
-def _flavor(model_uri):
-    local = mlflow.artifacts.download_artifacts(model_uri)
-    with open(os.path.join(local, "MLmodel")) as f:
-        return local, yaml.safe_load(f)["flavors"][mes.FLAVOR_NAME]
-
-
-def _saved_graph_def(saved_model_dir, tf):
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved = saved_model_pb2.SavedModel()
-    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
-        saved.ParseFromString(f.read())
-    return saved.meta_graphs[0].graph_def
-
-
-def _assert_eas_loadable(saved_model_dir, tf, has_variables=True):
-    graph_def = _saved_graph_def(saved_model_dir, tf)
-    ops = {n.op for n in graph_def.node}
-    assert ("VariableV2" in ops) == has_variables and "VarHandleOp" not in ops
-    assert not any(n.device for n in graph_def.node)
-    compatible, problems = runtimes.check_all(graph_def)
-    assert {"tensorflow_cpu_1.15", "tensorflow_cpu_2.3"} <= set(compatible), problems
-
-
-def test_simple_save_semantics_round_trip(tracking_uri, resource_model, x4, tf):
+@contextlib.contextmanager
+def _simple_save_semantics(tf, tmp_path, resource_model, x4):
     model = resource_model
-    with mlflow.start_run():
-        info = mes.log_model(model.sess, name="model", inputs={"image": model.x}, outputs={"scores": model.y})
     expected = model.scores(x4)
-
-    handle = mes.load_model(info.model_uri, device="cpu")
-    assert list(handle.signatures) == ["serving_default"]
-    np.testing.assert_allclose(handle.predict(x4)["scores"], expected, rtol=1e-6)
-    pyfunc_model = mlflow.pyfunc.load_model(info.model_uri)
-    np.testing.assert_allclose(pyfunc_model.predict(x4), expected, rtol=1e-6)
-
-    local, conf = _flavor(info.model_uri)
-    assert conf["source"] == "session"
-    assert conf["signature_defs"]["serving_default"]["inputs"]["image"]["name"] == "image:0"
-    assert conf["signature_defs"]["serving_default"]["outputs"]["scores"]["name"] == "scores:0"
-    assert "resource variables -> VariableV2" in conf["conversion_notes"]
-    assert {"tensorflow_cpu_1.15", "tensorflow_cpu_2.3"} <= set(conf["eas_processors"])
-    saved_model_dir = os.path.join(local, conf["saved_model_dir"])
-    _assert_eas_loadable(saved_model_dir, tf)
-
-    # What EAS does: the TF1 loader, then a run by the user's own tensor names.
-    graph = tf.Graph()
-    with tf.compat.v1.Session(graph=graph) as sess:
-        tf.compat.v1.saved_model.loader.load(sess, ["serve"], saved_model_dir)
-        np.testing.assert_allclose(sess.run("scores:0", {"image:0": x4}), expected, rtol=1e-6)
+    yield Export(
+        model.sess,
+        {"inputs": {"image": model.x}, "outputs": {"scores": model.y}},
+        predicts=[Predict(x4, {"scores": expected}, rtol=1e-6)],
+        pyfunc=[PyfuncPredict(x4, expected, rtol=1e-6)],
+        # What EAS does: the TF1 loader, then a run by the user's own tensor names.
+        tensor_runs=[TensorRun("scores:0", {"image:0": x4}, expected, rtol=1e-6)],
+    )
 
 
-def test_builder_semantics_with_table_round_trip(tracking_uri, resource_model, x4, tf):
+LOOKUP_WORDS = np.array([WORDS[2], "cherry", WORDS[0], ""], dtype=object)
+LOOKUP_IDS = np.array([30, -1, 10, -1])
+
+
+@contextlib.contextmanager
+def _builder_semantics_with_table(tf, tmp_path, resource_model, x4):
     model = resource_model
     signatures = {
         "predict_images": {"inputs": {"images": model.x}, "outputs": {"scores": model.y}, "method": "predict"},
         "lookup": {"inputs": {"words": "words:0"}, "outputs": {"ids": model.ids}, "method": "classify"},
     }
-    with mlflow.start_run():
-        info = mes.log_model(
-            model.sess,
-            name="model",
-            signatures=signatures,
-            default_signature="predict_images",
-            init_op=model.legacy_init_op,
-        )
-    words = np.array([WORDS[2], "cherry", WORDS[0], ""], dtype=object)
-    expected_ids = np.array([30, -1, 10, -1])
-
-    handle = mes.load_model(info.model_uri, device="cpu")
-    assert handle.default_signature == "predict_images"
-    np.testing.assert_allclose(handle.predict(x4)["scores"], model.scores(x4), rtol=1e-6)
-    np.testing.assert_array_equal(handle.predict({"words": words}, signature_name="lookup")["ids"], expected_ids)
-    pyfunc_model = mlflow.pyfunc.load_model(info.model_uri)
-    np.testing.assert_array_equal(
-        pyfunc_model.predict({"words": words}, params={"signature_name": "lookup"}), expected_ids
-    )
-    np.testing.assert_allclose(
-        pyfunc_model.predict(x4, params={"signature_name": "predict_images"}), model.scores(x4), rtol=1e-6
+    yield Export(
+        model.sess,
+        {"signatures": signatures, "default_signature": "predict_images", "init_op": model.legacy_init_op},
+        predicts=[
+            Predict(x4, {"scores": model.scores(x4)}, rtol=1e-6),
+            Predict({"words": LOOKUP_WORDS}, {"ids": LOOKUP_IDS}, signature="lookup"),
+        ],
+        pyfunc=[
+            PyfuncPredict({"words": LOOKUP_WORDS}, LOOKUP_IDS, signature="lookup"),
+            PyfuncPredict(x4, model.scores(x4), signature="predict_images", rtol=1e-6),
+        ],
+        tensor_runs=[TensorRun("ids:0", {"words:0": LOOKUP_WORDS}, LOOKUP_IDS)],
     )
 
-    local, conf = _flavor(info.model_uri)
-    assert conf["default_signature"] == "predict_images"
-    assert conf["signature_defs"]["lookup"]["method_name"] == "tensorflow/serving/classify"
-    assert conf["signature_defs"]["lookup"]["inputs"]["words"]["dtype"] == "string"
-    saved_model_dir = os.path.join(local, conf["saved_model_dir"])
-    _assert_eas_loadable(saved_model_dir, tf)
-    graph = tf.Graph()
-    with tf.compat.v1.Session(graph=graph) as sess:
-        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], saved_model_dir)
-        assert sorted(meta.signature_def) == ["lookup", "predict_images"]
-        np.testing.assert_array_equal(sess.run("ids:0", {"words:0": words}), expected_ids)
 
-
-def test_table_initializers_are_included_without_init_op(tmp_path, ref_model, tf):
+@contextlib.contextmanager
+def _table_initializers_without_init_op(tf, tmp_path, ref_model):
     """Users forget `legacy_init_op`; the graph's table initializers run at load anyway."""
-    model = ref_model
-    path = tmp_path / "model"
-    mes.save_model(model.sess, path, inputs={"words": "words"}, outputs={"ids": "ids:0"})
-    handle = mes.load_model(str(path), device="cpu")
-    ids = handle.predict(np.array([WORDS[1], "nope"], dtype=object))["ids"]
-    np.testing.assert_array_equal(ids, [20, -1])
-    _assert_eas_loadable(str(path / "savedmodel"), tf, has_variables=False)
+    yield Export(
+        ref_model.sess,
+        {"inputs": {"words": "words"}, "outputs": {"ids": "ids:0"}},
+        predicts=[Predict(np.array([WORDS[1], "nope"], dtype=object), {"ids": [20, -1]})],
+    )
 
 
-def test_reference_variables_names_and_tensor_infos(tmp_path, ref_model, x4, tf):
+@contextlib.contextmanager
+def _reference_variables_names_and_tensor_infos(tf, tmp_path, ref_model, x4):
     model = ref_model
     with model.graph.as_default():
         image_info = tf.compat.v1.saved_model.utils.build_tensor_info(model.x)
-    path = tmp_path / "model"
-    mes.save_model(
-        model.sess, path, signature_name="scores_only", inputs={"image": image_info}, outputs={"scores": "scores:0"}
+    yield Export(
+        model.sess,
+        {"signature_name": "scores_only", "inputs": {"image": image_info}, "outputs": {"scores": "scores:0"}},
+        predicts=[Predict({"image": x4}, {"scores": model.scores(x4)}, rtol=1e-6)],
     )
-    handle = mes.load_model(str(path), device="cpu")
-    assert handle.default_signature == "scores_only"
-    np.testing.assert_allclose(handle.predict({"image": x4})["scores"], model.scores(x4), rtol=1e-6)
-    with open(path / "MLmodel") as f:
-        conf = yaml.safe_load(f)["flavors"][mes.FLAVOR_NAME]
-    assert "resource variables -> VariableV2" not in conf["conversion_notes"]
 
 
-def test_signature_def_protos_as_in_the_guides_builder(tmp_path, ref_model, x4, tf):
+@contextlib.contextmanager
+def _signature_def_protos_as_in_the_guides_builder(tf, tmp_path, ref_model, x4):
     model = ref_model
     info = tf.compat.v1.saved_model.utils.build_tensor_info
     with model.graph.as_default():
@@ -188,30 +133,29 @@ def test_signature_def_protos_as_in_the_guides_builder(tmp_path, ref_model, x4, 
             outputs={"scores": info(model.y)},
             method_name=tf.compat.v1.saved_model.signature_constants.PREDICT_METHOD_NAME,
         )
-    path = tmp_path / "model"
-    mes.save_model(model.sess, path, signatures={"predict_images": prediction_signature})
-    handle = mes.load_model(str(path), device="cpu")
-    assert handle.default_signature == "predict_images"
-    np.testing.assert_allclose(handle.predict(x4)["scores"], model.scores(x4), rtol=1e-6)
+    yield Export(
+        model.sess,
+        {"signatures": {"predict_images": prediction_signature}},
+        predicts=[Predict(x4, {"scores": model.scores(x4)}, rtol=1e-6)],
+    )
 
 
-def test_gpu_pinned_graph_exports_and_predicts_on_cpu(tmp_path, x4, tf):
+@contextlib.contextmanager
+def _gpu_pinned_graph(tf, tmp_path, x4):
     model = Tf1Model(tf, use_resource=True, device="/GPU:0")
     try:
         assert model.y.op.device.endswith("GPU:0")
-        path = tmp_path / "model"
-        mes.save_model(model.sess, path, inputs={"image": model.x}, outputs={"scores": model.y})
-        with open(path / "MLmodel") as f:
-            conf = yaml.safe_load(f)["flavors"][mes.FLAVOR_NAME]
-        assert "cleared device placements" in conf["conversion_notes"]
-        _assert_eas_loadable(str(path / "savedmodel"), tf)
-        handle = mes.load_model(str(path), device="cpu")
-        np.testing.assert_allclose(handle.predict(x4)["scores"], model.scores(x4), rtol=1e-6)
+        yield Export(
+            model.sess,
+            {"inputs": {"image": model.x}, "outputs": {"scores": model.y}},
+            predicts=[Predict(x4, {"scores": model.scores(x4)}, rtol=1e-6)],
+        )
     finally:
         model.sess.close()
 
 
-def test_vocabulary_file_table_no_longer_needs_the_file(tmp_path, tf):
+@contextlib.contextmanager
+def _vocabulary_file_table(tf, tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(WORDS) + "\n")
     graph = tf.Graph()
@@ -227,29 +171,103 @@ def test_vocabulary_file_table_no_longer_needs_the_file(tmp_path, tf):
         ids = tf.identity(table.lookup(words), name="ids")
     with tf.compat.v1.Session(graph=graph) as sess:
         sess.run(tf.compat.v1.tables_initializer())
-        path = tmp_path / "model"
-        mes.save_model(sess, path, inputs={"words": words}, outputs={"ids": ids})
-    vocab.unlink()  # EAS has no such file
-    with open(path / "MLmodel") as f:
-        notes = yaml.safe_load(f)["flavors"][mes.FLAVOR_NAME]["conversion_notes"]
-    assert any(note.startswith("vocabulary-file tables") for note in notes)
-    handle = mes.load_model(str(path), device="cpu")
-    np.testing.assert_array_equal(handle.predict(np.array([WORDS[2], "x", WORDS[0]], object))["ids"], [2, -1, 0])
+        yield Export(
+            sess,
+            {"inputs": {"words": words}, "outputs": {"ids": ids}},
+            predicts=[Predict(np.array([WORDS[2], "x", WORDS[0]], object), {"ids": [2, -1, 0]})],
+            after_save=vocab.unlink,  # EAS has no such file
+        )
 
 
-def test_init_op_that_reinitialises_variables_keeps_the_weights(tmp_path, ref_model, x4, tf):
+@contextlib.contextmanager
+def _init_op_that_reinitialises_variables(tf, tmp_path, ref_model, x4):
     model = ref_model
     with model.graph.as_default():
         init_everything = tf.group(
             tf.compat.v1.global_variables_initializer(), tf.compat.v1.tables_initializer(), name="init_everything"
         )
-    path = tmp_path / "model"
-    mes.save_model(model.sess, path, inputs={"image": model.x}, outputs={"scores": model.y}, init_op=init_everything)
-    with open(path / "MLmodel") as f:
-        notes = yaml.safe_load(f)["flavors"][mes.FLAVOR_NAME]["conversion_notes"]
-    assert any(note.startswith("init_op: dropped variable initializers") for note in notes)
-    handle = mes.load_model(str(path), device="cpu")
-    np.testing.assert_allclose(handle.predict(x4)["scores"], model.scores(x4), rtol=1e-6)
+    yield Export(
+        model.sess,
+        {"inputs": {"image": model.x}, "outputs": {"scores": model.y}, "init_op": init_everything},
+        predicts=[Predict(x4, {"scores": model.scores(x4)}, rtol=1e-6)],
+    )
+
+
+RESOURCE_NOTE = "resource variables -> VariableV2"
+SESSION_CASES = [
+    Case(
+        "simple_save_semantics",
+        _simple_save_semantics,
+        fixtures=("resource_model", "x4"),
+        log=True,
+        signatures=["serving_default"],
+        conf={
+            ("signature_defs", "serving_default", "inputs", "image", "name"): "image:0",
+            ("signature_defs", "serving_default", "outputs", "scores", "name"): "scores:0",
+        },
+        notes=(RESOURCE_NOTE,),
+        variables_v2=True,
+        devices_cleared=True,
+    ),
+    Case(
+        "builder_semantics_with_table",
+        _builder_semantics_with_table,
+        fixtures=("resource_model", "x4"),
+        log=True,
+        signatures=["lookup", "predict_images"],
+        default_signature="predict_images",
+        conf={
+            ("signature_defs", "lookup", "method_name"): "tensorflow/serving/classify",
+            ("signature_defs", "lookup", "inputs", "words", "dtype"): "string",
+        },
+        variables_v2=True,
+        devices_cleared=True,
+    ),
+    Case(
+        "table_initializers_without_init_op",
+        _table_initializers_without_init_op,
+        fixtures=("ref_model",),
+        variables_v2=False,
+        devices_cleared=True,
+    ),
+    Case(
+        "reference_variables_names_and_tensor_infos",
+        _reference_variables_names_and_tensor_infos,
+        fixtures=("ref_model", "x4"),
+        default_signature="scores_only",
+        notes_absent=(RESOURCE_NOTE,),
+    ),
+    Case(
+        "signature_def_protos_as_in_the_guides_builder",
+        _signature_def_protos_as_in_the_guides_builder,
+        fixtures=("ref_model", "x4"),
+        default_signature="predict_images",
+    ),
+    Case(
+        "gpu_pinned_graph_predicts_on_cpu",
+        _gpu_pinned_graph,
+        fixtures=("x4",),
+        notes=("cleared device placements",),
+        variables_v2=True,
+        devices_cleared=True,
+    ),
+    Case(
+        "vocabulary_file_table_no_longer_needs_the_file",
+        _vocabulary_file_table,
+        note_prefixes=("vocabulary-file tables",),
+    ),
+    Case(
+        "init_op_that_reinitialises_variables_keeps_the_weights",
+        _init_op_that_reinitialises_variables,
+        fixtures=("ref_model", "x4"),
+        note_prefixes=("init_op: dropped variable initializers",),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", params(SESSION_CASES))
+def test_session_round_trip(case, request, tmp_path, tf):
+    run(case, "session", request, tmp_path, tf)
 
 
 # --- bad input: a clear error naming the tensor, op or signature, and nothing on disk ---------

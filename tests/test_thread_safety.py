@@ -3,6 +3,7 @@
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import multi_signature
 import numpy as np
 import pytest
 
@@ -14,34 +15,10 @@ CALLS = 400
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tf):
-    """A session model with three SignatureDefs of different work per call."""
-    rng = np.random.default_rng(0)
-    graph = tf.Graph()
-    with graph.as_default():
-        image = tf.compat.v1.placeholder(tf.float32, [None, 64], name="image")
-        w1 = tf.compat.v1.get_variable("w1", initializer=rng.standard_normal((64, 1024), np.float32))
-        w2 = tf.compat.v1.get_variable("w2", initializer=rng.standard_normal((1024, 10), np.float32))
-        hidden = tf.nn.relu(tf.matmul(image, w1))
-        scores = tf.nn.softmax(tf.matmul(hidden, w2), name="scores")
-        a = tf.compat.v1.placeholder(tf.float32, [None, 2], name="a")
-        b = tf.compat.v1.placeholder(tf.int64, [None], name="b")
-        total = tf.add(tf.reduce_sum(a, axis=1), tf.cast(b, tf.float32), name="total")
-        words = tf.compat.v1.placeholder(tf.string, [None], name="words")
-        upper = tf.strings.upper(words, name="upper")
-        sess = tf.compat.v1.Session(graph=graph)
-        sess.run(tf.compat.v1.global_variables_initializer())
-    path = tmp_path_factory.mktemp("threads") / "model"
-    mes.save_model(
-        sess,
-        path,
-        signatures={
-            "serving_default": {"inputs": {"image": image}, "outputs": {"scores": scores}},
-            "pair": {"inputs": {"a": a, "b": b}, "outputs": {"total": total, "a_sum": total}},
-            "words": {"inputs": {"words": words}, "outputs": {"upper": upper}},
-        },
-    )
-    sess.close()
-    return path
+    """A session model with three SignatureDefs of different work per call: ``serving_default``
+    (64 -> 1024 -> softmax over 10), ``pair`` (a, b -> total, doubled) and ``words`` (-> upper)."""
+    model = {"serving_default": "deep_softmax", "pair": "pair", "words": "upper"}
+    return multi_signature.save(tf, tmp_path_factory.mktemp("threads") / "model", model)
 
 
 def _requests(count):

@@ -1,8 +1,13 @@
-"""Warm-up files: EAS .bin and TF Serving's TFRecord, parsed back with the official protos and replayed."""
+"""Warm-up files: EAS .bin and TF Serving's TFRecord, parsed back with the official protos and replayed.
+
+The model is ``tests/multi_signature.py``'s ``EAS_MODEL`` without the string output ``echo``
+(the replays compare outputs as numbers).
+"""
 
 import base64
 import os
 
+import multi_signature
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -15,7 +20,7 @@ from mlflow_eas_savedmodel.eas.endpoint import serve_eas
 from mlflow_eas_savedmodel.eas.official_client import run_client_ops
 from mlflow_eas_savedmodel.eas.warmup import read_tf_serving_warmup, write_warmup_files
 
-X = np.array([[1, 2, 3], [0, -1, 0.5]], np.float32)
+X = multi_signature.EAS_EXAMPLE
 WORDS = np.array([b"a", b"bb", b"zz"], dtype=object)
 
 
@@ -23,28 +28,8 @@ WORDS = np.array([b"a", b"bb", b"zz"], dtype=object)
 def session_model(tmp_path_factory, tf):
     """``serving_default`` (x -> y, n) with an input example; ``lookup`` (s -> ids) without."""
     path = str(tmp_path_factory.mktemp("warmup") / "model")
-    g = tf.Graph()
-    with g.as_default():
-        x = tf.compat.v1.placeholder(tf.float32, [None, 3], name="x")
-        w = tf.compat.v1.get_variable("w", initializer=np.arange(6, dtype=np.float32).reshape(3, 2))
-        y = tf.identity(tf.matmul(x, w), name="y")
-        n = tf.identity(tf.reduce_sum(tf.cast(x > 0, tf.int64), axis=1), name="n")
-        s = tf.compat.v1.placeholder(tf.string, [None], name="s")
-        table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(["a", "bb"]), tf.constant([1, 2], tf.int64)), -1
-        )
-        ids = tf.identity(table.lookup(s), name="ids")
-        with tf.compat.v1.Session(graph=g) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            mes.save_model(
-                sess, path,
-                signatures={
-                    "serving_default": {"inputs": {"x": x}, "outputs": {"y": y, "n": n}},
-                    "lookup": {"inputs": {"s": s}, "outputs": {"ids": ids}},
-                },
-                input_example={"x": X},
-            )
-    return path
+    model = {**multi_signature.EAS_MODEL, "lookup": "ids"}
+    return multi_signature.save(tf, path, model, input_example={"x": X})
 
 
 @pytest.fixture(scope="module")
