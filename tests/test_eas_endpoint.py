@@ -188,3 +188,23 @@ def test_serve_eas_cli(eas_session_model, handle, tmp_path):
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
         stderr.close()
+
+
+def test_a_burst_of_connections_waits_in_the_listen_backlog():
+    # Nothing accepts on this server, so every connection must fit in the kernel's listen
+    # queue: with socketserver's default backlog of 5 the 7th connect hangs, and under a burst
+    # of real clients the overflow came back as "connection reset by peer".
+    import socket
+
+    from mlflow_eas_savedmodel.eas.endpoint import _EndpointServer
+
+    server = _EndpointServer(("127.0.0.1", 0), endpoint=None)
+    clients = []
+    try:
+        for _ in range(64):
+            clients.append(socket.create_connection(server.server_address, timeout=3))
+    finally:
+        for client in clients:
+            client.close()
+        server.server_close()
+    assert len(clients) == 64

@@ -244,6 +244,7 @@ class Server(ThreadingMixIn, HTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's 5 resets connections of a burst of clients
 
     def __init__(self, address, service, model, codec, tf_version):
         self.predict_path = PREDICT_PATH + service

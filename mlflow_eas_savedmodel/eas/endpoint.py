@@ -134,6 +134,9 @@ class _EndpointServer(ThreadingHTTPServer):
     """The HTTP server of one :class:`EasEndpoint`; its handlers reach the endpoint as ``server.endpoint``."""
 
     daemon_threads = True
+    # socketserver's default listen backlog is 5: a burst of more simultaneous connections than
+    # that got "connection reset by peer" for some of them (seen with 16 clients at once).
+    request_queue_size = 128
 
     def __init__(self, address, endpoint):
         self.endpoint = endpoint
