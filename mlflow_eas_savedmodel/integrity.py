@@ -27,7 +27,6 @@ import os
 
 from mlflow_eas_savedmodel.errors import invalid
 
-FLAVOR_KEY = "file_sha256"
 VERIFY_ENV = "MLFLOW_EAS_SAVEDMODEL_VERIFY"
 _BLOCK_BYTES = 1024 * 1024
 _FALSE_WORDS = ("0", "false", "no", "off")

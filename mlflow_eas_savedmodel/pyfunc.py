@@ -1,5 +1,8 @@
 """The ``python_function`` flavor: ``_load_pyfunc`` and the input/output conversion.
 
+``_load_pyfunc`` loads through :func:`.load.load_handle` and predicts through the handle's
+:meth:`~.model.EasSavedModel.signature_runner`; it never asks for the custom objects.
+
 ``predict(data, params)`` accepts:
 
 * a numpy array (or list) for a SignatureDef with one input;
@@ -62,7 +65,7 @@ class _EasSavedModelWrapper:
     def __init__(self, handle, signature_name=None, output=None):
         self.handle = handle
         self.signature_name = signature_name or handle.default_signature
-        handle._runner(self.signature_name)  # an unknown configured name fails at load
+        handle.signature_runner(self.signature_name)  # an unknown configured name fails at load
         self.output = _check_output(output, "model_config")
 
     def get_raw_model(self):
@@ -72,7 +75,7 @@ class _EasSavedModelWrapper:
     def predict(self, data, params=None):
         params = params or {}
         name = params.get(SIGNATURE_NAME_PARAM) or self.signature_name
-        runner = self.handle._runner(name)
+        runner = self.handle.signature_runner(name)
         inputs = self._to_inputs(data, runner.input_keys)
         outputs = runner(inputs)
         output = params.get(OUTPUT_PARAM)
@@ -134,10 +137,10 @@ def _labels(runner, outputs):
 
 def _load_pyfunc(path, model_config=None):
     """Called by ``mlflow.pyfunc.load_model``; ``path`` is the flavor's SavedModel folder."""
-    from mlflow_eas_savedmodel.flavor import _load_handle
+    from mlflow_eas_savedmodel.load import load_handle
 
     model_config = model_config or {}
-    handle = _load_handle(
+    handle = load_handle(
         path,
         device=model_config.get("device"),
         verify_integrity=model_config.get("verify_integrity"),

@@ -24,7 +24,7 @@ it depends on the full ``tensorflow`` wheel, while TensorFlow here is ``tensorfl
 import os
 
 from mlflow_eas_savedmodel.eas import protocol
-from mlflow_eas_savedmodel.eas.artifact import download_model, saved_model_dir
+from mlflow_eas_savedmodel.eas.mlmodel import download_model
 from mlflow_eas_savedmodel.eas.inputs import resolve_inputs
 from mlflow_eas_savedmodel.errors import invalid
 
@@ -58,7 +58,7 @@ def write_eas_warmup_files(model_uri, out_dir, signatures=None, inputs=None):
         SignatureDef metadata}, {signature: {key: array}})``.
     """
     local, mlmodel, conf = download_model(model_uri)
-    signature_defs = conf["signature_defs"]
+    signature_defs = conf.signature_defs
     chosen = list(signatures) if signatures else list(signature_defs)
     unknown = [s for s in chosen if s not in signature_defs]
     if unknown:
@@ -72,7 +72,7 @@ def write_eas_warmup_files(model_uri, out_dir, signatures=None, inputs=None):
         # warm-up); reading the parse ops' specs needs the graph, and so TensorFlow.
         from mlflow_eas_savedmodel.eas.runtime_check import example_specs
 
-        specs = example_specs(saved_model_dir(local, conf))
+        specs = example_specs(conf.saved_model_path(local))
     feeds, origins = resolve_inputs(selected, mlmodel, local, inputs=inputs, example_specs=specs)
 
     out_dir = os.fspath(out_dir)
