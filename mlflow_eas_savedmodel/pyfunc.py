@@ -11,11 +11,13 @@
   per example), or, for a one-input SignatureDef, any columns, taken as the rows of that input.
 
 ``params={"signature_name": ...}`` picks the SignatureDef per call; without it (or with
-``None``/``""``) predict uses ``model_config["signature_name"]``, which defaults to the model's
-default SignatureDef and which ``mlflow.pyfunc.load_model(uri, model_config=...)`` and
-``$MLFLOW_PYFUNC_INFERENCE_CONFIG`` override. The MLflow signature declares the param with
-default ``None`` for that reason: MLflow fills declared defaults into every call, so a
-non-empty default would always beat ``model_config``.
+``None``/``""``) predict uses ``model_config["signature_name"]``, which
+``mlflow.pyfunc.load_model(uri, model_config=...)`` and ``$MLFLOW_PYFUNC_INFERENCE_CONFIG`` set;
+left at ``None`` (what ``save_model`` writes) it means the model's default SignatureDef, which
+only the flavor's ``default_signature`` records. Models saved before wrote that same name into
+``model_config`` and load the same. The MLflow signature declares the param with default
+``None`` for the same reason: MLflow fills declared defaults into every call, so a non-empty
+default would always beat ``model_config``.
 
 It returns a numpy array when the SignatureDef has one output, else ``{output key: array}``.
 With ``output="labels"`` (``model_config`` or ``params``) a one-output classifier returns the

@@ -221,10 +221,11 @@ def save_model(
             code=code_dir,
             conda_env=_CONDA_ENV_FILE_NAME,
             python_env=_PYTHON_ENV_FILE_NAME,
-            # verify_integrity None: $MLFLOW_EAS_SAVEDMODEL_VERIFY decides, on by default.
+            # None: the flavor's default_signature (stored there only), and
+            # $MLFLOW_EAS_SAVEDMODEL_VERIFY decides verify_integrity (on by default). See .pyfunc.
             model_config={
                 "device": device,
-                SIGNATURE_NAME_PARAM: exported.default_signature,
+                SIGNATURE_NAME_PARAM: None,
                 OUTPUT_PARAM: None,  # "labels": class indices (see .pyfunc)
                 "verify_integrity": None,
             },
