@@ -57,6 +57,7 @@ class Exported:
     """What :func:`export` wrote and found: the MLmodel file's facts about the SavedModel.
 
     Attributes:
+        source: the kind of model converted (``keras``, ``session``...).
         signature_defs: every SignatureDef's metadata (:func:`.metadata.describe_signature_defs`).
         default_signature: the SignatureDef requests use when they name none.
         tensorflow_version: the TensorFlow that wrote the SavedModel.
@@ -67,6 +68,7 @@ class Exported:
         verification: what the post-save verification ran (:func:`.verify.verify_saved_model`).
     """
 
+    source: str
     signature_defs: dict
     default_signature: str
     tensorflow_version: str
@@ -115,6 +117,7 @@ def export(serving_graph, export_dir, eas_processor=None, *, allow_file_ops=Fals
         export_dir, meta_graph_def, reference=serving_graph.reference, example=example, mode=verify
     )
     return Exported(
+        source=serving_graph.source,
         signature_defs=metadata.describe_signature_defs(meta_graph_def),
         default_signature=serving_graph.default_signature,
         tensorflow_version=import_tensorflow().__version__,

@@ -178,8 +178,9 @@ def save_model(
         >>> mes.load_model("model", device="cpu").predict(np.ones((2, 4), "float32"))["scores"].shape
         (2, 3)
     """
-    from mlflow_eas_savedmodel import sources, verify as verification
+    from mlflow_eas_savedmodel import sources
     from mlflow_eas_savedmodel.eas.inputs import load_input_example
+    from mlflow_eas_savedmodel.verify import check_mode
 
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
@@ -187,7 +188,7 @@ def save_model(
             f"Path {path!r} already exists and is not empty. Save to a new path, or delete it first."
         )
     processor = export.Processor.of(eas_processor) if eas_processor is not None else None
-    verification.check_mode(verify)
+    check_mode(verify)
     with _staged(path) as tmp:
         mlflow_model = mlflow_model or Model()
         if input_example is not None:
@@ -200,36 +201,20 @@ def save_model(
             default_signature=default_signature, init_op=init_op, build_fn=build_fn,
             custom_objects=custom_objects, input_example=input_example,
         )
-        source = serving_graph.source
         exported = export.export(
             serving_graph, os.path.join(tmp, SAVED_MODEL_DIR), processor,
             allow_file_ops=allow_file_ops, verify=verify,
             example=load_input_example(mlflow_model, tmp) if input_example is not None else None,
         )
-        del serving_graph
+        del serving_graph  # consumed: its GraphDef was rewritten in place
         mlflow_model.signature = signature or mlflow_signature(
             exported.signature_defs, exported.default_signature
         )
         if metadata is not None:
             mlflow_model.metadata = metadata
-        conf = _flavor_conf(source, exported, allow_file_ops, _save_custom_objects(tmp, custom_objects))
+        conf = _flavor_conf(exported, allow_file_ops, _save_custom_objects(tmp, custom_objects))
         mlflow_model.add_flavor(FLAVOR_NAME, **conf.to_dict())
-        pyfunc.add_to_model(
-            mlflow_model,
-            loader_module="mlflow_eas_savedmodel.pyfunc",
-            data=SAVED_MODEL_DIR,
-            code=code_dir,
-            conda_env=_CONDA_ENV_FILE_NAME,
-            python_env=_PYTHON_ENV_FILE_NAME,
-            # None: the flavor's default_signature (stored there only), and
-            # $MLFLOW_EAS_SAVEDMODEL_VERIFY decides verify_integrity (on by default). See .pyfunc.
-            model_config={
-                "device": device,
-                SIGNATURE_NAME_PARAM: None,
-                OUTPUT_PARAM: None,  # "labels": class indices (see .pyfunc)
-                "verify_integrity": None,
-            },
-        )
+        _add_pyfunc_flavor(mlflow_model, code_dir, device)
         if size := get_total_file_size(tmp):
             mlflow_model.model_size_bytes = size
         # MLmodel gets its name last (by _staged): a save killed before that leaves a folder no
@@ -274,10 +259,10 @@ def _save_custom_objects(model_path, custom_objects):
     return {"custom_objects": CUSTOM_OBJECTS_FILE, "custom_objects_sha256": integrity.sha256_file(path)}
 
 
-def _flavor_conf(source, exported, allow_file_ops, custom_objects):
+def _flavor_conf(exported, allow_file_ops, custom_objects):
     return FlavorConf(
         saved_model_dir=SAVED_MODEL_DIR,
-        source=source,
+        source=exported.source,
         tags=[SERVING_TAG],
         default_signature=exported.default_signature,
         signature_defs=exported.signature_defs,
@@ -289,6 +274,25 @@ def _flavor_conf(source, exported, allow_file_ops, custom_objects):
         file_sha256=exported.file_sha256,
         allow_file_ops=bool(allow_file_ops),
         **custom_objects,
+    )
+
+
+def _add_pyfunc_flavor(mlflow_model, code_dir, device):
+    pyfunc.add_to_model(
+        mlflow_model,
+        loader_module="mlflow_eas_savedmodel.pyfunc",
+        data=SAVED_MODEL_DIR,
+        code=code_dir,
+        conda_env=_CONDA_ENV_FILE_NAME,
+        python_env=_PYTHON_ENV_FILE_NAME,
+        # None: the flavor's default_signature (stored there only), and
+        # $MLFLOW_EAS_SAVEDMODEL_VERIFY decides verify_integrity (on by default). See .pyfunc.
+        model_config={
+            "device": device,
+            SIGNATURE_NAME_PARAM: None,
+            OUTPUT_PARAM: None,  # "labels": class indices (see .pyfunc)
+            "verify_integrity": None,
+        },
     )
 
 

@@ -2,7 +2,7 @@
 
 One module per concern, all working on a model saved by this flavor:
 
-- :mod:`.artifact`: the MLmodel metadata and the files of a model URI (no TensorFlow).
+- :mod:`.mlmodel`: the MLmodel metadata and the files of a model URI (no TensorFlow).
 - :mod:`.describe`: ``inspect``, the SignatureDefs and processors from the metadata alone.
 - :mod:`.upload`: ``export``, the plain SavedModel folder or archive EAS reads from OSS.
 - :mod:`.service_config`: ``eas-config``, the EAS service JSON.
