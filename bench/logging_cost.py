@@ -109,7 +109,7 @@ def export_growth(workdir, weight_bytes):
     it) minus the RSS once the model is built: what the export needs on top of the model.
     """
     import mlflow_eas_savedmodel as mes
-    from mlflow_eas_savedmodel.flavor import SAVED_MODEL_DIR
+    from mlflow_eas_savedmodel.flavor_conf import SAVED_MODEL_DIR
 
     model = build_wide_mlp(weight_bytes)
     weights = weights_nbytes(model)

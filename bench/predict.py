@@ -35,7 +35,9 @@ def _raw_candidates(paths):
 
     import mlflow.tensorflow
 
-    from mlflow_eas_savedmodel.flavor import SAVED_MODEL_DIR, _flavor_conf
+    from mlflow.models import Model
+
+    from mlflow_eas_savedmodel.flavor_conf import FlavorConf
 
     loaded = tf.saved_model.load(paths["keras_export"])
     signature = loaded.signatures["serving_default"]
@@ -45,13 +47,13 @@ def _raw_candidates(paths):
     spec = tf.TensorSpec([None, *keras_model.input_shape[1:]], tf.float32)
     keras_fn = tf.function(lambda x: keras_model(x, training=False), input_signature=[spec])
 
-    conf = _flavor_conf(paths["ours"])
-    description = conf["signature_defs"][conf["default_signature"]]
+    conf = FlavorConf.read(Model.load(paths["ours"]), paths["ours"])
+    description = conf.signature_defs[conf.default_signature]
     (feed,) = [t["name"] for t in description["inputs"].values()]
     (fetch,) = [t["name"] for t in description["outputs"].values()]
     session = tf.compat.v1.Session(graph=tf.Graph())
     with session.graph.as_default():
-        tf.compat.v1.saved_model.loader.load(session, ["serve"], f"{paths['ours']}/{SAVED_MODEL_DIR}")
+        tf.compat.v1.saved_model.loader.load(session, ["serve"], conf.saved_model_path(paths["ours"]))
     make_callable = session.make_callable(
         session.graph.get_tensor_by_name(fetch), feed_list=[session.graph.get_tensor_by_name(feed)]
     )

@@ -12,14 +12,22 @@ sess, ["serve"], strip_default_attrs=True, clear_devices=True)`` writes, built w
   ``variables/variables`` with ``SaveV2`` (:mod:`.tensor_bundle`), the tensor-bundle format
   ``Saver.save`` writes, so they never pass through a ``GraphDef`` or a session;
 * table initializers become the ``saved_model_main_op`` that every loader runs after restoring.
+
+:func:`export` is the whole pipeline from a :class:`~.graph.serving_graph.ServingGraph` to a
+checked folder, in this order: the ops policy (:mod:`.graph.ops_policy`), :func:`build_meta_graph`,
+the static check against every EAS runtime's op registry (:mod:`.runtimes`) and the processor
+asked for, :func:`write_saved_model`, :func:`check_layout`, the SHA-256 of every file
+(:mod:`.integrity`) and the post-save verification (:mod:`.verify`). It returns an
+:class:`Exported`: what the MLmodel file records about the SavedModel.
 """
 
+import dataclasses
 import os
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid
-from mlflow_eas_savedmodel import tensor_bundle
-from mlflow_eas_savedmodel.graph import rewrite
+from mlflow_eas_savedmodel import integrity, runtimes, tensor_bundle
+from mlflow_eas_savedmodel.graph import ops_policy, rewrite
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG, node_name
 from mlflow_eas_savedmodel.graph.variables import weights_to_variables
 
@@ -29,6 +37,122 @@ VARIABLES_DIR = "variables"
 VARIABLES_PREFIX = "variables"
 SAVED_MODEL_PB = "saved_model.pb"
 SAVED_MODEL_PBTXT = "saved_model.pbtxt"
+
+
+@dataclasses.dataclass(frozen=True)
+class Processor:
+    """An EAS processor code the model must run on, and its TensorFlow version."""
+
+    code: str
+    version: str
+
+    @classmethod
+    def of(cls, code):
+        """The processor ``code`` names; an unknown code fails naming the known ones."""
+        return cls(code, runtimes.processor_version(code))
+
+
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    """What :func:`export` wrote and found: the MLmodel file's facts about the SavedModel.
+
+    Attributes:
+        source: the kind of model converted (``keras``, ``session``...).
+        signature_defs: every SignatureDef's metadata (:func:`.metadata.describe_signature_defs`).
+        default_signature: the SignatureDef requests use when they name none.
+        tensorflow_version: the TensorFlow that wrote the SavedModel.
+        eas_processors: the EAS processor codes whose runtime has every op of the graph.
+        eas_incompatibilities: ``{TF version: up to five reasons}`` for the others.
+        conversion_notes: what the conversion changed.
+        file_sha256: ``{relative path: hex SHA-256}`` of every file of the folder.
+        verification: what the post-save verification ran (:func:`.verify.verify_saved_model`).
+    """
+
+    source: str
+    signature_defs: dict
+    default_signature: str
+    tensorflow_version: str
+    eas_processors: list
+    eas_incompatibilities: dict
+    conversion_notes: list
+    file_sha256: dict
+    verification: dict
+
+
+def export(serving_graph, export_dir, eas_processor=None, *, allow_file_ops=False, verify=True, example=None):
+    """Writes ``serving_graph`` as a checked SavedModel into the new folder ``export_dir``.
+
+    Args:
+        serving_graph: the source's :class:`~.graph.serving_graph.ServingGraph` (consumed).
+        export_dir: the SavedModel folder to create.
+        eas_processor: a :class:`Processor` the model must run on, or ``None``: record every
+            compatible processor and fail only if there is none.
+        allow_file_ops: keep ops that read or write files (see :mod:`.graph.ops_policy`).
+        verify: the ``verify=`` mode of ``save_model`` (see :mod:`.verify`).
+        example: the input example as numpy (a dict or an array), or ``None``.
+
+    Returns:
+        :class:`Exported`.
+
+    Raises:
+        MlflowException: an op the policy refuses, a graph no wanted processor runs, a layout
+            EAS rejects, or a verification failure.
+    """
+    from mlflow_eas_savedmodel import metadata
+    from mlflow_eas_savedmodel.runtimes import semantic
+    from mlflow_eas_savedmodel.verify import verify_saved_model
+
+    ops_policy.check_graph_def(
+        serving_graph.graph_def, f"The {serving_graph.source} model", allow_file_ops
+    )
+    meta_graph_def, values = build_meta_graph(serving_graph)
+    compatible, problems = runtimes.check_all(meta_graph_def.graph_def)
+    serving_graph.notes.extend(semantic.rule_notes(problems))
+    _check_processors(eas_processor, compatible, problems)
+    written = write_saved_model(export_dir, meta_graph_def, values)
+    check_layout(export_dir)
+    file_sha256 = integrity.hash_tree_reusing(export_dir, written)
+    del values  # the weights' readers: the verification loads the weights once more
+    verification = verify_saved_model(
+        export_dir, meta_graph_def, reference=serving_graph.reference, example=example, mode=verify
+    )
+    return Exported(
+        source=serving_graph.source,
+        signature_defs=metadata.describe_signature_defs(meta_graph_def),
+        default_signature=serving_graph.default_signature,
+        tensorflow_version=import_tensorflow().__version__,
+        eas_processors=compatible,
+        eas_incompatibilities={
+            v: sorted({p.reason for p in ps})[:5] for v, ps in problems.items() if ps
+        },
+        conversion_notes=serving_graph.notes,
+        file_sha256=file_sha256,
+        verification=verification,
+    )
+
+
+def _check_processors(eas_processor, compatible, problems):
+    if eas_processor is not None:
+        version = eas_processor.version
+        if problems[version]:
+            raise invalid(
+                f"The model cannot run on EAS processor {eas_processor.code!r} (TensorFlow {version}):\n  "
+                f"{runtimes.summarize(problems[version])}\n"
+                + (
+                    f"It can run on: {', '.join(compatible)}. Pass one of those as eas_processor=, "
+                    "or eas_processor=None to record all compatible processors."
+                    if compatible
+                    else "No EAS processor can run it: replace the ops above with older ones."
+                )
+            )
+    elif not compatible:
+        lines = "\n  ".join(
+            f"TF {v}: {runtimes.summarize(ps, limit=3)}" for v, ps in problems.items()
+        )
+        raise invalid(
+            "No EAS TensorFlow processor (TF 1.12-2.7) can run this model:\n  "
+            f"{lines}\nReplace these ops with ones older TensorFlow versions have."
+        )
 
 
 def build_meta_graph(serving_graph):
@@ -125,14 +249,6 @@ def write_saved_model(export_dir, meta_graph_def, values):
         os.path.join(export_dir, VARIABLES_DIR, VARIABLES_PREFIX), values
     )
     return {f"{VARIABLES_DIR}/{name}": digest for name, digest in digests.items()}
-
-
-def export_saved_model(serving_graph, export_dir):
-    """Builds and writes the SavedModel; returns its ``MetaGraphDef``."""
-    meta_graph_def, values = build_meta_graph(serving_graph)
-    write_saved_model(export_dir, meta_graph_def, values)
-    check_layout(export_dir)
-    return meta_graph_def
 
 
 def check_layout(export_dir):

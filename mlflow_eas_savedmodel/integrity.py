@@ -17,9 +17,18 @@ large models the check can be skipped:
 * ``MLFLOW_EAS_SAVEDMODEL_VERIFY=0`` in the environment (e.g. of ``mlflow models serve``).
 
 Example:
+    >>> import os
     >>> from mlflow_eas_savedmodel import integrity
-    >>> expected = integrity.hash_tree("model/savedmodel")
-    >>> integrity.verify("model/savedmodel", expected)  # raises MlflowException if changed
+    >>> os.makedirs("savedmodel/variables")
+    >>> with open("savedmodel/saved_model.pb", "wb") as f:
+    ...     _ = f.write(b"a graph")
+    >>> expected = integrity.hash_tree("savedmodel")
+    >>> integrity.verify("savedmodel", expected)  # passes: nothing changed
+    >>> with open("savedmodel/saved_model.pb", "ab") as f:
+    ...     _ = f.write(b" changed")
+    >>> integrity.verify("savedmodel", expected)
+    Traceback (most recent call last):
+    mlflow.exceptions.MlflowException: The SavedModel at 'savedmodel' does not match the SHA-256 hashes ...
 """
 
 import hashlib
@@ -27,7 +36,6 @@ import os
 
 from mlflow_eas_savedmodel.errors import invalid
 
-FLAVOR_KEY = "file_sha256"
 VERIFY_ENV = "MLFLOW_EAS_SAVEDMODEL_VERIFY"
 _BLOCK_BYTES = 1024 * 1024
 _FALSE_WORDS = ("0", "false", "no", "off")
@@ -90,8 +98,13 @@ def hash_tree(directory):
     """``{relative path: hex SHA-256}`` of every file under ``directory`` (paths use '/').
 
     Example:
-        >>> hash_tree("model/savedmodel")
-        {'saved_model.pb': '9f2c...', 'variables/variables.data-00000-of-00001': '51ab...', ...}
+        >>> import os
+        >>> from mlflow_eas_savedmodel.integrity import hash_tree
+        >>> os.makedirs("savedmodel/variables")
+        >>> with open("savedmodel/variables/variables.index", "wb") as f:
+        ...     _ = f.write(b"")
+        >>> hash_tree("savedmodel")
+        {'variables/variables.index': 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'}
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
@@ -126,7 +139,12 @@ def verify(directory, expected):
         MlflowException: naming every missing, extra, changed or truncated file (up to ten).
 
     Example:
-        >>> verify("model/savedmodel", flavor_conf["file_sha256"])
+        >>> import keras, mlflow, mlflow_eas_savedmodel as mes
+        >>> from mlflow_eas_savedmodel.integrity import verify
+        >>> image = keras.Input((4,), name="image")
+        >>> mes.save_model(keras.Model(image, keras.layers.Dense(3, name="scores")(image)), "model")
+        >>> recorded = mlflow.models.Model.load("model").flavors["eas_savedmodel"]["file_sha256"]
+        >>> verify("model/savedmodel", recorded)  # raises MlflowException if a file changed
     """
     directory = os.fspath(directory)
     if not isinstance(expected, dict) or not expected:

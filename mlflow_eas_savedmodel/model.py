@@ -1,11 +1,13 @@
 """The loaded model: one TF1 session on the chosen device, one callable per SignatureDef.
 
 Load once, resolve once: every SignatureDef gets a C++ session callable at load, with its feed
-and fetch lists fixed, so ``predict`` only checks and casts the inputs and calls it: no Keras
-``predict``, no tracing, no graph building per call (the graph is finalized). Session callables
-are thread-safe, so one handle serves many threads.
+and fetch lists fixed (a :class:`SignatureRunner`), so ``predict`` only checks and casts the
+inputs and calls it: no Keras ``predict``, no tracing, no graph building per call (the graph is
+finalized). Session callables are thread-safe, so one handle serves many threads. The checks
+before a load are in :mod:`.load`.
 """
 
+import functools
 import logging
 import os
 import re
@@ -93,8 +95,17 @@ def _make_session_callable(session, feed_names, fetch_names):
     return session._make_callable_from_options(options)
 
 
-class _SignatureRunner:
-    """One SignatureDef: its inputs' checks and a fixed session callable."""
+class SignatureRunner:
+    """One SignatureDef: its inputs' checks and a fixed session callable.
+
+    Calling it with ``{input key: array-like}`` returns ``{output key: numpy.ndarray}``.
+
+    Attributes:
+        name: the SignatureDef's name.
+        description: its metadata (method, inputs and outputs), as in the MLmodel file.
+        input_keys: its input keys, in the order of ``description``.
+        output_keys: its output keys.
+    """
 
     def __init__(self, session, name, description):
         self.name = name
@@ -202,8 +213,14 @@ class EasSavedModel:
         session: the ``tf.compat.v1.Session`` holding the graph (the raw model).
     """
 
-    def __init__(self, saved_model_dir, signatures, default_signature, device=None):
+    def __init__(self, saved_model_dir, signatures, default_signature, device=None, custom_objects=None):
+        """Loads ``saved_model_dir`` (checked by :func:`.load.load_handle` before).
+
+        ``custom_objects`` is ``None`` or a callable returning them, called the first time
+        :attr:`custom_objects` is read.
+        """
         tf = import_tensorflow()
+        self._custom_objects = custom_objects
         self.device = resolve_device(device)
         self.signatures = signatures
         self.default_signature = default_signature
@@ -214,7 +231,7 @@ class EasSavedModel:
             tf.compat.v1.saved_model.loader.load(self.session, [SERVING_TAG], saved_model_dir)
         graph.finalize()  # nothing may add ops per call: a growing graph is a memory leak
         self._runners = {
-            name: _SignatureRunner(self.session, name, description)
+            name: SignatureRunner(self.session, name, description)
             for name, description in signatures.items()
         }
         _logger.debug("Loaded %s on %s", saved_model_dir, self.device)
@@ -230,10 +247,14 @@ class EasSavedModel:
             ``{output key: numpy.ndarray}``.
 
         Example:
-            >>> handle = mlflow_eas_savedmodel.load_model(model_uri, device="cpu")
-            >>> handle.predict({"image": x}, signature_name="serving_default")["scores"]
+            >>> import keras, numpy as np, mlflow_eas_savedmodel as mes
+            >>> image = keras.Input((4,), name="image")
+            >>> mes.save_model(keras.Model(image, keras.layers.Dense(3, name="scores")(image)), "model")
+            >>> handle = mes.load_model("model", device="cpu")
+            >>> handle.predict({"image": np.ones((2, 4), "float32")}, signature_name="serving_default")["scores"].shape
+            (2, 3)
         """
-        runner = self._runner(signature_name)
+        runner = self.signature_runner(signature_name)
         if not isinstance(inputs, dict):
             if len(runner.input_keys) != 1:
                 raise invalid(
@@ -243,7 +264,20 @@ class EasSavedModel:
             inputs = {runner.input_keys[0]: inputs}
         return runner(inputs)
 
-    def _runner(self, signature_name):
+    def signature_runner(self, signature_name=None):
+        """The :class:`SignatureRunner` of ``signature_name`` (default: :attr:`default_signature`).
+
+        Raises:
+            MlflowException: the model has no SignatureDef of that name.
+
+        Example:
+            >>> import keras, numpy as np, mlflow_eas_savedmodel as mes
+            >>> image = keras.Input((4,), name="image")
+            >>> mes.save_model(keras.Model(image, keras.layers.Dense(3, name="scores")(image)), "model")
+            >>> runner = mes.load_model("model", device="cpu").signature_runner()
+            >>> runner.name, runner.input_keys, runner.output_keys
+            ('serving_default', ['image'], ['scores'])
+        """
         name = signature_name
         if name is None or (isinstance(name, str) and not name):
             name = self.default_signature
@@ -253,5 +287,19 @@ class EasSavedModel:
             )
         return self._runners[name]
 
+    @functools.cached_property
+    def custom_objects(self):
+        """The Keras custom objects saved with the model (``None`` without), unpickled on first
+        read after their SHA-256 is checked again (see :mod:`.load`)."""
+        return self._custom_objects() if self._custom_objects is not None else None
+
     def close(self):
+        """Closes the session; the handle cannot predict afterwards.
+
+        Example:
+            >>> import keras, mlflow_eas_savedmodel as mes
+            >>> image = keras.Input((4,), name="image")
+            >>> mes.save_model(keras.Model(image, keras.layers.Dense(3, name="scores")(image)), "model")
+            >>> mes.load_model("model", device="cpu").close()
+        """
         self.session.close()

@@ -1,5 +1,8 @@
 """The ``python_function`` flavor: ``_load_pyfunc`` and the input/output conversion.
 
+``_load_pyfunc`` loads through :func:`.load.load_handle` and predicts through the handle's
+:meth:`~.model.EasSavedModel.signature_runner`; it never asks for the custom objects.
+
 ``predict(data, params)`` accepts:
 
 * a numpy array (or list) for a SignatureDef with one input;
@@ -8,11 +11,13 @@
   per example), or, for a one-input SignatureDef, any columns, taken as the rows of that input.
 
 ``params={"signature_name": ...}`` picks the SignatureDef per call; without it (or with
-``None``/``""``) predict uses ``model_config["signature_name"]``, which defaults to the model's
-default SignatureDef and which ``mlflow.pyfunc.load_model(uri, model_config=...)`` and
-``$MLFLOW_PYFUNC_INFERENCE_CONFIG`` override. The MLflow signature declares the param with
-default ``None`` for that reason: MLflow fills declared defaults into every call, so a
-non-empty default would always beat ``model_config``.
+``None``/``""``) predict uses ``model_config["signature_name"]``, which
+``mlflow.pyfunc.load_model(uri, model_config=...)`` and ``$MLFLOW_PYFUNC_INFERENCE_CONFIG`` set;
+left at ``None`` (what ``save_model`` writes) it means the model's default SignatureDef, which
+only the flavor's ``default_signature`` records. Models saved before wrote that same name into
+``model_config`` and load the same. The MLflow signature declares the param with default
+``None`` for the same reason: MLflow fills declared defaults into every call, so a non-empty
+default would always beat ``model_config``.
 
 It returns a numpy array when the SignatureDef has one output, else ``{output key: array}``.
 With ``output="labels"`` (``model_config`` or ``params``) a one-output classifier returns the
@@ -62,7 +67,7 @@ class _EasSavedModelWrapper:
     def __init__(self, handle, signature_name=None, output=None):
         self.handle = handle
         self.signature_name = signature_name or handle.default_signature
-        handle._runner(self.signature_name)  # an unknown configured name fails at load
+        handle.signature_runner(self.signature_name)  # an unknown configured name fails at load
         self.output = _check_output(output, "model_config")
 
     def get_raw_model(self):
@@ -72,7 +77,7 @@ class _EasSavedModelWrapper:
     def predict(self, data, params=None):
         params = params or {}
         name = params.get(SIGNATURE_NAME_PARAM) or self.signature_name
-        runner = self.handle._runner(name)
+        runner = self.handle.signature_runner(name)
         inputs = self._to_inputs(data, runner.input_keys)
         outputs = runner(inputs)
         output = params.get(OUTPUT_PARAM)
@@ -134,10 +139,10 @@ def _labels(runner, outputs):
 
 def _load_pyfunc(path, model_config=None):
     """Called by ``mlflow.pyfunc.load_model``; ``path`` is the flavor's SavedModel folder."""
-    from mlflow_eas_savedmodel.flavor import _load_handle
+    from mlflow_eas_savedmodel.load import load_handle
 
     model_config = model_config or {}
-    handle = _load_handle(
+    handle = load_handle(
         path,
         device=model_config.get("device"),
         verify_integrity=model_config.get("verify_integrity"),

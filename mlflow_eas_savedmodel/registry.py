@@ -34,7 +34,7 @@ from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
 
 from mlflow_eas_savedmodel import registry_tags as _tags
 from mlflow_eas_savedmodel.cli_errors import user_errors
-from mlflow_eas_savedmodel.eas.artifact import validate_flavor_conf
+from mlflow_eas_savedmodel.flavor_conf import FLAVOR_NAME, FlavorConf
 from mlflow_eas_savedmodel.errors import invalid
 
 DEFAULT_ALIAS = "champion"
@@ -300,46 +300,33 @@ def _flavors(client, model_name, version):
 
 
 def _flavor_conf(client, model_name, version):
-    """The ``eas_savedmodel`` flavor configuration of a version; raises if it has none."""
-    from mlflow_eas_savedmodel.flavor import FLAVOR_NAME
-
-    flavors = _flavors(client, model_name, version)
-    if FLAVOR_NAME not in flavors:
-        raise invalid(
-            f"Version {version} of {model_name!r} was not saved by mlflow_eas_savedmodel: its "
-            f"MLmodel has the flavor(s) {sorted(flavors)}, not {FLAVOR_NAME!r}. Register a model "
-            "logged with mlflow_eas_savedmodel.log_model."
-        )
-    return validate_flavor_conf(flavors[FLAVOR_NAME], f"models:/{model_name}/{version}")
+    """The :class:`FlavorConf` of a version; raises if another flavor saved it."""
+    return FlavorConf.read(_flavors(client, model_name, version), f"models:/{model_name}/{version}")
 
 
 def _diff_with_holder(client, model_name, holder_version, candidate):
-    from mlflow_eas_savedmodel.flavor import FLAVOR_NAME
-
     flavors = _flavors(client, model_name, holder_version)
     if FLAVOR_NAME not in flavors:
         # The alias was set by hand or by another tool: a server of it loads another flavor.
         return [SignatureDifference(None, "flavor", None, ", ".join(sorted(flavors)), FLAVOR_NAME)]
-    holder = validate_flavor_conf(flavors[FLAVOR_NAME], f"models:/{model_name}/{holder_version}")
-    return diff_signature_defs(holder, candidate)
+    holder = FlavorConf.read(flavors, f"models:/{model_name}/{holder_version}")
+    return diff_signature_defs(holder.to_dict(), candidate.to_dict())
 
 
 def _checked_flavor_conf(client, model_name, version):
     """The candidate's flavor configuration, after its layout and digests are checked."""
-    from mlflow_eas_savedmodel import export, integrity
+    from mlflow_eas_savedmodel import export
 
     conf = _flavor_conf(client, model_name, version)
-    saved_model_dir = conf["saved_model_dir"]
     with tempfile.TemporaryDirectory() as tmp:
-        local = _download(client, model_name, version, saved_model_dir, tmp)
+        local = _download(client, model_name, version, conf.saved_model_dir, tmp)
         try:
             export.check_layout(local)
-            if integrity.FLAVOR_KEY not in conf:
-                raise invalid(
-                    f"its MLmodel records no file hashes (eas_savedmodel.{integrity.FLAVOR_KEY}), "
-                    "so what would be served cannot be checked. Re-log and register the model."
-                )
-            integrity.verify(local, conf[integrity.FLAVOR_KEY])
+            conf.verify_files(
+                local,
+                unrecorded="its MLmodel records no file hashes (eas_savedmodel.file_sha256), so "
+                "what would be served cannot be checked. Re-log and register the model.",
+            )
         except MlflowException as e:
             raise invalid(
                 f"Version {version} of {model_name!r} cannot be promoted: its SavedModel folder "

@@ -60,9 +60,10 @@ def registered_version(model_uri, client=None):
 
 
 def tag_registered_version(client, name, version, flavor_conf):
-    """Sets ``eas.processors`` and ``eas.tf_version`` on a version from its flavor configuration."""
-    client.set_model_version_tag(name, str(version), PROCESSORS_TAG, ",".join(flavor_conf.get("eas_processors", [])))
-    client.set_model_version_tag(name, str(version), TF_VERSION_TAG, str(flavor_conf.get("tensorflow_version", "")))
+    """Sets ``eas.processors`` and ``eas.tf_version`` on a version from its
+    :class:`~mlflow_eas_savedmodel.flavor_conf.FlavorConf`."""
+    client.set_model_version_tag(name, str(version), PROCESSORS_TAG, ",".join(flavor_conf.eas_processors))
+    client.set_model_version_tag(name, str(version), TF_VERSION_TAG, str(flavor_conf.tensorflow_version or ""))
 
 
 def check_value(runtime_result):

@@ -166,7 +166,7 @@ def tf2_style_copy(tmp_path_factory, keras_model_path, tf):
     conf = mlmodel["flavors"][mes.FLAVOR_NAME]
     del meta_graph.signature_def["__saved_model_init_op"]  # TF2's init hook, not a serving signature
     conf["signature_defs"] = metadata.describe_signature_defs(meta_graph)
-    conf[integrity.FLAVOR_KEY] = integrity.hash_tree(str(saved_model))
+    conf["file_sha256"] = integrity.hash_tree(str(saved_model))
     assert "tensorflow_cpu_1.15" in conf["eas_processors"]
     (path / "MLmodel").write_text(yaml.safe_dump(mlmodel))
     return str(path)

@@ -56,7 +56,7 @@ def test_mlflow_signature_and_pyfunc_config(saved):
     pyfunc_conf = mlmodel["flavors"]["python_function"]
     assert pyfunc_conf["loader_module"] == "mlflow_eas_savedmodel.pyfunc"
     assert pyfunc_conf["data"] == "savedmodel"
-    assert pyfunc_conf["config"] == {"device": None, "signature_name": "serving_default", "output": None, "verify_integrity": None}
+    assert pyfunc_conf["config"] == {"device": None, "signature_name": None, "output": None, "verify_integrity": None}
     assert mlmodel["saved_input_example_info"]["type"] == "ndarray"
 
 

@@ -45,7 +45,7 @@ def model_copy(saved, tmp_path):
 
 def _recorded(model_dir):
     with open(os.path.join(model_dir, "MLmodel")) as f:
-        return yaml.safe_load(f)["flavors"]["eas_savedmodel"][integrity.FLAVOR_KEY]
+        return yaml.safe_load(f)["flavors"]["eas_savedmodel"]["file_sha256"]
 
 
 def test_save_records_the_sha256_of_every_savedmodel_file(saved):

@@ -52,7 +52,7 @@ def test_bundled_model_names_its_wheel_instead_of_the_index_package(bundled_mode
 
     with zipfile.ZipFile(bundled_model / "wheels" / wheels[0]) as wheel:
         names = set(wheel.namelist())
-    for module in ("__init__.py", "flavor.py", "pyfunc.py", "model.py", "runtimes/registries/tf-1.15.json.gz"):
+    for module in ("__init__.py", "save.py", "load.py", "flavor_conf.py", "pyfunc.py", "model.py", "runtimes/registries/tf-1.15.json.gz"):
         assert f"mlflow_eas_savedmodel/{module}" in names
 
 

@@ -208,3 +208,23 @@ def test_output_labels_gives_class_indices_from_config_or_params(multi_path, two
         mlflow.pyfunc.load_model(str(tmp_path / "softmax"), model_config={"output": "probs"})
     with pytest.raises(MlflowException, match=r"output='labels' needs a SignatureDef with one output; 'serving_default' has \['probs', 'sum'\]"):
         mlflow.pyfunc.load_model(multi_path).predict(ab, params={"output": "labels"})
+
+
+def test_the_default_signature_is_recorded_once_and_older_models_config_still_counts(two_signature_path, tmp_path):
+    import shutil
+
+    import yaml
+
+    mlmodel = yaml.safe_load(open(f"{two_signature_path}/MLmodel"))
+    assert mlmodel["flavors"]["eas_savedmodel"]["default_signature"] == "sig_a"
+    assert mlmodel["flavors"]["python_function"]["config"]["signature_name"] is None
+    # Saves before the default was stored once wrote it into model_config as well; one that
+    # names another SignatureDef there (edited by hand) is what predict uses.
+    for written, expected in (("sig_a", X2 * 2), ("sig_b", Z3.sum(axis=1) + 1)):
+        old = tmp_path / written
+        shutil.copytree(two_signature_path, old)
+        mlmodel["flavors"]["python_function"]["config"]["signature_name"] = written
+        (old / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+        model = mlflow.pyfunc.load_model(str(old))
+        np.testing.assert_array_equal(model.predict({"x": X2} if written == "sig_a" else {"z": Z3}), expected)
+        np.testing.assert_array_equal(model.predict({"x": X2}, params={"signature_name": "sig_a"}), X2 * 2)

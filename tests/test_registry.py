@@ -119,7 +119,7 @@ def test_promote_refuses_a_model_of_another_flavor(tracking_server, mlp):
         mlflow.pyfunc.log_model(
             name="model", python_model=Identity(), registered_model_name="foreign", pip_requirements=[]
         )
-    with pytest.raises(MlflowException, match=r"flavor\(s\) \['python_function'\], not 'eas_savedmodel'"):
+    with pytest.raises(MlflowException, match=r"models:/foreign/1' was not saved by mlflow_eas_savedmodel \(its flavors: \['python_function'\]\)"):
         promote("foreign", 1)
     client = MlflowClient()
     assert client.get_registered_model("foreign").aliases == {}

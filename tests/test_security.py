@@ -97,6 +97,38 @@ def test_custom_objects_are_the_one_thing_unpickled(tmp_path, tf, x4, monkeypatc
     np.testing.assert_allclose(outputs, x4 * 3, rtol=1e-6)
 
 
+def test_pyfunc_checks_custom_objects_but_unpickles_them_only_when_asked(tmp_path, tf, x4, monkeypatch):
+    import cloudpickle
+    import keras
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    class Scale(keras.layers.Layer):
+        def call(self, x):
+            return x * 3.0
+
+    inp = keras.Input((4,), name="image")
+    keras.Model(inp, Scale(name="scale")(inp)).save(tmp_path / "custom.keras")
+    mes.save_model(str(tmp_path / "custom.keras"), tmp_path / "model", custom_objects={"Scale": Scale})
+    loads = []
+    real_load = cloudpickle.load
+    monkeypatch.setattr(cloudpickle, "load", lambda f, *a, **k: loads.append(f.name) or real_load(f, *a, **k))
+    config = {"device": "cpu"}
+    model = mlflow.pyfunc.load_model(str(tmp_path / "model"), model_config=config)
+    np.testing.assert_allclose(model.predict(x4), x4 * 3, rtol=1e-6)
+    assert loads == []  # the frozen graph never needs them
+    handle = model.get_raw_model()
+    assert set(handle.custom_objects) == {"Scale"} and handle.custom_objects is handle.custom_objects
+    assert [os.path.basename(p) for p in loads] == ["custom_objects.cloudpickle"]
+
+    # Replaced after a load, before anything asked for them: checked again, never unpickled.
+    unasked = mlflow.pyfunc.load_model(str(tmp_path / "model"), model_config=config).get_raw_model()
+    (tmp_path / "model" / "custom_objects.cloudpickle").write_bytes(pickle.dumps({"other": 1}))
+    with pytest.raises(MlflowException, match="does not match the SHA-256 recorded .* was not unpickled"):
+        unasked.custom_objects
+    assert len(loads) == 1
+
+
 def _calls_in(path):
     """``(line, dotted call name)`` of every call in a Python file."""
     tree = ast.parse(Path(path).read_text(), filename=str(path))

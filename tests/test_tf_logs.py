@@ -94,7 +94,7 @@ def test_save_and_log_print_no_tensorflow_lines(tmp_path):
     for name, lines in segments.items():
         noise = [line for line in lines if not ALLOWED.match(line)]
         assert noise == [], f"{name}: {noise}"
-        info = [line for line in lines if line.startswith("LOG mlflow_eas_savedmodel.flavor INFO Saved ")]
+        info = [line for line in lines if line.startswith("LOG mlflow_eas_savedmodel.save INFO Saved ")]
         assert len(info) == 1, (name, lines)
     # The INFO line says what the export did.
     assert re.search(r"Saved keras model to \S+keras as a TF1 SavedModel: SignatureDefs serving_default\(x\) -> y "

@@ -120,7 +120,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
 
     def _preconditions(self, name, model_uri, options):
         """Everything checked before an upload: ``(model ref, flavor conf, oss bucket, prefix)``."""
-        from mlflow_eas_savedmodel.eas.artifact import load_flavor_metadata
+        from mlflow_eas_savedmodel.eas.mlmodel import load_flavor_metadata
 
         processor = require(options, "processor", "tensorflow_cpu_1.15")
         bucket, prefix = split_oss_path(require(options, "oss_path", "oss://my-bucket/models/"))
@@ -136,7 +136,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
     def _upload_and_configure(self, name, model, conf, bucket, prefix, options, credentials):
         """Exports, writes the warm-up request, uploads both; returns the EAS service JSON."""
         from mlflow_eas_savedmodel.deployments.cloud import OssUploader
-        from mlflow_eas_savedmodel.eas.artifact import download_model
+        from mlflow_eas_savedmodel.eas.mlmodel import download_model
         from mlflow_eas_savedmodel.eas.package import MANIFEST_SUFFIX, write_eas_package
         from mlflow_eas_savedmodel.eas.warmup import write_eas_warmup_files
 
@@ -152,7 +152,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
             uploads.append((f"{base}savedmodel{MANIFEST_SUFFIX}", exported["manifest"]))
             warm_up_path = None
             if options["warm_up"]:
-                signature = options["warm_up_signature"] or conf["default_signature"]
+                signature = options["warm_up_signature"] or conf.default_signature
                 files = write_eas_warmup_files(local, os.path.join(tmp, "warmup"), signatures=[signature])
                 key = base + os.path.basename(files[signature])
                 uploads.append((key, files[signature]))
@@ -369,7 +369,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
         import requests
 
         from mlflow_eas_savedmodel.eas import protocol
-        from mlflow_eas_savedmodel.eas.artifact import load_flavor_metadata
+        from mlflow_eas_savedmodel.eas.mlmodel import load_flavor_metadata
 
         options = self._options(None)
         services, _ = self._connect(options)
@@ -395,7 +395,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
         )
         if deployed:
             _, conf = load_flavor_metadata(deployed)
-            signature = conf["signature_defs"].get(signature_name or conf["default_signature"])
+            signature = conf.signature_defs.get(signature_name or conf.default_signature)
             if signature is not None:
                 dtypes = {k: t["dtype"] for k, t in signature["inputs"].items()}
         body = protocol.encode_request(feeds, signature_name=signature_name, dtypes=dtypes)

@@ -42,7 +42,7 @@ def wire_spec():
 
 def prepare(name, model_uri, config, workdir):
     """Downloads the model and writes the server's spec; returns ``(runtime env, spec path)``."""
-    from mlflow_eas_savedmodel.eas.artifact import download_model, saved_model_dir
+    from mlflow_eas_savedmodel.eas.mlmodel import download_model
     from mlflow_eas_savedmodel.eas.service_config import check_processor
     from mlflow_eas_savedmodel.eas.warmup import write_eas_warmup_files
     from mlflow_eas_savedmodel.runtimes.environments import ensure_runtime
@@ -58,17 +58,17 @@ def prepare(name, model_uri, config, workdir):
     env = ensure_runtime(version)
     warmup_files = []
     if options["warm_up"]:
-        signature = options["warm_up_signature"] or conf["default_signature"]
+        signature = options["warm_up_signature"] or conf.default_signature
         files = write_eas_warmup_files(local, os.path.join(workdir, "warmup"), signatures=[signature])
         warmup_files = list(files.values())
     spec = dict(
         wire_spec(),
-        saved_model_dir=os.path.abspath(saved_model_dir(local, conf)),
+        saved_model_dir=os.path.abspath(conf.saved_model_path(local)),
         service_name=name,
         host=options["host"],
         port=options["port"],
         tags=["serve"],
-        default_signature=conf["default_signature"],
+        default_signature=conf.default_signature,
         warmup_files=warmup_files,
         warm_up_count=options["warm_up_count"] or 1,
         runner_dir=os.path.dirname(RUNNER_PATH),

@@ -2,7 +2,7 @@
 
 One module per concern, all working on a model saved by this flavor:
 
-- :mod:`.artifact`: the MLmodel metadata and the files of a model URI (no TensorFlow).
+- :mod:`.mlmodel`: the MLmodel metadata and the files of a model URI (no TensorFlow).
 - :mod:`.inspection`: ``inspect``, the SignatureDefs and processors from the metadata alone.
 - :mod:`.package`: ``export``, the plain SavedModel folder or archive EAS reads from OSS, and
   its SHA-256 manifest.

@@ -234,6 +234,6 @@ def serve_eas(model_uri, name, host="127.0.0.1", port=0, device="cpu"):
         >>> with serve_eas("models:/mnist@champion", "mnist") as ep:
         ...     client = PredictClient(ep.endpoint, "mnist")  # eas-prediction
     """
-    from mlflow_eas_savedmodel.flavor import load_model
+    from mlflow_eas_savedmodel.load import load_model
 
     return EasEndpoint(load_model(model_uri, device=device), name, host=host, port=port)

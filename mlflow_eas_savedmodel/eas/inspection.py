@@ -4,7 +4,7 @@ Like ``saved_model_cli show --all``, but it reads only the flavor metadata recor
 time, so it neither loads TensorFlow nor downloads the SavedModel.
 """
 
-from mlflow_eas_savedmodel.eas.artifact import load_flavor_metadata
+from mlflow_eas_savedmodel.eas.mlmodel import load_flavor_metadata
 
 
 def describe_model(model_uri):
@@ -16,13 +16,13 @@ def describe_model(model_uri):
     _, conf = load_flavor_metadata(model_uri)
     return {
         "model_uri": model_uri,
-        "tensorflow_version": conf.get("tensorflow_version"),
-        "source": conf.get("source"),
-        "tags": conf.get("tags", []),
-        "default_signature": conf.get("default_signature"),
-        "eas_processors": list(conf.get("eas_processors", [])),
-        "eas_incompatibilities": dict(conf.get("eas_incompatibilities", {})),
-        "signature_defs": conf["signature_defs"],
+        "tensorflow_version": conf.tensorflow_version,
+        "source": conf.source,
+        "tags": conf.tags,
+        "default_signature": conf.default_signature,
+        "eas_processors": list(conf.eas_processors),
+        "eas_incompatibilities": dict(conf.eas_incompatibilities),
+        "signature_defs": conf.signature_defs,
     }
 
 

@@ -30,7 +30,7 @@ import tarfile
 import zipfile
 
 from mlflow_eas_savedmodel import integrity
-from mlflow_eas_savedmodel.eas.artifact import download_model, saved_model_dir
+from mlflow_eas_savedmodel.eas.mlmodel import download_model
 from mlflow_eas_savedmodel.errors import invalid
 
 ARCHIVE_FORMATS = {"tar.gz": ".tar.gz", "zip": ".zip"}
@@ -123,7 +123,7 @@ def _eas_warmup_targets(dest, conf):
 
     return {
         name: os.path.join(os.path.dirname(dest), eas_warmup_file_name(name))
-        for name in conf["signature_defs"]
+        for name in conf.signature_defs
     }
 
 
@@ -133,17 +133,16 @@ def _verified_saved_model(model_uri, local, conf):
     Returns:
         ``(folder, [(relative path, path)], {relative path: sha256 recorded at save time})``.
     """
-    source = saved_model_dir(local, conf)
+    source = conf.saved_model_path(local)
     integrity.refuse_symlinks(local)  # copytree would copy what a link points at
-    if integrity.FLAVOR_KEY not in conf:
-        raise invalid(
-            f"The MLmodel file of {model_uri!r} records no file hashes "
-            f"(eas_savedmodel.{integrity.FLAVOR_KEY}), so its files cannot be checked before "
-            "upload. Re-log the model with this version of mlflow_eas_savedmodel."
-        )
     # Never upload a model whose files changed since the save: EAS would serve them.
-    integrity.verify(source, conf[integrity.FLAVOR_KEY])
-    verified = conf[integrity.FLAVOR_KEY]  # verify just read every file and matched these
+    conf.verify_files(
+        source,
+        unrecorded=f"The MLmodel file of {model_uri!r} records no file hashes "
+        "(eas_savedmodel.file_sha256), so its files cannot be checked before upload. Re-log the "
+        "model with this version of mlflow_eas_savedmodel.",
+    )
+    verified = conf.file_sha256  # verify just read every file and matched these
     members = list(_files_under(source))
     if not any(rel == "saved_model.pb" for rel, _ in members):
         raise invalid(f"{source!r} has no saved_model.pb: the model's artifact is incomplete.")

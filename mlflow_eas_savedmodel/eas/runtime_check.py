@@ -26,7 +26,7 @@ import tempfile
 import time
 
 from mlflow_eas_savedmodel.comparison import ATOL, RTOL, compare
-from mlflow_eas_savedmodel.eas.artifact import download_model, saved_model_dir
+from mlflow_eas_savedmodel.eas.mlmodel import download_model
 from mlflow_eas_savedmodel.eas.inputs import resolve_inputs
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.runtimes import PROCESSORS, RUNTIME_VERSIONS, processor_version
@@ -233,7 +233,7 @@ def check_runtime(
     from mlflow.exceptions import MlflowException
 
     from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-    from mlflow_eas_savedmodel.flavor import load_model
+    from mlflow_eas_savedmodel.load import load_model
     from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
     from mlflow_eas_savedmodel.runtimes.environments import ensure_runtime
 
@@ -249,9 +249,9 @@ def check_runtime(
         local, mlmodel, conf = download_model(
             target.uri if target else model_uri, dst_path=_empty_dir(tmp, "model")
         )
-        claimed = list(conf.get("eas_processors", []))
+        claimed = list(conf.eas_processors)
         versions = _runtimes_to_check(processor, all_runtimes, claimed)
-        signature_defs = conf["signature_defs"]
+        signature_defs = conf.signature_defs
         # Environments first: a missing interpreter fails before TensorFlow is even loaded.
         # `timeout` covers a runtime's build and its run: the run gets what the build left.
         envs, run_timeouts = {}, {}
@@ -261,7 +261,7 @@ def check_runtime(
             run_timeouts[version] = max(0.1, timeout - (time.monotonic() - started))
 
         tf = import_tensorflow()
-        export_dir = saved_model_dir(local, conf)
+        export_dir = conf.saved_model_path(local)
         feeds, origins = resolve_inputs(
             signature_defs, mlmodel, local, inputs=inputs, example_specs=example_specs(export_dir)
         )

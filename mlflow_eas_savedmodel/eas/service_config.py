@@ -9,7 +9,7 @@ The keys follow EAS's service description (``eascmd create service.json``): ``na
 
 import re
 
-from mlflow_eas_savedmodel.eas.artifact import load_flavor_metadata
+from mlflow_eas_savedmodel.eas.mlmodel import load_flavor_metadata
 from mlflow_eas_savedmodel.errors import invalid
 from mlflow_eas_savedmodel.runtimes import processor_version
 
@@ -28,9 +28,9 @@ def service_name_from(model_uri):
 def check_processor(conf, processor, model_uri):
     """The runtime version of ``processor``; refuses one the model's ``eas_processors`` lack."""
     version = processor_version(processor)  # an unknown code is an error listing the known
-    compatible = list(conf.get("eas_processors", []))
+    compatible = list(conf.eas_processors)
     if processor not in compatible:
-        reasons = conf.get("eas_incompatibilities", {}).get(version)
+        reasons = conf.eas_incompatibilities.get(version)
         raise invalid(
             f"The model {model_uri!r} is not compatible with EAS processor {processor!r}"
             + (f" ({'; '.join(reasons)})" if reasons else "")

@@ -31,7 +31,7 @@ import dataclasses
 import os
 
 from mlflow_eas_savedmodel.eas import protocol
-from mlflow_eas_savedmodel.eas.artifact import download_model, saved_model_dir
+from mlflow_eas_savedmodel.eas.mlmodel import download_model
 from mlflow_eas_savedmodel.eas.inputs import resolve_inputs
 from mlflow_eas_savedmodel.errors import invalid
 
@@ -76,7 +76,7 @@ def _warmup_requests(model_uri, signatures=None, inputs=None):
     Args and inputs as :func:`write_warmup_files`.
     """
     local, mlmodel, conf = download_model(model_uri)
-    signature_defs = conf["signature_defs"]
+    signature_defs = conf.signature_defs
     chosen = list(signatures) if signatures else list(signature_defs)
     unknown = [s for s in chosen if s not in signature_defs]
     if unknown:
@@ -90,7 +90,7 @@ def _warmup_requests(model_uri, signatures=None, inputs=None):
         # warm-up); reading the parse ops' specs needs the graph, and so TensorFlow.
         from mlflow_eas_savedmodel.eas.runtime_check import example_specs
 
-        specs = example_specs(saved_model_dir(local, conf))
+        specs = example_specs(conf.saved_model_path(local))
     feeds, origins = resolve_inputs(selected, mlmodel, local, inputs=inputs, example_specs=specs)
     return _WarmupRequests(signature_defs=selected, feeds=feeds, origins=origins)
 

@@ -1,0 +1,41 @@
+"""A model URI's MLmodel file (and, when asked, its files), read without TensorFlow.
+
+``inspect``, ``eas-config`` and the input preparation of the other commands only need the
+flavor's metadata; :func:`load_flavor_metadata` downloads the MLmodel file alone (MLflow's
+``Model.load`` fetches just that file for remote URIs), so they stay fast on large models.
+:func:`download_model` fetches the whole model for the commands that read the SavedModel. Both
+give the flavor's entry as a validated :class:`~mlflow_eas_savedmodel.flavor_conf.FlavorConf`.
+"""
+
+from mlflow.models import Model
+from mlflow.tracking.artifact_utils import _download_artifact_from_uri
+
+from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.flavor_conf import FlavorConf
+
+
+def load_flavor_metadata(model_uri):
+    """The ``(mlflow.models.Model, FlavorConf)`` of ``model_uri``.
+
+    Raises an ``MlflowException`` naming the model's flavors when this flavor did not save it.
+    """
+    try:
+        mlmodel = Model.load(model_uri)
+    except Exception as e:  # noqa: BLE001 - MLflow raises MlflowException or OSError here
+        raise invalid(
+            f"Cannot read the MLmodel file of {model_uri!r}: {e}. Pass a model folder, "
+            "runs:/<run_id>/<path>, models:/<name>/<version> or models:/<name>@<alias>."
+        ) from e
+    return mlmodel, FlavorConf.read(mlmodel, model_uri)
+
+
+def download_model(model_uri, dst_path=None):
+    """``(local model folder, Model, FlavorConf)``; a local path is used in place."""
+    local = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
+    try:
+        mlmodel = Model.load(local)
+    except Exception as e:  # noqa: BLE001 - MLflow raises MlflowException, OSError, YAMLError
+        raise invalid(
+            f"Cannot read the MLmodel file of {model_uri!r}: {e}. Download or copy the model again."
+        ) from e
+    return local, mlmodel, FlavorConf.read(mlmodel, model_uri)
