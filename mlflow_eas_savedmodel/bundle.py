@@ -36,7 +36,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 WHEELS_DIR = "wheels"
 PACKAGE_NAME = "mlflow-eas-savedmodel"
@@ -117,7 +117,7 @@ def build_wheel(out_dir):
     """
     root = source_tree()
     if root is None:
-        raise invalid(
+        raise invalid_parameter_value(
             f"Cannot build the {PACKAGE_NAME} wheel: the package is not imported from a source "
             "checkout. Pass a prebuilt wheel instead: "
             "save_model(..., bundle_package='path/to/mlflow_eas_savedmodel-X-py3-none-any.whl')."
@@ -134,7 +134,7 @@ def build_wheel(out_dir):
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
         wheels = glob.glob(os.path.join(build_dir, f"{_IMPORT_NAME}-*.whl"))
         if result.returncode != 0 or len(wheels) != 1:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Building the {PACKAGE_NAME} wheel failed ({' '.join(command)}):\n"
                 f"{(result.stderr or result.stdout)[-2000:]}\nBuild it yourself "
                 "(`pip wheel --no-deps .`) and pass its path as bundle_package=."
@@ -180,7 +180,7 @@ def bundle_into(model_dir, bundle_package):
         source = os.fspath(bundle_package)
         name = os.path.basename(source)
         if not (os.path.isfile(source) and name.startswith(f"{_IMPORT_NAME}-") and name.endswith(".whl")):
-            raise invalid(
+            raise invalid_parameter_value(
                 f"bundle_package={bundle_package!r} is not a wheel of {PACKAGE_NAME} "
                 f"({_IMPORT_NAME}-<version>-py3-none-any.whl). Pass bundle_package=True to build "
                 "it from the source checkout, or the path of such a wheel."

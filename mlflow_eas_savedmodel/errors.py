@@ -3,9 +3,12 @@
 Every message names the problem and the fix, so that it can be acted on without the docs.
 """
 
-from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+from mlflow.exceptions import MlflowException
 
 
-def invalid(message):
-    """An ``MlflowException`` for a problem the caller caused (raise it)."""
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+def invalid_parameter_value(message):
+    """An ``MlflowException`` for a problem the caller caused (raise it).
+
+    MLflow's own ``MlflowException.invalid_parameter_value``, under the name every module imports.
+    """
+    return MlflowException.invalid_parameter_value(message)

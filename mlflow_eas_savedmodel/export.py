@@ -25,7 +25,7 @@ import dataclasses
 import os
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel import integrity, runtimes, tensor_bundle
 from mlflow_eas_savedmodel.graph import ops_policy, rewrite
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG, node_name
@@ -135,7 +135,7 @@ def _check_processors(eas_processor, compatible, problems):
     if eas_processor is not None:
         version = eas_processor.version
         if problems[version]:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"The model cannot run on EAS processor {eas_processor.code!r} (TensorFlow {version}):\n  "
                 f"{runtimes.summarize(problems[version])}\n"
                 + (
@@ -149,7 +149,7 @@ def _check_processors(eas_processor, compatible, problems):
         lines = "\n  ".join(
             f"TF {v}: {runtimes.summarize(ps, limit=3)}" for v, ps in problems.items()
         )
-        raise invalid(
+        raise invalid_parameter_value(
             "No EAS TensorFlow processor (TF 1.12-2.7) can run this model:\n  "
             f"{lines}\nReplace these ops with ones older TensorFlow versions have."
         )
@@ -179,7 +179,9 @@ def build_meta_graph(serving_graph):
         try:
             tf.compat.v1.import_graph_def(graph_def, name="")
         except (ValueError, tf.errors.OpError) as e:
-            raise invalid(f"The serving graph does not import into TensorFlow: {e}") from e
+            raise invalid_parameter_value(
+                f"The serving graph does not import into TensorFlow: {e}"
+            ) from e
         signature_defs = {
             name: _signature_def(graph, name, spec) for name, spec in serving_graph.signatures.items()
         }
@@ -215,7 +217,7 @@ def _signature_def(graph, name, spec):
         try:
             tensor = graph.get_tensor_by_name(tensor_name)
         except (KeyError, ValueError) as e:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Signature {name!r}: {kind} {key!r} names tensor {tensor_name!r}, which is not in "
                 "the serving graph. Use a tensor of the model's graph (e.g. 'x:0')."
             ) from e
@@ -255,13 +257,13 @@ def check_layout(export_dir):
     """Checks the folder is what EAS's TensorFlow processors accept; raises otherwise."""
     entries = set(os.listdir(export_dir))
     if not entries & {SAVED_MODEL_PB, SAVED_MODEL_PBTXT}:
-        raise invalid(
+        raise invalid_parameter_value(
             f"{export_dir!r} has no saved_model.pb or saved_model.pbtxt; EAS's TensorFlow "
             "processors need one. Re-export the model."
         )
     unexpected = entries - {SAVED_MODEL_PB, SAVED_MODEL_PBTXT, VARIABLES_DIR, "assets", "assets.extra"}
     if unexpected:
-        raise invalid(
+        raise invalid_parameter_value(
             f"{export_dir!r} holds {sorted(unexpected)} beside the SavedModel; EAS expects only "
             "saved_model.pb|pbtxt, variables/ and assets/. Remove them."
         )
@@ -271,14 +273,14 @@ def check_layout(export_dir):
         data = [f for f in files if f.startswith(f"{VARIABLES_PREFIX}.data-") and "-of-" in f]
         has_index = f"{VARIABLES_PREFIX}.index" in files
         if (data or has_index) and not (data and has_index):
-            raise invalid(
+            raise invalid_parameter_value(
                 f"{var_dir!r} must hold both variables.index and variables.data-*-of-* shards "
                 f"(found {sorted(files)}). Re-export the model."
             )
         if data:
             total = int(data[0].rsplit("-of-", 1)[1])
             if len(data) != total:
-                raise invalid(
+                raise invalid_parameter_value(
                     f"{var_dir!r} has {len(data)} of {total} variables.data shards. Re-export "
                     "the model; a shard is missing."
                 )

@@ -13,7 +13,7 @@ import dataclasses
 import os
 
 from mlflow_eas_savedmodel import integrity
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 FLAVOR_NAME = "eas_savedmodel"
 SAVED_MODEL_DIR = "savedmodel"
@@ -35,7 +35,7 @@ _CHECKED = {
 
 def not_this_flavor(where, flavors):
     """The one error for a model another flavor saved; ``where`` names the model for the user."""
-    return invalid(
+    return invalid_parameter_value(
         f"The model at {where!r} was not saved by mlflow_eas_savedmodel (its flavors: "
         f"{sorted(flavors) or 'none'}). Load it with the flavor that saved it (e.g. "
         "mlflow.pyfunc.load_model), or log it with mlflow_eas_savedmodel.log_model first."
@@ -122,7 +122,7 @@ class FlavorConf:
             MlflowException: no hashes recorded, or a file missing, extra or changed.
         """
         if self.file_sha256 is None:
-            raise invalid(unrecorded)
+            raise invalid_parameter_value(unrecorded)
         integrity.verify(saved_model_dir, self.file_sha256)
 
 
@@ -134,7 +134,7 @@ def _validate(conf, where):
     instead of a ``KeyError``/``TypeError`` deep inside a load.
     """
     def damaged(problem):
-        return invalid(
+        return invalid_parameter_value(
             f"The MLmodel file of {where!r} is damaged: {problem}. Download or copy the model "
             "again, or re-log it with mlflow_eas_savedmodel.log_model."
         )

@@ -34,7 +34,7 @@ Example:
 import hashlib
 import os
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 VERIFY_ENV = "MLFLOW_EAS_SAVEDMODEL_VERIFY"
 _BLOCK_BYTES = 1024 * 1024
@@ -87,7 +87,7 @@ def refuse_symlinks(root):
     links = symlinks_under(root)
     if links:
         listed = ", ".join(repr(link) for link in links[:_MAX_LISTED])
-        raise invalid(
+        raise invalid_parameter_value(
             f"The model at {os.fspath(root)!r} contains symbolic links ({listed}); a model's files "
             "must be its own, so it is refused. Download or copy the model again without links "
             "(e.g. `cp -rL` into a new folder only if you trust where they point)."
@@ -108,7 +108,9 @@ def hash_tree(directory):
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
-        raise invalid(f"{directory!r} is not a folder; cannot hash a SavedModel there.")
+        raise invalid_parameter_value(
+            f"{directory!r} is not a folder; cannot hash a SavedModel there."
+        )
     return {rel: sha256_file(os.path.join(directory, rel)) for rel in _relative_files(directory)}
 
 
@@ -121,7 +123,9 @@ def hash_tree_reusing(directory, known):
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
-        raise invalid(f"{directory!r} is not a folder; cannot hash a SavedModel there.")
+        raise invalid_parameter_value(
+            f"{directory!r} is not a folder; cannot hash a SavedModel there."
+        )
     return {
         rel: known[rel] if rel in known else sha256_file(os.path.join(directory, rel))
         for rel in _relative_files(directory)
@@ -148,13 +152,15 @@ def verify(directory, expected):
     """
     directory = os.fspath(directory)
     if not isinstance(expected, dict) or not expected:
-        raise invalid(
+        raise invalid_parameter_value(
             f"The recorded file hashes of {directory!r} are missing or malformed "
             f"({type(expected).__name__}). Re-save the model, or skip the check with "
             f"verify_integrity=False."
         )
     if not os.path.isdir(directory):
-        raise invalid(f"The SavedModel folder {directory!r} is missing. Re-download the model.")
+        raise invalid_parameter_value(
+            f"The SavedModel folder {directory!r} is missing. Re-download the model."
+        )
     refuse_symlinks(directory)
     actual = set(_relative_files(directory))
     problems = [f"missing file {rel!r}" for rel in sorted(set(expected) - actual)]
@@ -170,7 +176,7 @@ def verify(directory, expected):
     if problems:
         listed = "\n  ".join(problems[:_MAX_LISTED])
         more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-        raise invalid(
+        raise invalid_parameter_value(
             f"The SavedModel at {directory!r} does not match the SHA-256 hashes recorded when it "
             f"was saved:\n  {listed}{more}\nThe model files were modified or only partly copied: "
             "download or copy the model again, or re-log it. (To skip this check for a model you "

@@ -16,7 +16,7 @@ from mlflow.models import Model
 from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
 from mlflow_eas_savedmodel import integrity
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.flavor_conf import CUSTOM_OBJECTS_FILE, FLAVOR_NAME, FlavorConf, not_this_flavor
 from mlflow_eas_savedmodel.graph import ops_policy
 from mlflow_eas_savedmodel.save import PARTIAL_MARK
@@ -73,7 +73,7 @@ def load_handle(saved_model_dir, device=None, verify_integrity=None, conf=None):
     _refuse_unfinished(model_path)
     conf = conf or _read_conf(model_path)
     if os.path.abspath(saved_model_dir) != conf.saved_model_path(model_path):
-        raise invalid(
+        raise invalid_parameter_value(
             f"{saved_model_dir!r} is not the SavedModel folder {conf.saved_model_dir!r} that "
             "the model's MLmodel file names. Download or copy the model again."
         )
@@ -108,7 +108,7 @@ def _refuse_unfinished(model_path):
     """A ``.<name>.partial-*`` folder is a save that was killed: never load it as a model."""
     name = os.path.basename(os.path.normpath(model_path))
     if name.startswith(".") and PARTIAL_MARK in name:
-        raise invalid(
+        raise invalid_parameter_value(
             f"{model_path!r} is the temporary folder of a save_model that did not finish (the "
             "process was killed): it is not a model. Delete it and save the model again."
         )
@@ -144,7 +144,7 @@ def _custom_objects_loader(model_path, conf):
         return None
     path = os.path.join(model_path, CUSTOM_OBJECTS_FILE)
     if conf.custom_objects_sha256 is None:
-        raise invalid(
+        raise invalid_parameter_value(
             f"The MLmodel file of {model_path!r} names custom objects but records no "
             f"{FLAVOR_NAME}.custom_objects_sha256, so {CUSTOM_OBJECTS_FILE} cannot be checked "
             "before it is unpickled (which runs code). Re-log the model with custom_objects=."
@@ -159,7 +159,7 @@ def _custom_objects_loader(model_path, conf):
             with open(path, "rb") as f:
                 return cloudpickle.load(f)
         except Exception as e:  # noqa: BLE001 - unpickling raises anything the pickle's code raises
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Cannot unpickle {path!r}: {type(e).__name__}: {e}. Make the custom objects' "
                 "modules importable (code_paths=) or re-log the model."
             ) from e
@@ -169,10 +169,10 @@ def _custom_objects_loader(model_path, conf):
 
 def _check_custom_objects(path, expected):
     if not os.path.isfile(path):
-        raise invalid(f"{path!r} is missing. Download or copy the model again.")
+        raise invalid_parameter_value(f"{path!r} is missing. Download or copy the model again.")
     digest = integrity.sha256_file(path)
     if digest != expected:
-        raise invalid(
+        raise invalid_parameter_value(
             f"{path!r} does not match the SHA-256 recorded when the model was saved ({digest[:12]}"
             f"..., recorded {expected[:12]}...): it was changed or cut short and was not "
             "unpickled. Download or copy the model again, or re-log it."

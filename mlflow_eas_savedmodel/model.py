@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow, quiet_tensorflow
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
 from mlflow_eas_savedmodel.metadata import numpy_dtype
 
@@ -40,14 +40,14 @@ def resolve_device(device=None):
         device = os.environ.get(DEVICE_ENV) or ("gpu" if gpus else "cpu")
     match = _DEVICE_RE.match(str(device).strip())
     if not match:
-        raise invalid(
+        raise invalid_parameter_value(
             f"Unknown device {device!r}. Use 'cpu', 'gpu', 'gpu:1' or a TensorFlow device "
             "string such as '/GPU:1' or '/device:CPU:0'."
         )
     kind = "CPU" if match.group(1).lower() == "cpu" else "GPU"
     index = int(match.group(2) or 0)
     if kind == "GPU" and index >= len(gpus):
-        raise invalid(
+        raise invalid_parameter_value(
             f"Device {device!r} asks for GPU {index}, but this machine has {len(gpus)} visible "
             "GPU(s). Load with device='cpu', or install the GPU build: "
             "`pip install 'mlflow-eas-savedmodel[gpu]'`."
@@ -128,7 +128,7 @@ class SignatureRunner:
         missing = [k for k in self.input_keys if k not in inputs]
         unknown = [k for k in inputs if k not in self.description["inputs"]]
         if missing or unknown:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Signature {self.name!r} takes inputs {self.input_keys}; got {sorted(inputs, key=str)}"
                 + (f" (missing {missing})" if missing else "")
                 + (f" (unknown {unknown})" if unknown else "")
@@ -139,7 +139,7 @@ class SignatureRunner:
         try:
             results = self._call(*feeds)
         except self._input_errors as e:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Signature {self.name!r} rejected the inputs: {e.message}. Check that the inputs "
                 "agree with each other (e.g. the same batch size)."
             ) from None
@@ -149,7 +149,7 @@ class SignatureRunner:
         try:
             array = value if isinstance(value, np.ndarray) else np.asarray(value)
         except (ValueError, TypeError, OverflowError) as e:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Input {key!r} of signature {self.name!r} is not an array ({e}). Pass a numpy "
                 "array, or nested lists with the same length at every level."
             ) from None
@@ -168,7 +168,7 @@ class SignatureRunner:
             # TensorFlow fails on anything but str/bytes elements with an InternalError.
             bad = next((v for v in array.flat if not isinstance(v, (str, bytes))), _NO_ELEMENT)
             if bad is not _NO_ELEMENT:
-                raise invalid(
+                raise invalid_parameter_value(
                     f"Input {key!r} of signature {self.name!r} holds a {type(bad).__name__} "
                     f"element ({bad!r:.40}); a {tf_dtype} input takes str or bytes elements only."
                 )
@@ -176,7 +176,7 @@ class SignatureRunner:
             array.ndim != len(shape) or any(d not in (-1, a) for d, a in zip(shape, array.shape))
         ):
             expected = tuple(None if d == -1 else d for d in shape)
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Input {key!r} of signature {self.name!r} has shape {array.shape}, but the "
                 f"signature expects {expected} (None: any size). Reshape the input."
             )
@@ -189,13 +189,13 @@ class SignatureRunner:
         info = np.iinfo(dtype)
         low, high = array.min(), array.max()
         if low < info.min or high > info.max:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Input {key!r} of signature {self.name!r} has values in [{low}, {high}], outside "
                 f"the range of {tf_dtype} [{info.min}, {info.max}]. Pass values that fit."
             )
 
     def _dtype_error(self, key, tf_dtype, array):
-        return invalid(
+        return invalid_parameter_value(
             f"Input {key!r} of signature {self.name!r} has dtype {array.dtype}, but the "
             f"signature expects {tf_dtype}. Pass {tf_dtype} values "
             f"(e.g. np.asarray(x, dtype={numpy_dtype(tf_dtype).name!r}))."
@@ -257,7 +257,7 @@ class EasSavedModel:
         runner = self.signature_runner(signature_name)
         if not isinstance(inputs, dict):
             if len(runner.input_keys) != 1:
-                raise invalid(
+                raise invalid_parameter_value(
                     f"Signature {runner.name!r} takes several inputs {runner.input_keys}; pass a "
                     "dict {key: array} instead of a single array."
                 )
@@ -282,7 +282,7 @@ class EasSavedModel:
         if name is None or (isinstance(name, str) and not name):
             name = self.default_signature
         if not isinstance(name, str) or name not in self._runners:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Unknown signature_name {name!r:.100}. This model has: {sorted(self._runners)}."
             )
         return self._runners[name]

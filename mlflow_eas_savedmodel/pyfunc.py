@@ -30,7 +30,7 @@ import inspect
 import numpy as np
 import pandas as pd
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.metadata import OUTPUT_LABELS, OUTPUT_PARAM, SIGNATURE_NAME_PARAM
 
 
@@ -42,7 +42,7 @@ def dataframe_to_inputs(df, input_keys):
         if len(df.columns) == 1:
             return {input_keys[0]: _column_to_array(df[df.columns[0]], input_keys[0])}
         return {input_keys[0]: df.to_numpy()}
-    raise invalid(
+    raise invalid_parameter_value(
         f"The DataFrame has columns {list(df.columns)} but the signature takes inputs "
         f"{list(input_keys)}. Name the columns after the inputs."
     )
@@ -54,7 +54,7 @@ def _column_to_array(series, key):
         try:
             return np.stack([np.asarray(v) for v in values])
         except ValueError as e:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Column {key!r} holds arrays of different shapes ({e}). Every row of an input "
                 "must have the same shape."
             ) from e
@@ -99,12 +99,12 @@ class _EasSavedModelWrapper:
             return dataframe_to_inputs(data, input_keys)
         if isinstance(data, (np.ndarray, list, tuple)) or np.isscalar(data):
             if len(input_keys) != 1:
-                raise invalid(
+                raise invalid_parameter_value(
                     f"This signature takes several inputs {list(input_keys)}; pass a dict "
                     "{key: array} or a DataFrame with those columns."
                 )
             return {input_keys[0]: data}
-        raise invalid(
+        raise invalid_parameter_value(
             f"Cannot predict on {type(data).__name__}. Pass a numpy array, a dict of arrays "
             "or a pandas DataFrame."
         )
@@ -113,7 +113,7 @@ class _EasSavedModelWrapper:
 def _check_output(output, where):
     if output in (None, "", OUTPUT_LABELS):
         return output or None
-    raise invalid(
+    raise invalid_parameter_value(
         f"Unknown {OUTPUT_PARAM}={output!r} in {where}. Use {OUTPUT_PARAM}={OUTPUT_LABELS!r} for "
         f"class indices, or leave it out for the model's outputs."
     )
@@ -122,13 +122,13 @@ def _check_output(output, where):
 def _labels(runner, outputs):
     """Class indices from a classifier's one output: argmax, or ``>= 0.5`` for one unit."""
     if len(outputs) != 1:
-        raise invalid(
+        raise invalid_parameter_value(
             f"{OUTPUT_PARAM}={OUTPUT_LABELS!r} needs a SignatureDef with one output; "
             f"{runner.name!r} has {runner.output_keys}. Pick one with signature_name=..."
         )
     (key, scores), = outputs.items()
     if scores.ndim != 2 or scores.dtype.kind not in "fc":
-        raise invalid(
+        raise invalid_parameter_value(
             f"{OUTPUT_PARAM}={OUTPUT_LABELS!r} needs class scores of shape (batch, classes); "
             f"output {key!r} of {runner.name!r} is {scores.dtype}{list(scores.shape)}."
         )

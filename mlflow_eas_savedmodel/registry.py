@@ -35,7 +35,7 @@ from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
 from mlflow_eas_savedmodel import registry_tags as _tags
 from mlflow_eas_savedmodel.cli_errors import user_errors
 from mlflow_eas_savedmodel.flavor_conf import FLAVOR_NAME, FlavorConf
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 DEFAULT_ALIAS = "champion"
 _MLMODEL = "MLmodel"
@@ -155,7 +155,7 @@ def promote(model_name, version, alias=DEFAULT_ALIAS, force=False, client=None, 
     version = str(version)
     model_version = client.get_model_version(model_name, version)
     if model_version.status != "READY":
-        raise invalid(
+        raise invalid_parameter_value(
             f"Version {version} of {model_name!r} is {model_version.status}, not READY: its "
             "registration has not finished. Wait for it, then promote again."
         )
@@ -250,7 +250,7 @@ def _diff_tensors(signature, kind, old, new):
 def _refuse_if_moved(client, model_name, alias, version, expected, when):
     holder = _alias_holder(client, model_name, alias)
     if holder != expected:
-        raise invalid(
+        raise invalid_parameter_value(
             f"@{alias} of {model_name!r} was moved by another promotion {when}: it is now held by "
             f"{'version ' + holder if holder else 'no version'}, not "
             f"{'version ' + expected if expected else 'no version'}. Version {version} "
@@ -293,7 +293,7 @@ def _flavors(client, model_name, version):
         try:
             return Model.load(path).flavors
         except Exception as e:  # noqa: BLE001 - YAML, OSError or MlflowException
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Cannot read the MLmodel file of version {version} of {model_name!r}: {e}. "
                 "Re-register the model."
             ) from e
@@ -328,7 +328,7 @@ def _checked_flavor_conf(client, model_name, version):
                 "what would be served cannot be checked. Re-log and register the model.",
             )
         except MlflowException as e:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Version {version} of {model_name!r} cannot be promoted: its SavedModel folder "
                 f"is invalid. {e.message}"
             ) from e

@@ -19,7 +19,7 @@ checked, since the check runs the official CPU wheel of each TensorFlow version.
 
 import dataclasses
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 PROCESSORS_TAG = "eas.processors"
 TF_VERSION_TAG = "eas.tf_version"
@@ -142,7 +142,7 @@ def require_passing_checks(client, name, version, processors):
             f"  mlflow-eas-savedmodel check-runtime -m models:/{name}/{version} --processor {p}"
             for p, _ in missing
         )
-        raise invalid(
+        raise invalid_parameter_value(
             f"Refusing to promote version {version} of {name!r}: it has no passing runtime check "
             f"for {[p for p, _ in missing]}:\n{lines}\nRun the check, which records the result on "
             f"the version, then promote again:\n{commands}"

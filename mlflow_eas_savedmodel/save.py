@@ -39,7 +39,7 @@ from mlflow.utils.requirements_utils import _get_pinned_requirement
 from mlflow_eas_savedmodel import export, integrity
 from mlflow_eas_savedmodel.bundle import PACKAGE_NAME, default_bundle, is_package_requirement
 from mlflow_eas_savedmodel._tensorflow import quiet_tensorflow
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.flavor_conf import CUSTOM_OBJECTS_FILE, FLAVOR_NAME, SAVED_MODEL_DIR, FlavorConf
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
 from mlflow_eas_savedmodel.metadata import OUTPUT_PARAM, SIGNATURE_NAME_PARAM, mlflow_signature
@@ -184,7 +184,7 @@ def save_model(
 
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-        raise invalid(
+        raise invalid_parameter_value(
             f"Path {path!r} already exists and is not empty. Save to a new path, or delete it first."
         )
     processor = export.Processor.of(eas_processor) if eas_processor is not None else None

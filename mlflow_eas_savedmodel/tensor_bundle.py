@@ -24,7 +24,7 @@ import os
 import shutil
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph.weights import slice_spec
 from mlflow_eas_savedmodel.integrity import sha256_file
 
@@ -77,7 +77,7 @@ def _parts(values, part_bytes):
 def _check_free_space(folder, needed):
     free = shutil.disk_usage(folder).free
     if free < needed:
-        raise invalid(
+        raise invalid_parameter_value(
             f"Not enough disk space for the model's variables: they need {format_bytes(needed)} "
             f"and {folder!r} has {format_bytes(free)} free. Free some space or save the model to "
             "another disk."
@@ -87,12 +87,12 @@ def _check_free_space(folder, needed):
 def _write_error(folder, error, written, total):
     message = getattr(error, "message", str(error))
     if "No space left" in message or "ENOSPC" in message or shutil.disk_usage(folder).free == 0:
-        return invalid(
+        return invalid_parameter_value(
             f"The disk filled up while the model's variables were written to {folder!r} "
             f"({format_bytes(written)} of {format_bytes(total)} written). Nothing was kept. Free "
             f"at least {format_bytes(total)} on that disk or save the model to another one."
         )
-    return invalid(f"Writing the model's variables to {folder!r} failed: {message}")
+    return invalid_parameter_value(f"Writing the model's variables to {folder!r} failed: {message}")
 
 
 def write_variables(prefix, values, part_bytes=PART_BYTES, check_free_space=True):

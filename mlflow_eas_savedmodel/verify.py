@@ -27,7 +27,7 @@ import os
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.comparison import ATOL, RTOL, compare
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG, node_name
 
 DEFAULT_MAX_RUN_BYTES = 1024**3
@@ -42,7 +42,7 @@ _logger = logging.getLogger(__name__)
 def check_mode(verify):
     """Validates the ``verify=`` argument of ``save_model``."""
     if verify not in MODES or isinstance(verify, int) and not isinstance(verify, bool):
-        raise invalid(
+        raise invalid_parameter_value(
             f"verify={verify!r} is not valid. Use True (check and run the saved model, the "
             "default), 'static' (check variables and SignatureDefs without running) or False."
         )
@@ -55,7 +55,9 @@ def max_run_bytes():
     try:
         return int(value)
     except ValueError:
-        raise invalid(f"${MAX_BYTES_ENV}={value!r} is not a number of bytes, e.g. 2147483648.") from None
+        raise invalid_parameter_value(
+            f"${MAX_BYTES_ENV}={value!r} is not a number of bytes, e.g. 2147483648."
+        ) from None
 
 
 def variables_bytes(export_dir):
@@ -102,7 +104,7 @@ def check_static(export_dir, meta_graph_def):
         try:
             reader = tf.train.load_checkpoint(prefix)
         except (tf.errors.OpError, ValueError) as e:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"The saved model's variables/ bundle cannot be read ({e}); the export is broken. "
                 "Nothing was saved; report this with the model."
             ) from e
@@ -122,7 +124,7 @@ def check_static(export_dir, meta_graph_def):
                     f"variables/ is {dtypes[key].name}{list(shapes[key])}"
                 )
         if problems:
-            raise invalid(
+            raise invalid_parameter_value(
                 "The saved model would not load: its variables do not match variables/ (every "
                 "loader refuses such an artifact):\n  " + "\n  ".join(problems[:10])
                 + "\nNothing was saved; this is a conversion bug, report it with the model."
@@ -132,7 +134,7 @@ def check_static(export_dir, meta_graph_def):
         for kind, infos in (("input", signature.inputs), ("output", signature.outputs)):
             for key, info in infos.items():
                 if node_name(info.name) not in nodes:
-                    raise invalid(
+                    raise invalid_parameter_value(
                         f"SignatureDef {name!r}: {kind} {key!r} names {info.name!r}, which is not "
                         "in the saved graph. Nothing was saved; report this with the model."
                     )
@@ -157,7 +159,7 @@ def run_saved_model(export_dir, feeds):
             with deprecation.silence():  # the TF1 loader's warning is not the user's concern
                 meta = tf.compat.v1.saved_model.loader.load(sess, [SERVING_TAG], export_dir)
         except Exception as e:  # noqa: BLE001 - the loader raises many types
-            raise invalid(
+            raise invalid_parameter_value(
                 f"The saved model does not load in TensorFlow {tf.__version__}'s TF1 loader: "
                 f"{_first_line(e)}. Nothing was saved; report this with the model."
             ) from e
@@ -240,7 +242,7 @@ def verify_saved_model(
                 # The source fails on these inputs too (e.g. ids out of a vocabulary's range).
                 results[name] = {"inputs": origin, "result": "not compared: the source fails on synthesised inputs too"}
                 continue
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Verification failed: SignatureDef {name!r} of the saved model does not run on "
                 f"the {origin} inputs in TensorFlow 2.21 ({errors[name]})"
                 + ("" if name not in expected else ", but the source model does")
@@ -261,7 +263,7 @@ def verify_saved_model(
             problems.extend(found)
             worst = max(worst, diff or 0.0)
         if problems:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Verification failed: SignatureDef {name!r} of the saved model answers differently "
                 f"from the source model on the {origin} inputs: " + "; ".join(problems)
                 + ". Nothing was saved. If the model is random by design (random ops on the "

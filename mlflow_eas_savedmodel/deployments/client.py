@@ -34,7 +34,7 @@ from mlflow_eas_savedmodel.deployments.options import (
     require_region,
     split_oss_path,
 )
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 CHECK_TAG_PREFIX = "eas.check."
 CHECK_PASSED = "passed"
@@ -82,7 +82,7 @@ class _ModelRef:
 def check_passed(model, processor):
     """Refuses ``model`` unless its version's ``eas.check.<processor>`` tag starts with ``passed``."""
     if not model.registered:
-        raise invalid(
+        raise invalid_parameter_value(
             f"-C require_check=true needs a registered model version (models:/<name>/<version> or "
             f"models:/<name>@<alias>) to read its check-runtime tag; got {model.uri!r}."
         )
@@ -91,7 +91,7 @@ def check_passed(model, processor):
     tag = CHECK_TAG_PREFIX + processor
     value = MlflowClient().get_model_version(model.name, model.version).tags.get(tag)
     if not (value or "").startswith(CHECK_PASSED):
-        raise invalid(
+        raise invalid_parameter_value(
             f"Model {model.name!r} version {model.version} has no passing runtime check for "
             f"{processor} (tag {tag} is {value!r}). Run `mlflow-eas-savedmodel check-runtime "
             f"models:/{model.name}/{model.version} --processor {processor}`, or leave out "
@@ -283,7 +283,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
         model, conf, bucket, prefix = self._preconditions(name, model_uri, options)
         services, credentials = self._connect(options)
         if services.describe(name) is not None:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"EAS service {name!r} already exists in {services.region}. Roll it to this model with "
                 f"`mlflow deployments update -t eas --name {name} -m {model_uri}`, or delete it first."
             )
@@ -303,14 +303,14 @@ class PluginDeploymentClient(BaseDeploymentClient):
         services, credentials = self._connect(options)
         service = services.describe(name)
         if service is None:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"No EAS service {name!r} in {services.region} to update. Create it with "
                 f"`mlflow deployments create -t eas --name {name} -m <model uri>`."
             )
         before = self._describe(service)
         model_uri = model_uri or before["model_uri"]
         if not model_uri:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"EAS service {name!r} was not created by this plugin; pass the model with -m <model uri>."
             )
         model, conf, bucket, prefix = self._preconditions(name, model_uri, options)
@@ -383,7 +383,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
         url = _predict_url(description["endpoint"], deployment_name)
         token = os.environ.get(TOKEN_ENV_VAR) or service.access_token
         if not token:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"No token for EAS service {deployment_name!r}: DescribeService returned none; set ${TOKEN_ENV_VAR}."
             )
         feeds, signature_name = _as_feeds(inputs)
@@ -410,7 +410,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
 
 def _predict_url(endpoint, name):
     if not endpoint:
-        raise invalid(
+        raise invalid_parameter_value(
             f"EAS service {name!r} has no endpoint yet; wait until it runs (`mlflow deployments get`)."
         )
     url = endpoint if "://" in endpoint else "http://" + endpoint
@@ -431,7 +431,7 @@ def _as_feeds(inputs):
         inputs = {c: np.stack([np.asarray(v) for v in inputs[c].to_numpy()]) for c in inputs.columns}
     if isinstance(inputs, dict):
         return {k: np.asarray(v) for k, v in inputs.items()}, signature_name
-    raise invalid(
+    raise invalid_parameter_value(
         "predict takes {input key: values}, {'inputs': {...}, 'params': {'signature_name': ...}} or "
         f"a DataFrame whose columns are the input keys; got {type(inputs).__name__}."
     )

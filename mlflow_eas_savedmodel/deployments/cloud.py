@@ -17,7 +17,7 @@ import logging
 
 from mlflow.exceptions import MlflowException
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 _logger = logging.getLogger(__name__)
 EXTRA_HINT = 'pip install "mlflow-eas-savedmodel[eas]"'
@@ -30,7 +30,7 @@ def _sdk(module):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise invalid(
+        raise invalid_parameter_value(
             f"The eas deployment target needs Alibaba Cloud's SDKs ({module} is missing): {EXTRA_HINT}."
         ) from e
 
@@ -57,7 +57,7 @@ def default_credentials():
     try:
         client.get_credential()
     except Exception as e:  # noqa: BLE001 - CredentialException and the providers' own errors
-        raise invalid(
+        raise invalid_parameter_value(
             "No Alibaba Cloud credentials found. Set ALIBABA_CLOUD_ACCESS_KEY_ID and "
             "ALIBABA_CLOUD_ACCESS_KEY_SECRET (plus ALIBABA_CLOUD_SECURITY_TOKEN for STS), or "
             "configure a profile with `aliyun configure` (ALIBABA_CLOUD_PROFILE picks one), or "

@@ -22,7 +22,7 @@ import tempfile
 from mlflow.exceptions import MlflowException
 
 from mlflow_eas_savedmodel.deployments.options import check_flavor, parse_options, require
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 SERVER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_local_server.py")
 
@@ -49,7 +49,9 @@ def prepare(name, model_uri, config, workdir):
     from mlflow_eas_savedmodel.runtimes.runtime_process import RUNNER_PATH
 
     if not name or "/" in name:
-        raise invalid(f"Service name {name!r} must be non-empty and contain no '/'.")
+        raise invalid_parameter_value(
+            f"Service name {name!r} must be non-empty and contain no '/'."
+        )
     options = parse_options(config)
     processor = require(options, "processor", "tensorflow_cpu_1.15")
     os.makedirs(os.path.join(workdir, "model"))

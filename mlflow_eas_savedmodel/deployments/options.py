@@ -13,7 +13,7 @@ import dataclasses
 import os
 import re
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 FLAVOR = "eas_savedmodel"
 REGION_ENV_VAR = "ALIBABA_CLOUD_REGION_ID"
@@ -105,7 +105,7 @@ def _convert(option, raw):
                 raise ValueError
             return number
     except ValueError:
-        raise invalid(
+        raise invalid_parameter_value(
             f"-C {option.key}={raw!r} must be a positive {'integer' if option.kind == 'int' else 'number'}, "
             f"e.g. -C {option.key}={option.default or 1}."
         ) from None
@@ -114,7 +114,7 @@ def _convert(option, raw):
             return True
         if value.lower() in _FALSE:
             return False
-        raise invalid(f"-C {option.key}={raw!r} must be true or false.")
+        raise invalid_parameter_value(f"-C {option.key}={raw!r} must be true or false.")
     return value
 
 
@@ -131,7 +131,7 @@ def parse_options(config, target_uri=None):
     config = dict(config or {})
     unknown = sorted(k for k in config if k not in _BY_KEY)
     if unknown:
-        raise invalid(
+        raise invalid_parameter_value(
             f"Unknown -C option(s) {unknown} for the eas target. Known: {', '.join(_BY_KEY)} "
             "(see `mlflow deployments help -t eas`)."
         )
@@ -141,14 +141,19 @@ def parse_options(config, target_uri=None):
     options["eas_endpoint"] = options["eas_endpoint"] or os.environ.get(EAS_ENDPOINT_ENV_VAR) or None
     options["oss_endpoint"] = options["oss_endpoint"] or os.environ.get(OSS_ENDPOINT_ENV_VAR) or None
     if options["endpoint_type"] not in ("internet", "intranet"):
-        raise invalid(f"-C endpoint_type={options['endpoint_type']!r} must be internet or intranet.")
+        raise invalid_parameter_value(
+            f"-C endpoint_type={options['endpoint_type']!r} must be internet or intranet."
+        )
     return options
 
 
 def check_flavor(flavor):
     """Refuses a ``--flavor`` other than this package's (MLflow passes ``None`` when none is given)."""
     if flavor not in (None, FLAVOR):
-        raise invalid(f"The eas target deploys the {FLAVOR} flavor only; got flavor {flavor!r}. Leave out --flavor.")
+        raise invalid_parameter_value(
+            f"The eas target deploys the {FLAVOR} flavor only; got flavor {flavor!r}. "
+            "Leave out --flavor."
+        )
 
 
 def region_of_target(target_uri):
@@ -163,13 +168,15 @@ def require(options, key, example):
     """The value of ``key``, or an error saying how to pass it."""
     value = options.get(key)
     if value in (None, ""):
-        raise invalid(f"The eas target needs -C {key}=... here, e.g. -C {key}={example}.")
+        raise invalid_parameter_value(
+            f"The eas target needs -C {key}=... here, e.g. -C {key}={example}."
+        )
     return value
 
 
 def require_region(options):
     if not options.get("region"):
-        raise invalid(
+        raise invalid_parameter_value(
             "No Alibaba Cloud region: pass -C region=cn-shanghai, use the target eas:/cn-shanghai, "
             f"or set ${REGION_ENV_VAR}."
         )
@@ -180,7 +187,7 @@ def split_oss_path(oss_path):
     """``(bucket, key prefix ending in '/' or '')`` of ``oss://bucket/prefix``."""
     match = _OSS_PATH_RE.match(oss_path or "")
     if not match:
-        raise invalid(
+        raise invalid_parameter_value(
             f"-C oss_path={oss_path!r} must be oss://<bucket>/<prefix>/ (bucket: 3-63 lowercase "
             "letters, digits and '-'), e.g. -C oss_path=oss://my-bucket/models/."
         )

@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 from mlflow.exceptions import MlflowException
 
 from mlflow_eas_savedmodel.eas import protocol
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 _logger = logging.getLogger(__name__)
 PREDICT_PATH = "/api/predict/"
@@ -61,7 +61,9 @@ class EasEndpoint:
 
     def __init__(self, handle, name, host="127.0.0.1", port=0):
         if not name or "/" in name:
-            raise invalid(f"Service name {name!r} must be non-empty and contain no '/'.")
+            raise invalid_parameter_value(
+                f"Service name {name!r} must be non-empty and contain no '/'."
+            )
         self.handle = handle
         self.name = name
         self._output_keys = {
@@ -86,7 +88,7 @@ class EasEndpoint:
             known = self._output_keys[runner_name]
             unknown = [o for o in output_filter if o not in known]
             if unknown:
-                raise invalid(
+                raise invalid_parameter_value(
                     f"output_filter asks for {unknown}, which signature {runner_name!r} does not "
                     f"output. Its outputs are {sorted(self.handle.signatures[runner_name]['outputs'])}."
                 )
@@ -96,7 +98,7 @@ class EasEndpoint:
     def describe(self, signature_name=None):
         name = signature_name or self.handle.default_signature
         if name not in self.handle.signatures:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Unknown signature_name {name!r}. This model has: {sorted(self.handle.signatures)}."
             )
         return describe_signature(name, self.handle.signatures[name])

@@ -13,7 +13,7 @@ cast to each SignatureDef's dtype, as the model's handle would.
 
 import numpy as np
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.metadata import numpy_dtype
 
 FROM_EXAMPLE = "input example"
@@ -44,7 +44,7 @@ def _cast(value, tensor, signature, key):
     array = np.asarray(value)
     if dtype.kind == "O":
         if array.dtype.kind not in "OSU":
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Input {key!r} of signature {signature!r} takes strings; the given values are "
                 f"{array.dtype}. Pass strings (or bytes)."
             )
@@ -152,12 +152,12 @@ def resolve_inputs(signature_defs, mlmodel, local_model_path, inputs=None, batch
     if by_signature is not None:
         for name, value in by_signature.items():
             if not covered[name]:
-                raise invalid(
+                raise invalid_parameter_value(
                     f"The inputs given for SignatureDef {name!r} (keys {sorted(value)}) do not "
                     f"cover its inputs {list(signature_defs[name]['inputs'])}. Pass every one."
                 )
     elif given and not any(covered.values()):
-        raise invalid(
+        raise invalid_parameter_value(
             f"The given inputs (keys {sorted(example) if isinstance(example, dict) else 'one array'}) "
             "match no SignatureDef; they take: "
             + "; ".join(f"{n}: {list(s['inputs'])}" for n, s in signature_defs.items())
@@ -178,13 +178,17 @@ def load_inputs_file(path):
     import os
 
     if not os.path.isfile(path):
-        raise invalid(f"Input file {path!r} does not exist. Pass an .npz or .json file.")
+        raise invalid_parameter_value(
+            f"Input file {path!r} does not exist. Pass an .npz or .json file."
+        )
     if path.endswith(".npz"):
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
         except (OSError, ValueError) as e:
-            raise invalid(f"Cannot read {path!r} as .npz ({e}). Write it with numpy.savez.") from e
+            raise invalid_parameter_value(
+                f"Cannot read {path!r} as .npz ({e}). Write it with numpy.savez."
+            ) from e
         nested = {}
         if arrays and all("/" in name for name in arrays):
             for name, value in arrays.items():
@@ -197,13 +201,15 @@ def load_inputs_file(path):
             with open(path) as f:
                 data = json.load(f)
         except ValueError as e:
-            raise invalid(f"Cannot read {path!r} as JSON ({e}). Fix the file.") from e
+            raise invalid_parameter_value(
+                f"Cannot read {path!r} as JSON ({e}). Fix the file."
+            ) from e
         if not isinstance(data, dict) or not data:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"{path!r} must hold an object {{key: values}} or {{signature: {{key: values}}}}."
             )
         return {
             k: ({kk: np.asarray(vv) for kk, vv in v.items()} if isinstance(v, dict) else np.asarray(v))
             for k, v in data.items()
         }
-    raise invalid(f"Input file {path!r} must end in .npz or .json.")
+    raise invalid_parameter_value(f"Input file {path!r} must end in .npz or .json.")

@@ -10,7 +10,7 @@ give the flavor's entry as a validated :class:`~mlflow_eas_savedmodel.flavor_con
 from mlflow.models import Model
 from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.flavor_conf import FlavorConf
 
 
@@ -22,7 +22,7 @@ def load_flavor_metadata(model_uri):
     try:
         mlmodel = Model.load(model_uri)
     except Exception as e:  # noqa: BLE001 - MLflow raises MlflowException or OSError here
-        raise invalid(
+        raise invalid_parameter_value(
             f"Cannot read the MLmodel file of {model_uri!r}: {e}. Pass a model folder, "
             "runs:/<run_id>/<path>, models:/<name>/<version> or models:/<name>@<alias>."
         ) from e
@@ -35,7 +35,7 @@ def download_model(model_uri, dst_path=None):
     try:
         mlmodel = Model.load(local)
     except Exception as e:  # noqa: BLE001 - MLflow raises MlflowException, OSError, YAMLError
-        raise invalid(
+        raise invalid_parameter_value(
             f"Cannot read the MLmodel file of {model_uri!r}: {e}. Download or copy the model again."
         ) from e
     return local, mlmodel, FlavorConf.read(mlmodel, model_uri)

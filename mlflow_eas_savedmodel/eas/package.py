@@ -31,7 +31,7 @@ import zipfile
 
 from mlflow_eas_savedmodel import integrity
 from mlflow_eas_savedmodel.eas.mlmodel import download_model
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 ARCHIVE_FORMATS = {"tar.gz": ".tar.gz", "zip": ".zip"}
 MANIFEST_SUFFIX = ".sha256"
@@ -71,7 +71,9 @@ def write_eas_package(model_uri, dest, archive=None, warmup=False):
     bins = _eas_warmup_targets(dest, conf) if warmup else {}
     for path in (dest, manifest, *bins.values()):
         if os.path.exists(path):
-            raise invalid(f"{path!r} already exists. Export to a new path, or delete it first.")
+            raise invalid_parameter_value(
+                f"{path!r} already exists. Export to a new path, or delete it first."
+            )
     os.makedirs(os.path.dirname(dest), exist_ok=True)
 
     source, members, verified = _verified_saved_model(model_uri, local, conf)
@@ -107,7 +109,7 @@ def write_eas_package(model_uri, dest, archive=None, warmup=False):
 def _destination(dest, archive):
     """The absolute folder or archive path, the archive's suffix appended if missing."""
     if archive is not None and archive not in ARCHIVE_FORMATS:
-        raise invalid(
+        raise invalid_parameter_value(
             f"Unknown archive format {archive!r}. Use one of {sorted(ARCHIVE_FORMATS)}, or "
             "leave it out to write a folder."
         )
@@ -145,7 +147,9 @@ def _verified_saved_model(model_uri, local, conf):
     verified = conf.file_sha256  # verify just read every file and matched these
     members = list(_files_under(source))
     if not any(rel == "saved_model.pb" for rel, _ in members):
-        raise invalid(f"{source!r} has no saved_model.pb: the model's artifact is incomplete.")
+        raise invalid_parameter_value(
+            f"{source!r} has no saved_model.pb: the model's artifact is incomplete."
+        )
     return source, members, verified
 
 

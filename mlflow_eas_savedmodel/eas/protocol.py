@@ -29,7 +29,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 # TensorFlow's DataType numbering, as the client's ArrayDataType enum spells it.
 DATA_TYPES = {
@@ -132,13 +132,13 @@ def _as_wire_array(value, dtype_code=None):
         elif array.dtype in _CODE_OF_NUMPY:
             dtype_code = _CODE_OF_NUMPY[array.dtype]
         else:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"EAS's TensorFlow protocol cannot carry {array.dtype} values (it has float32, "
                 "float64, int8/16/32/64, uint8/16, bool and string). Cast the array first, "
                 "e.g. x.astype('float32')."
             )
     if dtype_code not in _WIRE:
-        raise invalid(
+        raise invalid_parameter_value(
             f"EAS's TensorFlow protocol has no value field for {_DATA_TYPE_NAMES.get(dtype_code, dtype_code)}."
         )
     return array, dtype_code
@@ -164,18 +164,20 @@ def encode_array(value, dtype_code=None, out=None):
 def decode_array(proto, name="tensor"):
     """An ``ArrayProto`` as a numpy array (strings as an object array of ``bytes``)."""
     if proto.dtype not in _WIRE:
-        raise invalid(
+        raise invalid_parameter_value(
             f"{name!r} has dtype {_DATA_TYPE_NAMES.get(proto.dtype, proto.dtype)}, which EAS's "
             f"TensorFlow protocol cannot carry; use one of {[_DATA_TYPE_NAMES[c] for c in _WIRE]}."
         )
     dtype, field = _WIRE[proto.dtype]
     shape = tuple(int(d) for d in proto.array_shape.dim)
     if any(d < 0 for d in shape):
-        raise invalid(f"{name!r} has a negative dimension in array_shape {list(shape)}.")
+        raise invalid_parameter_value(
+            f"{name!r} has a negative dimension in array_shape {list(shape)}."
+        )
     values = getattr(proto, field)
     size = math.prod(shape)  # Python ints: a huge shape must not wrap to a small count
     if len(values) != size:
-        raise invalid(
+        raise invalid_parameter_value(
             f"{name!r} has array_shape {list(shape)} ({size} values) but carries {len(values)} "
             f"values in {field}. Send the values flattened in C order, as many as the shape holds."
         )
@@ -188,7 +190,7 @@ def decode_array(proto, name="tensor"):
     except ValueError as e:
         # An empty array whose other dimensions multiply past what numpy can address
         # (e.g. [0, 1518494220, 1518506280]) has the right value count but no valid shape.
-        raise invalid(
+        raise invalid_parameter_value(
             f"{name!r} has array_shape {list(shape)}, which numpy cannot hold ({e}). Send a "
             "shape whose dimensions multiply to a size that fits in memory."
         ) from e
@@ -234,7 +236,7 @@ def decode_request(body):
     try:
         request.ParseFromString(bytes(body))
     except DecodeError as e:
-        raise invalid(
+        raise invalid_parameter_value(
             f"The body is not a serialized EAS PredictRequest ({e}). Send the bytes of "
             "TFRequest.to_string() from eas-prediction, or of encode_request()."
         ) from e
@@ -256,5 +258,7 @@ def decode_response(body):
     try:
         response.ParseFromString(bytes(body))
     except DecodeError as e:
-        raise invalid(f"The body is not a serialized EAS PredictResponse ({e}).") from e
+        raise invalid_parameter_value(
+            f"The body is not a serialized EAS PredictResponse ({e})."
+        ) from e
     return {key: decode_array(proto, key) for key, proto in response.outputs.items()}

@@ -28,7 +28,7 @@ import time
 from mlflow_eas_savedmodel.comparison import ATOL, RTOL, compare
 from mlflow_eas_savedmodel.eas.mlmodel import download_model
 from mlflow_eas_savedmodel.eas.inputs import resolve_inputs
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.runtimes import PROCESSORS, RUNTIME_VERSIONS, processor_version
 from mlflow_eas_savedmodel.runtimes.runtime_process import RuntimeRun
 
@@ -186,7 +186,7 @@ def _runtimes_to_check(processor, all_runtimes, claimed):
     else:
         versions = sorted({PROCESSORS[p] for p in claimed}, key=RUNTIME_VERSIONS.index)
         if not versions:
-            raise invalid(
+            raise invalid_parameter_value(
                 "The model's metadata claims no EAS processor; pass processor='tensorflow_cpu_1.15' "
                 "(or --processor) to check one anyway, or all_runtimes=True (--all)."
             )
@@ -239,7 +239,9 @@ def check_runtime(
 
     for name, value in (("rtol", rtol), ("atol", atol)):
         if not isinstance(value, (int, float)) or value < 0:
-            raise invalid(f"{name}={value!r} must be a number >= 0, e.g. {name}=1e-5.")
+            raise invalid_parameter_value(
+                f"{name}={value!r} must be a number >= 0, e.g. {name}=1e-5."
+            )
 
     from mlflow_eas_savedmodel import registry_tags
 

@@ -10,7 +10,7 @@ The keys follow EAS's service description (``eascmd create service.json``): ``na
 import re
 
 from mlflow_eas_savedmodel.eas.mlmodel import load_flavor_metadata
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.runtimes import processor_version
 
 # EAS service names: lowercase letters, digits and underscores, starting with a letter.
@@ -31,7 +31,7 @@ def check_processor(conf, processor, model_uri):
     compatible = list(conf.eas_processors)
     if processor not in compatible:
         reasons = conf.eas_incompatibilities.get(version)
-        raise invalid(
+        raise invalid_parameter_value(
             f"The model {model_uri!r} is not compatible with EAS processor {processor!r}"
             + (f" ({'; '.join(reasons)})" if reasons else "")
             + f". Use one of: {', '.join(compatible) or 'none'}."
@@ -61,28 +61,32 @@ def service_config(
     _, conf = load_flavor_metadata(model_uri)
     check_processor(conf, processor, model_uri)
     if not _MODEL_PATH_RE.match(model_path):
-        raise invalid(
+        raise invalid_parameter_value(
             f"model_path {model_path!r} must be an oss:// or http(s):// URL (the folder or "
             "archive written by `mlflow-eas-savedmodel export`), e.g. oss://bucket/models/mnist/."
         )
     if warm_up_data_path is not None and not _MODEL_PATH_RE.match(warm_up_data_path):
-        raise invalid(
+        raise invalid_parameter_value(
             f"warm_up_data_path {warm_up_data_path!r} must be an oss:// or http(s):// URL of a "
             "warm-up .bin written by `mlflow-eas-savedmodel warmup`."
         )
     name = name or service_name_from(model_uri)
     if not _SERVICE_NAME_RE.match(name):
-        raise invalid(
+        raise invalid_parameter_value(
             f"Service name {name!r} is not valid on EAS: use lowercase letters, digits and "
             "underscores, starting with a letter (e.g. 'mnist_v3')."
         )
     for label, value in (("instance", instance), ("cpu", cpu), ("memory", memory)):
         if value is None or int(value) < 1:
-            raise invalid(f"{label} must be a positive integer; got {value!r}.")
+            raise invalid_parameter_value(f"{label} must be a positive integer; got {value!r}.")
     if max_batch_size is not None and not batching:
-        raise invalid("max_batch_size only applies with batching: pass --batching as well.")
+        raise invalid_parameter_value(
+            "max_batch_size only applies with batching: pass --batching as well."
+        )
     if max_batch_size is not None and int(max_batch_size) < 1:
-        raise invalid(f"max_batch_size must be a positive integer; got {max_batch_size!r}.")
+        raise invalid_parameter_value(
+            f"max_batch_size must be a positive integer; got {max_batch_size!r}."
+        )
 
     config = {"name": name, "processor": processor, "model_path": model_path}
     if warm_up_data_path:

@@ -33,7 +33,7 @@ import os
 from mlflow_eas_savedmodel.eas import protocol
 from mlflow_eas_savedmodel.eas.mlmodel import download_model
 from mlflow_eas_savedmodel.eas.inputs import resolve_inputs
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 TF_SERVING_WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 TF_SERVING_MAX_RECORDS = 1000
@@ -47,7 +47,7 @@ def _serving_apis():
     try:
         from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
     except ImportError as e:
-        raise invalid(
+        raise invalid_parameter_value(
             "Writing TF Serving warm-up files needs tensorflow-serving-api: "
             "`pip install --no-deps tensorflow-serving-api` (--no-deps: it requires the full "
             "tensorflow wheel, which would replace tensorflow-cpu)."
@@ -80,7 +80,7 @@ def _warmup_requests(model_uri, signatures=None, inputs=None):
     chosen = list(signatures) if signatures else list(signature_defs)
     unknown = [s for s in chosen if s not in signature_defs]
     if unknown:
-        raise invalid(
+        raise invalid_parameter_value(
             f"Unknown signature(s) {unknown}. This model has: {sorted(signature_defs)}."
         )
     selected = {name: signature_defs[name] for name in chosen}
@@ -123,7 +123,9 @@ def _write_tf_serving_requests(requests, out_dir, model_name="model"):
     from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 
     if len(requests.signature_defs) > TF_SERVING_MAX_RECORDS:
-        raise invalid(f"TF Serving reads at most {TF_SERVING_MAX_RECORDS} warm-up records.")
+        raise invalid_parameter_value(
+            f"TF Serving reads at most {TF_SERVING_MAX_RECORDS} warm-up records."
+        )
     out_dir = os.fspath(out_dir)
     os.makedirs(os.path.join(out_dir, os.path.dirname(TF_SERVING_WARMUP_FILE)), exist_ok=True)
 

@@ -12,7 +12,7 @@ returned here.
 """
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph import weights as _weights
 from mlflow_eas_savedmodel.graph.serving_graph import node_name
 
@@ -223,7 +223,7 @@ def check_constants_fit(graph, limit=GRAPH_CONSTANTS_LIMIT):
         f"{op.name!r} ({format_bytes(size)}, {op.outputs[0].dtype.name} {op.outputs[0].shape.as_list()})"
         for size, op in largest
     )
-    raise invalid(
+    raise invalid_parameter_value(
         f"The model's graph holds {format_bytes(total)} of constants (not variables), more than "
         f"the 2 GiB one GraphDef (a protobuf message) can hold. The largest: {listed}. Make "
         "them variables so their values are written to variables/ instead of the graph: "

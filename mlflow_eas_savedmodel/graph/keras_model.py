@@ -21,7 +21,7 @@ order); a key that is another tensor's name is refused, since Keras orders dict 
 import numpy as np
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph import edit
 from mlflow_eas_savedmodel.graph.freeze import freeze_concrete_function
 from mlflow_eas_savedmodel.graph.reference import concrete_function_reference
@@ -126,7 +126,7 @@ def _trace(model, structure, default_keys, specs):
     try:
         concrete = tf.function(call).get_concrete_function(*specs)
     except Exception as e:  # noqa: BLE001 - tracing surfaces any layer error
-        raise invalid(
+        raise invalid_parameter_value(
             f"Tracing the Keras model with inputs {[(s.name, s.shape, s.dtype.name) for s in specs]} "
             f"failed: {e}. Check the input shapes/dtypes (or pass `input_example=`)."
         ) from e
@@ -169,7 +169,7 @@ def _model_inputs(model, input_example):
         shape = tuple(next(iter(shapes.values())))
         dtype = tf.as_dtype(getattr(model, "input_dtype", None) or "float32")
         return "single", [("inputs", (None,) + shape[1:], dtype, None)]
-    raise invalid(
+    raise invalid_parameter_value(
         f"The Keras model {model.name!r} has no defined inputs. Build it with `keras.Input(...)`, "
         "call it once on a batch, or pass `input_example=` so the input shapes and dtypes are known."
     )
@@ -197,7 +197,7 @@ def _resolve_keys(arg, what, model_items, kind):
         keys = defaults
     elif isinstance(arg, (list, tuple)):
         if len(arg) != len(model_items):
-            raise invalid(
+            raise invalid_parameter_value(
                 f"`{what}=` lists {len(arg)} keys but the model has {len(model_items)} {what}: "
                 f"{defaults}. Pass one key per {kind}, in the model's order."
             )
@@ -207,23 +207,25 @@ def _resolve_keys(arg, what, model_items, kind):
         for key, ref in arg.items():
             index = _match(ref, model_items)
             if index is None:
-                raise invalid(
+                raise invalid_parameter_value(
                     f"`{what}={{{key!r}: ...}}` does not refer to an {kind} of the model. Use "
                     f"`model.{what}[i]` or one of the names {defaults}."
                 )
             if keys[index] is not None:
-                raise invalid(
+                raise invalid_parameter_value(
                     f"`{what}=` maps both {keys[index]!r} and {key!r} to the model's {kind} "
                     f"{defaults[index]!r}. Give each {kind} one key."
                 )
             keys[index] = key
         missing = [defaults[i] for i, k in enumerate(keys) if k is None]
         if missing:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"`{what}=` does not name the model's {kind}s {missing}. Every {kind} needs a key."
             )
     else:
-        raise invalid(f"`{what}=` must be a dict {{key: tensor or name}} or a list of keys.")
+        raise invalid_parameter_value(
+            f"`{what}=` must be a dict {{key: tensor or name}} or a list of keys."
+        )
     _check_keys(keys, what)
     _check_not_swapped(keys, defaults, what, kind, arg)
     return keys
@@ -243,7 +245,7 @@ def _check_not_swapped(keys, defaults, what, kind, arg):
         index = keys.index(key)
         if key in defaults and defaults.index(key) != index:
             form = f"`{what}={{{key!r}: ...}}`" if isinstance(arg, dict) else f"`{what}=` key {key!r}"
-            raise invalid(
+            raise invalid_parameter_value(
                 f"{form} refers to the model's {kind} {defaults[index]!r}, but {key!r} is the name "
                 f"of another {kind} of the model: the keys would be swapped. Keras orders a "
                 f"model's dict {what} by name, so `model.{what}[i]` need not be the i-th one "
@@ -266,10 +268,14 @@ def _match(ref, items):
 def _check_keys(keys, what):
     for k in keys:
         if not isinstance(k, str) or not k.strip():
-            raise invalid(f"`{what}=` has an empty or non-string key {k!r}. Keys must be names.")
+            raise invalid_parameter_value(
+                f"`{what}=` has an empty or non-string key {k!r}. Keys must be names."
+            )
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:
-        raise invalid(f"`{what}=` uses the keys {dupes} more than once. Keys must be unique.")
+        raise invalid_parameter_value(
+            f"`{what}=` uses the keys {dupes} more than once. Keys must be unique."
+        )
 
 
 def _variable_names(model):

@@ -35,7 +35,7 @@ are never allowed (no EAS processor can run them).
 import os
 import re
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 FILE_ARG_NAMES = frozenset({
     "address", "checkpoint_prefixes", "ckpt_path", "db_uri", "debug_urls", "descriptor_source",
@@ -271,7 +271,7 @@ def _raise(findings, what, allow_file_ops, outcome="nothing of it was run"):
             "at every request. Remove them; if the model really needs them and you trust it, "
             "pass save_model(..., allow_file_ops=True)."
         )
-    raise invalid(
+    raise invalid_parameter_value(
         f"{what} contains ops that touch the file system or the network or run Python; "
         f"{outcome}:\n  {listed}{more}\n" + "\n".join(fixes)
     )

@@ -19,7 +19,7 @@ instead and the table is re-created with ``InitializeTableV2`` from constants.
 import logging
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph.freeze import VARIABLE_OPS, freeze_session
 from mlflow_eas_savedmodel.graph.reference import session_reference
 from mlflow_eas_savedmodel.graph.serving_graph import ServingGraph
@@ -135,7 +135,7 @@ def _init_ops(graph, init_op):
             try:
                 ops.append(graph.as_graph_element(ref.split(":")[0]))
             except (KeyError, ValueError):
-                raise invalid(
+                raise invalid_parameter_value(
                     f"`init_op={ref!r}` is not an op of the session's graph. Pass the op "
                     "(e.g. `tf.group(tf.compat.v1.tables_initializer(), name='legacy_init_op')`) "
                     "or its name."
@@ -143,7 +143,7 @@ def _init_ops(graph, init_op):
             continue
         op = ref if isinstance(ref, tf.Operation) else getattr(ref, "op", None)
         if op is None or op.graph is not graph:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"`init_op=` {getattr(ref, 'name', ref)!r} is not an op of the session's graph. "
                 "Create it in that graph."
             )
@@ -230,12 +230,14 @@ def _uninitialized_error(sess, error):
         except tf.errors.OpError:
             missing.append(op.name)
     if missing:
-        return invalid(
+        return invalid_parameter_value(
             f"The session's variables {missing[:10]} are not initialised. Run "
             "`sess.run(tf.compat.v1.global_variables_initializer())` or restore a checkpoint "
             "(`saver.restore(sess, prefix)`) before logging."
         )
-    return invalid(f"Reading the session's variables failed: {getattr(error, 'message', error)}")
+    return invalid_parameter_value(
+        f"Reading the session's variables failed: {getattr(error, 'message', error)}"
+    )
 
 
 def _replace_file_tables(sess, graph_def):

@@ -10,7 +10,7 @@ signature whose outputs need an unfed placeholder or update a variable.
 """
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph.serving_graph import (
     DEFAULT_SIGNATURE_NAME,
     METHOD_ALIASES,
@@ -38,13 +38,13 @@ def collect_signatures(graph, inputs, outputs, signature_name, signatures):
     raw = {}
     if signatures is not None:
         if not isinstance(signatures, dict):
-            raise invalid(
+            raise invalid_parameter_value(
                 "`signatures=` must be a dict {name: {'inputs': {...}, 'outputs': {...}}}, got "
                 f"{type(signatures).__name__}."
             )
         raw.update(signatures)
     if signature_name is not None and signature_name in raw:
-        raise invalid(
+        raise invalid_parameter_value(
             f"The signature name {signature_name!r} is used twice: as `signature_name=` and as a "
             "key of `signatures=`. Give every signature one unique name (drop `signature_name=` "
             "and put all signatures in `signatures=`)."
@@ -52,20 +52,20 @@ def collect_signatures(graph, inputs, outputs, signature_name, signatures):
     if inputs is not None or outputs is not None:
         name = signature_name or DEFAULT_SIGNATURE_NAME
         if name in raw:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"The signature name {name!r} is used twice: by `inputs=`/`outputs=` and as a key "
                 "of `signatures=`. Pass `signature_name='another_name'` or put both in "
                 "`signatures=`."
             )
         raw[name] = {"inputs": inputs, "outputs": outputs}
     elif signature_name is not None:
-        raise invalid(
+        raise invalid_parameter_value(
             f"`signature_name={signature_name!r}` names the signature made of `inputs=` and "
             "`outputs=`, which are missing. Pass them, or use `default_signature=` to pick one "
             "of `signatures=`."
         )
     if not raw:
-        raise invalid(
+        raise invalid_parameter_value(
             "The signature map is empty: pass `inputs={'x': x}, outputs={'y': y}` or "
             "`signatures={'serving_default': {'inputs': {...}, 'outputs': {...}}}`."
         )
@@ -74,7 +74,9 @@ def collect_signatures(graph, inputs, outputs, signature_name, signatures):
 
 def _signature(graph, name, value):
     if not isinstance(name, str) or not name.strip():
-        raise invalid(f"Signature name {name!r} is empty or not a string. Name every signature.")
+        raise invalid_parameter_value(
+            f"Signature name {name!r} is empty or not a string. Name every signature."
+        )
     from_proto = hasattr(value, "method_name") and hasattr(value, "inputs")
     if from_proto:  # a SignatureDef proto
         value = {
@@ -83,19 +85,19 @@ def _signature(graph, name, value):
             "method": value.method_name or "predict",
         }
     if not isinstance(value, dict):
-        raise invalid(
+        raise invalid_parameter_value(
             f"Signature {name!r} must be a dict {{'inputs': {{...}}, 'outputs': {{...}}, "
             f"'method': 'predict'}} or a SignatureDef, got {type(value).__name__}."
         )
     unknown = sorted(set(value) - set(_SIGNATURE_FIELDS))
     if unknown:
-        raise invalid(
+        raise invalid_parameter_value(
             f"Signature {name!r} has unknown fields {unknown}; it takes {list(_SIGNATURE_FIELDS[:3])}."
         )
     method = value.get("method", value.get("method_name")) or "predict"
     method_name = METHOD_ALIASES.get(method, method)
     if method_name not in METHOD_ALIASES.values():
-        raise invalid(
+        raise invalid_parameter_value(
             f"Signature {name!r} has method {method!r}. Use 'predict', 'classify' or 'regress' "
             f"(or {sorted(METHOD_ALIASES.values())})."
         )
@@ -114,20 +116,20 @@ def _tensors(graph, signature, what, mapping, allow_empty=False):
     if allow_empty and isinstance(mapping, dict) and not mapping:
         return {}
     if not isinstance(mapping, dict) or not mapping:
-        raise invalid(
+        raise invalid_parameter_value(
             f"Signature {signature!r} has no {what}: pass `{what}=` as a non-empty dict "
             f"{{key: tensor or 'name:0'}}."
         )
     resolved, seen = {}, {}
     for key, ref in mapping.items():
         if not isinstance(key, str) or not key.strip():
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Signature {signature!r} has an empty or non-string {what[:-1]} key {key!r}. "
                 "Keys must be non-empty names such as 'image'."
             )
         tensor = _tensor(graph, signature, what, key, ref)
         if what == "inputs" and tensor.name in seen:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Signature {signature!r} maps the input keys {seen[tensor.name]!r} and {key!r} to "
                 f"the same tensor {tensor.name!r}. Give each input tensor one key."
             )
@@ -142,13 +144,13 @@ def _tensor(graph, signature, what, key, ref):
     if isinstance(ref, tf.Operation):
         ref = ref.outputs[0] if len(ref.outputs) == 1 else ref.name
     if isinstance(ref, tf.Variable):
-        raise invalid(
+        raise invalid_parameter_value(
             f"{where} is the variable {ref.name!r}. Pass a tensor that reads it (e.g. "
             "`tf.identity(v)`) or the tensor computed from it."
         )
     if hasattr(ref, "graph") and hasattr(ref, "op"):
         if ref.graph is not graph:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"{where} is the tensor {ref.name!r} of another graph than the session's. Build "
                 "the model in the session's graph (`with sess.graph.as_default(): ...`) or pass "
                 "the tensor of that graph."
@@ -156,19 +158,21 @@ def _tensor(graph, signature, what, key, ref):
         return ref
     name = ref if isinstance(ref, str) else getattr(ref, "name", None)
     if not isinstance(name, str) or not name:
-        raise invalid(
+        raise invalid_parameter_value(
             f"{where} is a {type(ref).__name__}; pass a tf.Tensor of the session's graph, a "
             "tensor name such as 'x:0', or a TensorInfo."
         )
     if getattr(ref, "coo_sparse", None) is not None and ref.WhichOneof("encoding") != "name":
-        raise invalid(f"{where} is a sparse or composite tensor; only dense tensors can be served.")
+        raise invalid_parameter_value(
+            f"{where} is a sparse or composite tensor; only dense tensors can be served."
+        )
     if ":" not in name:
         name += ":0"
     try:
         return graph.get_tensor_by_name(name)
     except (KeyError, ValueError):
         similar = sorted(op.name for op in graph.get_operations() if op.type in _PLACEHOLDER_OPS)
-        raise invalid(
+        raise invalid_parameter_value(
             f"{where} names the tensor {name!r}, which is not in the session's graph. Use a name "
             f"like 'x:0' (op name, colon, output index); the graph's placeholders are {similar[:20]}."
         ) from None
@@ -182,7 +186,7 @@ def pick_default_signature(names, default_signature):
             return DEFAULT_SIGNATURE_NAME
         return next(iter(names))
     if default_signature not in names:
-        raise invalid(
+        raise invalid_parameter_value(
             f"`default_signature={default_signature!r}` is not one of the signatures "
             f"{sorted(names)}. Pick one of those."
         )
@@ -207,7 +211,7 @@ def check_feeds(signature, spec, input_ops, output_tensors):
                 continue
             if op.type in _STATE_UPDATE_OPS or op.type.startswith(_STATE_UPDATE_PREFIXES):
                 target = op.inputs[0].op.name if op.inputs else "?"
-                raise invalid(
+                raise invalid_parameter_value(
                     f"Signature {signature!r} updates a variable on its serving path: node "
                     f"{op.name!r} ({op.type}) writes {target!r}. Stateful serving graphs are not "
                     "supported: the export freezes variables into weights restored at every load, "
@@ -217,7 +221,7 @@ def check_feeds(signature, spec, input_ops, output_tensors):
                 )
             if op.type in _PLACEHOLDER_OPS:
                 key = next(k for k, t in spec.outputs.items() if t == output.name)
-                raise invalid(
+                raise invalid_parameter_value(
                     f"Signature {signature!r}: output {key!r} ({output.name}) depends on the "
                     f"placeholder {op.name!r}, which is not an input of this signature. Add it to "
                     f"the signature's inputs, e.g. {{'{op.name}': '{op.name}:0'}}."

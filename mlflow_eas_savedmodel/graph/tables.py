@@ -7,7 +7,7 @@ every EAS runtime has, so no vocabulary file has to travel with the model.
 """
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 
 def recreate_tables(graph_def, tables, table_objects):
@@ -27,7 +27,7 @@ def recreate_tables(graph_def, tables, table_objects):
     for placeholder, handle in tables:
         table = table_objects.get(id(handle))
         if table is None:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"The model captures a resource {placeholder!r} that is neither a variable nor a "
                 "lookup table this package can export. Only variables and static lookup tables "
                 "(StringLookup, IntegerLookup, tf.lookup.StaticHashTable) are supported."

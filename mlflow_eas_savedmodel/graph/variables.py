@@ -11,7 +11,7 @@ holds only the graph.
 """
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph import edit
 from mlflow_eas_savedmodel.graph.weights import ArrayValue
 
@@ -69,7 +69,7 @@ def weights_to_variables(graph_def, weights, values):
         shape = tf.TensorShape(node.attr["value"].tensor.tensor_shape)
         if variable in specs:
             if specs[variable] != (shape, dtype):
-                raise invalid(
+                raise invalid_parameter_value(
                     f"Two weights are both named {variable!r} with different shapes or dtypes "
                     f"{specs[variable][0]} and {shape}. Give the variables unique names."
                 )
@@ -87,7 +87,7 @@ def weights_to_variables(graph_def, weights, values):
         node.attr["T"].type = dtype
     missing = sorted(set(specs) - set(values))
     if missing:
-        raise invalid(
+        raise invalid_parameter_value(
             f"The serving graph reads the variables {missing[:5]} but their values were not "
             "found in the model. Re-create the model so every variable it uses is tracked by it."
         )

@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.runtimes.processors import PROCESSORS
 from mlflow_eas_savedmodel.runtimes.venvs import VenvSpec, cache_root, ensure_venv
 
@@ -99,7 +99,7 @@ def get_runtime_spec(tf_version: str) -> RuntimeSpec:
     if m:
         key = f"{m.group(1)}.{m.group(2)}"
     if key not in RUNTIMES:
-        raise invalid(
+        raise invalid_parameter_value(
             f"Unknown EAS TensorFlow runtime {tf_version!r}; known: "
             f"{', '.join(sorted(RUNTIMES, key=_version_key))}"
         )

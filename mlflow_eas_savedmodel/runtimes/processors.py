@@ -6,7 +6,7 @@ editions exist for all of them but 2.3). Everything else in :mod:`mlflow_eas_sav
 is keyed by these versions.
 """
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 RUNTIME_VERSIONS = ("1.12", "1.14", "1.15", "2.3", "2.4", "2.7")
 PROCESSORS = {
@@ -20,6 +20,6 @@ def processor_version(processor):
     try:
         return PROCESSORS[processor]
     except KeyError:
-        raise invalid(
+        raise invalid_parameter_value(
             f"Unknown EAS processor {processor!r}. Use one of: {', '.join(PROCESSORS)}."
         ) from None

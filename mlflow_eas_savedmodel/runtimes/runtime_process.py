@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.runtimes._npz_format import (
     SIGNATURES_ARRAY,
     array_name,
@@ -112,7 +112,7 @@ def run_in_runtime(
     the error text in ``*_error``).
     """
     if not os.path.isdir(saved_model_dir):
-        raise invalid(
+        raise invalid_parameter_value(
             f"SavedModel directory {saved_model_dir!r} does not exist. Pass the folder that holds "
             "saved_model.pb."
         )
@@ -174,7 +174,7 @@ def _run_runner(cmd, files, timeout, saved_model_dir, tf_version):
             proc.kill()
         proc.communicate()
         partial = _read_json(files.report)
-        raise invalid(
+        raise invalid_parameter_value(
             f"Running {saved_model_dir} in the TensorFlow {tf_version} runtime timed out after "
             f"{timeout:.0f} s (partial report: {json.dumps(partial)}). Pass a larger timeout "
             "(timeout=SECONDS, check-runtime --timeout SECONDS)."

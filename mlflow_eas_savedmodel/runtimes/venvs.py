@@ -33,7 +33,7 @@ import time
 
 from mlflow.exceptions import MlflowException
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 CACHE_ENV_VAR = "MLFLOW_EAS_SAVEDMODEL_CACHE"
 PROGRESS_INTERVAL_S = 15.0
@@ -146,7 +146,7 @@ def find_interpreter(python_minor, purpose=None):
         if _matches(cand, python_minor):
             return cand
     needed_by = f" ({purpose})" if purpose else ""
-    raise invalid(
+    raise invalid_parameter_value(
         f"No CPython {python_minor} interpreter found{needed_by}. Install one with "
         f"`pyenv install {python_minor}` or `uv python install {python_minor}` (looked in "
         f"`uv python find`, ~/.pyenv/versions/{python_minor}.*, `pyenv root` and "
@@ -268,7 +268,7 @@ class _Progress:
         return None if self.deadline is None else self.deadline - time.monotonic()
 
     def timed_out(self, what):
-        return invalid(
+        return invalid_parameter_value(
             f"Building the {self.spec.description} environment did not finish within the timeout "
             f"({self.elapsed():.0f} s so far, while {what}); the partial build is discarded and "
             f"redone next time. {self.spec.timeout_fix}".rstrip()
@@ -323,7 +323,7 @@ def _build(spec, interpreter, progress):
             log.flush()
             with open(log_path) as fh:
                 tail = fh.read()[-4000:]
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Building the {spec.description} environment in {path} failed ({exc}). Fix what "
                 f"the build log shows (often: PyPI unreachable, or no space left) and retry: the "
                 f"next use builds it again. Build log {log_path} ends with:\n{tail}"

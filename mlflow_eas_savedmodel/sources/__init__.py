@@ -18,7 +18,7 @@ takes. The modules know nothing of MLflow, pyfunc or the SavedModel layout.
 import dataclasses
 import os
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph.keras_model import is_keras_model
 
 SUPPORTED = (
@@ -50,12 +50,12 @@ def source_kind(model):
         _refuse_session_bundle(path)
         if os.path.exists(path + ".index") or os.path.exists(path + ".meta") or os.path.isdir(path):
             return "checkpoint"
-        raise invalid(
+        raise invalid_parameter_value(
             f"Cannot log {path!r}: it is not a .keras/.h5 file, a SavedModel folder "
             "(saved_model.pb or saved_model.pbtxt) or a checkpoint prefix (PREFIX.index). "
             "Check the path."
         )
-    raise invalid(
+    raise invalid_parameter_value(
         f"Cannot log an object of type {type(model).__module__}.{type(model).__name__}. "
         f"Pass {SUPPORTED}."
     )
@@ -70,7 +70,7 @@ def _refuse_session_bundle(path):
     folders = [path] + [os.path.join(path, d) for d in sorted(os.listdir(path)) if d.isdigit()]
     for folder in folders:
         if os.path.exists(os.path.join(folder, "export.meta")):
-            raise invalid(
+            raise invalid_parameter_value(
                 f"{folder!r} is a legacy SessionBundle export (export.meta + export-*-of-*), the "
                 "format of TensorFlow's retired session_bundle exporter; neither EAS nor this "
                 "package loads it. Load it into a session and log that session instead: "
@@ -139,7 +139,7 @@ def to_serving_graph(model, options):
         from mlflow_eas_savedmodel.sources.saved_model import saved_model_to_serving_graph as convert
     unsupported = sorted(name for name in options.passed() if name not in OPTIONS)
     if unsupported:
-        raise invalid(
+        raise invalid_parameter_value(
             f"{', '.join(f'`{k}=`' for k in unsupported)} cannot be used with a {kind} source. "
             f"It takes: {', '.join(OPTIONS)}."
         )

@@ -9,7 +9,7 @@ lines in the artifact. :func:`check_assets` refuses that before TensorFlow sees 
 
 import os
 
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 _ASSETS_DIR = "assets"
 _LEGACY_ASSETS_COLLECTION = "saved_model_assets"  # TF1 Builders store AssetFileDefs here too
@@ -55,7 +55,7 @@ def check_assets(meta_graph, export_dir):
             )
     if bad:
         listed = "\n  ".join(bad)
-        raise invalid(
+        raise invalid_parameter_value(
             f"The SavedModel in {export_dir!r} names asset files outside its folder; nothing was "
             f"read:\n  {listed}\nCopy the files into {os.path.join(export_dir, _ASSETS_DIR)!r} "
             "(no symlinks) and re-export the SavedModel with those assets."

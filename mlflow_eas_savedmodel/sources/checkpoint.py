@@ -25,7 +25,7 @@ import os
 import re
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph import ops_policy
 from mlflow_eas_savedmodel.graph.functions import concrete_functions_to_serving_graph, variable_names
 from mlflow_eas_savedmodel.graph.keras_model import is_keras_model, keras_model_to_serving_graph
@@ -70,13 +70,13 @@ def checkpoint_to_serving_graph(model, options):
     reader = tf.train.load_checkpoint(prefix)
     if reader.has_tensor(_OBJECT_GRAPH_KEY):
         if options.build_fn is None:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"{prefix!r} is a TF2 object-based checkpoint (tf.train.Checkpoint): it holds "
                 "values but no graph. Pass `build_fn=` returning the model it was saved from, "
                 "built (e.g. `lambda: make_model()`), so the values can be restored into it."
             )
         if options.init_op is not None or options.signatures is not None:
-            raise invalid(
+            raise invalid_parameter_value(
                 "`init_op=` and `signatures=` are for tf.train.Saver checkpoints; with a TF2 "
                 "checkpoint, give the model's tf.function methods an input_signature instead."
             )
@@ -95,7 +95,7 @@ def _resolve_prefix(path):
     if os.path.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"{path!r} is a folder without a 'checkpoint' state file naming a checkpoint. Pass "
                 "the checkpoint prefix itself, e.g. './lr_model/model.ckpt' (the part before "
                 "'.index')."
@@ -105,7 +105,7 @@ def _resolve_prefix(path):
         candidates = sorted(
             p[: -len(".index")] for p in glob.glob(os.path.join(os.path.dirname(path) or ".", "*.index"))
         )
-        raise invalid(
+        raise invalid_parameter_value(
             f"No checkpoint at prefix {path!r}: {path}.index does not exist. Pass the prefix "
             f"without a suffix{'; found: ' + str(candidates[:5]) if candidates else ''}."
         )
@@ -115,7 +115,7 @@ def _resolve_prefix(path):
     present = {int(m.group(1)) for m in shards}
     missing = [f"{path}.data-{i:05d}-of-{total:05d}" for i in range(total) if i not in present]
     if missing:
-        raise invalid(
+        raise invalid_parameter_value(
             f"The checkpoint {path!r} is incomplete: the data shard(s) {missing} are missing. "
             "Copy every file of the checkpoint (PREFIX.index and all PREFIX.data-*)."
         )
@@ -131,7 +131,7 @@ def _read_meta_graph(prefix, allow_file_ops):
         with open(prefix + ".meta", "rb") as f:
             meta_graph.ParseFromString(f.read())
     except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others
-        raise invalid(
+        raise invalid_parameter_value(
             f"Cannot read {prefix + '.meta'!r}: {e}. The file is damaged; save the checkpoint again."
         ) from e
     ops_policy.check_meta_graph(
@@ -159,7 +159,7 @@ def _from_saver_checkpoint(
                 _read_meta_graph(prefix, allow_file_ops), clear_devices=True
             )
         else:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"The checkpoint {prefix!r} has no {os.path.basename(prefix)}.meta graph. Pass "
                 "`build_fn=` that rebuilds the graph (creates the variables with their training "
                 "names) and returns (inputs, outputs), e.g. `build_fn=lambda: build(...)`."
@@ -176,7 +176,9 @@ def _from_saver_checkpoint(
             try:
                 saver.restore(sess, prefix)
             except (tf.errors.OpError, ValueError) as e:
-                raise invalid(f"Restoring the checkpoint {prefix!r} failed: {e}") from e
+                raise invalid_parameter_value(
+                    f"Restoring the checkpoint {prefix!r} failed: {e}"
+                ) from e
 
     try:
         tables = graph.get_collection(tf.compat.v1.GraphKeys.TABLE_INITIALIZERS)
@@ -218,13 +220,13 @@ def _check_variables(prefix, reader, graph):
             if list(shape) != list(shapes[name]):
                 mismatched.append(f"{name}: graph {list(shape)}, checkpoint {shapes[name]}")
     if missing:
-        raise invalid(
+        raise invalid_parameter_value(
             f"The variables {missing[:10]} are not in the checkpoint {prefix!r}, which holds "
             f"{sorted(shapes)[:10]}. Create the variables with the names they had in training "
             "(same variable scopes)."
         )
     if mismatched:
-        raise invalid(
+        raise invalid_parameter_value(
             f"Variables of the graph and the checkpoint {prefix!r} differ in shape: {mismatched[:5]}. "
             "Rebuild the graph as it was trained."
         )
@@ -236,7 +238,7 @@ def _signatures_from_build_fn(built, inputs, outputs, signatures):
         return inputs, outputs, signatures
     given = inputs is not None or outputs is not None or signatures is not None
     if given:
-        raise invalid(
+        raise invalid_parameter_value(
             "`build_fn` returned signature tensors and `inputs=`/`outputs=`/`signatures=` were "
             "passed too. Do one: return them from build_fn, or return None and pass them."
         )
@@ -244,7 +246,7 @@ def _signatures_from_build_fn(built, inputs, outputs, signatures):
         return built[0], built[1], None
     if isinstance(built, dict) and all(isinstance(v, dict) or hasattr(v, "method_name") for v in built.values()):
         return None, None, built
-    raise invalid(
+    raise invalid_parameter_value(
         f"`build_fn` returned a {type(built).__name__}. For a tf.train.Saver checkpoint it must "
         "return (inputs_dict, outputs_dict), a signatures dict {name: {'inputs': ..., "
         "'outputs': ...}}, or None."
@@ -255,7 +257,7 @@ def _from_object_checkpoint(prefix, build_fn, inputs, outputs, signature_name, d
     tf = import_tensorflow()
     model = build_fn()
     if model is None or not hasattr(model, "_track_trackable") and not is_keras_model(model):
-        raise invalid(
+        raise invalid_parameter_value(
             f"`build_fn` returned {type(model).__name__}; for a TF2 checkpoint it must return the "
             "model that was saved (a Keras model or a tf.Module), with its variables built."
         )
@@ -270,7 +272,7 @@ def _from_object_checkpoint(prefix, build_fn, inputs, outputs, signature_name, d
         status.expect_partial()  # optimizer slots and the like are not needed to serve
         break
     else:
-        raise invalid(
+        raise invalid_parameter_value(
             f"The model from `build_fn` does not match the checkpoint {prefix!r} (neither as "
             f"`tf.train.Checkpoint(model=...)` nor as its root): {problems[0][:500]}. Build the "
             "same architecture (same layers, built with the same shapes) as when it was saved."
@@ -288,7 +290,7 @@ def _from_object_checkpoint(prefix, build_fn, inputs, outputs, signature_name, d
 def _module_to_serving_graph(module, signature_name, default_signature, inputs, outputs):
     tf = import_tensorflow()
     if inputs is not None or outputs is not None:
-        raise invalid(
+        raise invalid_parameter_value(
             "`inputs=`/`outputs=` cannot rename a tf.Module's tensors: name its inputs with "
             "tf.TensorSpec(name=...) and return a dict {key: tensor} from the tf.function."
         )
@@ -311,7 +313,7 @@ def _module_to_serving_graph(module, signature_name, default_signature, inputs, 
             output_keys = [f"output_{i}" for i in range(len(flat))]
         functions[name] = (concrete, input_keys, output_keys, None)
     if not functions:
-        raise invalid(
+        raise invalid_parameter_value(
             f"The {type(module).__name__} from `build_fn` has no tf.function with an "
             "input_signature, so there is nothing to serve. Decorate its call with "
             "`@tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name='x')])`."

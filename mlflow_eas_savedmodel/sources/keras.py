@@ -11,7 +11,7 @@ import os
 import zipfile
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph.keras_model import keras_model_to_serving_graph
 from mlflow_eas_savedmodel.graph.serving_graph import DEFAULT_SIGNATURE_NAME
 
@@ -21,7 +21,7 @@ OPTIONS = ("inputs", "outputs", "signature_name", "input_example", "custom_objec
 
 def _safe_mode_refusal(path, error):
     """The error for a file Keras' safe mode refused (a Lambda or other layer holding code)."""
-    return invalid(
+    return invalid_parameter_value(
         f"Keras model file {path!r} holds Python code (a Lambda layer or another layer stored "
         f"as bytecode), which Keras' safe mode refused to load: {error}. Loading it would run "
         "that code. Rebuild the layer as a registered custom layer and pass "
@@ -43,10 +43,10 @@ def load_keras_file(path, custom_objects=None, safe_mode=True):
     """
     import_tensorflow()
     if not os.path.exists(path):
-        raise invalid(f"Keras model file {path!r} does not exist. Check the path.")
+        raise invalid_parameter_value(f"Keras model file {path!r} does not exist. Check the path.")
     if path.endswith(".keras") and not zipfile.is_zipfile(path):
         # Keras reports a non-zip file as "File not found", which sends users the wrong way.
-        raise invalid(
+        raise invalid_parameter_value(
             f"Keras model file {path!r} is not a zip archive, so it is truncated or not a .keras "
             "file. Copy it again, or re-save the model with `model.save('model.keras')`."
         )
@@ -60,14 +60,14 @@ def load_keras_file(path, custom_objects=None, safe_mode=True):
         if safe_mode and _refused_by_safe_mode(keras3_error):
             raise _safe_mode_refusal(path, keras3_error) from keras3_error
         if path.endswith(".keras"):
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Cannot load Keras model file {path!r}: {keras3_error}. Make sure it was written "
                 "by `model.save(...)` and pass the custom layers with `custom_objects={...}`."
             ) from keras3_error
         try:
             import tf_keras
         except ImportError:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Cannot load H5 file {path!r} with Keras 3 ({keras3_error}). If it is a Keras 2 "
                 "model, install tf_keras: `pip install tf-keras --no-deps`."
             ) from keras3_error
@@ -81,7 +81,7 @@ def load_keras_file(path, custom_objects=None, safe_mode=True):
         except Exception as keras2_error:  # noqa: BLE001
             if safe_mode and _refused_by_safe_mode(keras2_error):
                 raise _safe_mode_refusal(path, keras2_error) from keras2_error
-            raise invalid(
+            raise invalid_parameter_value(
                 f"Cannot load H5 file {path!r} with Keras 3 ({keras3_error}) nor tf_keras "
                 f"({keras2_error}). Check that the file is complete and pass custom layers with "
                 "`custom_objects={...}`."

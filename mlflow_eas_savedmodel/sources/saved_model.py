@@ -28,7 +28,7 @@ import logging
 import os
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-from mlflow_eas_savedmodel.errors import invalid
+from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph import ops_policy, reference
 from mlflow_eas_savedmodel.graph.functions import concrete_functions_to_serving_graph, variable_names
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
@@ -86,7 +86,7 @@ def read_saved_model(path):
     pb, pbtxt = (os.path.join(path, f) for f in ("saved_model.pb", "saved_model.pbtxt"))
     source = pb if os.path.exists(pb) else pbtxt
     if os.path.getsize(source) == 0:
-        raise invalid(
+        raise invalid_parameter_value(
             f"{source!r} is empty (0 bytes): the export was interrupted or the file was truncated "
             "in a copy. Export the model again (or copy the whole folder again)."
         )
@@ -98,7 +98,7 @@ def read_saved_model(path):
             with open(pbtxt) as f:
                 text_format.Parse(f.read(), saved_model)
     except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError or ParseError
-        raise invalid(
+        raise invalid_parameter_value(
             f"Cannot read {source!r}: {e}. The file is damaged; export the model again."
         ) from e
     return saved_model
@@ -106,7 +106,7 @@ def read_saved_model(path):
 
 def _serving_meta_graph(path, saved_model):
     if not saved_model.meta_graphs:
-        raise invalid(
+        raise invalid_parameter_value(
             f"The SavedModel in {path!r} holds no MetaGraph at all, so there is no graph to serve. "
             "Export the model again (tf.saved_model.save, or Builder.add_meta_graph_and_variables)."
         )
@@ -115,12 +115,12 @@ def _serving_meta_graph(path, saved_model):
         tagged = list(saved_model.meta_graphs)
     if not tagged:
         tags = [list(m.meta_info_def.tags) for m in saved_model.meta_graphs]
-        raise invalid(
+        raise invalid_parameter_value(
             f"The SavedModel in {path!r} has no MetaGraph tagged 'serve' (its tags: {tags}). "
             "Export it with tags=['serve'] (tf.saved_model.SERVING)."
         )
     if not serving_signature_names(tagged[0]):
-        raise invalid(
+        raise invalid_parameter_value(
             f"The SavedModel in {path!r} has no SignatureDefs, so nothing could call it on EAS. "
             "Save it with `signatures=` (tf.saved_model.save) or a `signature_def_map` (Builder)."
         )
@@ -143,7 +143,7 @@ def _from_tf1_saved_model(path, meta_graph, default_signature):
         try:
             loaded, restore = _load_tf1_without_variables(sess, list(meta_graph.meta_info_def.tags), path)
         except (tf.errors.OpError, ValueError, RuntimeError) as e:
-            raise invalid(
+            raise invalid_parameter_value(
                 f"TensorFlow cannot load the SavedModel in {path!r}: {e}. Check that the folder is "
                 "complete (saved_model.pb and variables/)."
             ) from e
@@ -202,7 +202,7 @@ def _from_tf2_saved_model(path, meta_graph, default_signature):
     try:
         loaded = tf.saved_model.load(path, tags=list(meta_graph.meta_info_def.tags))
     except Exception as e:  # noqa: BLE001 - the TF2 loader raises many types
-        raise invalid(
+        raise invalid_parameter_value(
             f"TensorFlow cannot load the SavedModel in {path!r}: {e}. Check that the folder is "
             "complete (saved_model.pb and variables/) and was written by a compatible TensorFlow."
         ) from e
