@@ -88,12 +88,7 @@ def tf1_saved_model_reference(path, tags):
         )
         return _outputs(keys, values)
 
-    def close():
-        sess = state.pop("sess", None)
-        if sess is not None:
-            sess.close()
-
-    reference.close = close
+    reference.close = lambda: _close_session(state)
     return reference
 
 
@@ -128,10 +123,12 @@ def saver_checkpoint_reference(graph, saver, prefix, signatures):
             state["sess"] = sess
         return session_reference(state["sess"], signatures)(name, feeds)
 
-    def close():
-        sess = state.pop("sess", None)
-        if sess is not None:
-            sess.close()
-
-    reference.close = close
+    reference.close = lambda: _close_session(state)
     return reference
+
+
+def _close_session(state):
+    """Closes the session a lazily opening reference keeps in ``state``, if it opened one."""
+    sess = state.pop("sess", None)
+    if sess is not None:
+        sess.close()
