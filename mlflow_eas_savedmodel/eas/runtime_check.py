@@ -227,8 +227,19 @@ def check_runtime(
             message has the install command).
 
     Example:
-        >>> report = mlflow_eas_savedmodel.check_runtime("models:/mnist/1", "tensorflow_cpu_1.15")
-        >>> print(report.format()); assert report.ok
+        >>> import keras, numpy as np, mlflow_eas_savedmodel as mes
+        >>> image = keras.Input((4,), name="image")
+        >>> keras_model = keras.Model(image, keras.layers.Dense(3, name="scores")(image))
+        >>> mes.save_model(keras_model, "model", input_example=np.ones((2, 4), "float32"))
+        >>> report = mes.check_runtime("model", "tensorflow_cpu_1.15")
+        >>> report.ok, [r.verdict for r in report.runtimes]
+        (True, ['passed'])
+        >>> print(report.format())
+        Model: model
+        ...
+        TF 1.15 (tensorflow_cpu_1.15, tensorflow_gpu_1.15): PASS (passed)
+        ...
+        PASS
     """
     from mlflow_eas_savedmodel import registry_tags
     from mlflow_eas_savedmodel._tensorflow import import_tensorflow
