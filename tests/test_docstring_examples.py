@@ -7,6 +7,7 @@ cannot run here (it needs Alibaba Cloud) is a literal block, not a ``>>>`` one.
 """
 
 import doctest
+import pathlib
 
 import mlflow
 import pytest
@@ -66,6 +67,18 @@ def test_every_public_function_of_the_flavor_has_an_example():
         "mlflow_eas_savedmodel.sources.session.session_to_serving_graph",
     }
     assert public <= set(EXAMPLES), sorted(public - set(EXAMPLES))
+
+
+def test_every_module_with_a_doctest_example_is_run_here():
+    package = pathlib.Path(save.__file__).parent
+    with_examples = {
+        ".".join(("mlflow_eas_savedmodel", *path.relative_to(package).with_suffix("").parts))
+        for path in package.rglob("*.py")
+        if ">>>" in path.read_text(encoding="utf-8")
+    }
+    assert with_examples <= {m.__name__ for m in MODULES}, sorted(
+        with_examples - {m.__name__ for m in MODULES}
+    )
 
 
 @pytest.fixture
