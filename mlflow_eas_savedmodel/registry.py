@@ -144,10 +144,19 @@ def promote(model_name, version, alias=DEFAULT_ALIAS, force=False, client=None, 
             or its SavedModel folder is invalid or does not match its recorded SHA-256s.
 
     Example:
+        >>> import keras, mlflow, mlflow_eas_savedmodel as mes
         >>> from mlflow_eas_savedmodel.registry import promote
+        >>> mlflow.set_tracking_uri("sqlite:///mlflow.db")
+        >>> image = keras.Input((4,), name="image")
+        >>> keras_model = keras.Model(image, keras.layers.Dense(3, name="scores")(image))
+        >>> with mlflow.start_run():
+        ...     for _ in range(2):
+        ...         info = mes.log_model(keras_model, name="model", registered_model_name="mnist")
+        >>> print(promote("mnist", 1).previous_version)
+        None
         >>> result = promote("mnist", 2, alias="champion")
-        >>> result.previous_version
-        '1'
+        >>> result.previous_version, result.version
+        ('1', '2')
     """
     from mlflow import MlflowClient
 

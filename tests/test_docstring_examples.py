@@ -1,17 +1,34 @@
-"""Every ``Example:`` of the public API's docstrings runs as written (doctest), so none can rot.
+"""Every ``Example:`` of the package's docstrings runs as written (doctest), so none can rot.
 
 Each example runs in a fresh folder with the current directory set to it: the examples save to
-``"model"`` and ``log_model``'s points MLflow at ``sqlite:///mlflow.db`` there, as a user would.
+``"model"`` (or write a SavedModel or checkpoint there) and those that need a tracking or
+registry store point MLflow at ``sqlite:///mlflow.db`` there, as a user would. An example that
+cannot run here (it needs Alibaba Cloud) is a literal block, not a ``>>>`` one.
 """
 
 import doctest
+import pathlib
 
 import mlflow
 import pytest
 
-from mlflow_eas_savedmodel import integrity, load, model, save
+from mlflow_eas_savedmodel import integrity, load, model, registry, save
+from mlflow_eas_savedmodel.eas import (
+    endpoint,
+    inspection,
+    package,
+    protocol,
+    runtime_check,
+    service_config,
+    warmup,
+)
+from mlflow_eas_savedmodel.graph import ops_policy
+from mlflow_eas_savedmodel.sources import checkpoint, saved_model, session
 
-MODULES = (save, load, model, integrity)
+MODULES = (
+    save, load, model, integrity, registry, runtime_check, protocol, warmup, package,
+    service_config, inspection, endpoint, ops_policy, saved_model, checkpoint, session,
+)
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
@@ -36,8 +53,32 @@ def test_every_public_function_of_the_flavor_has_an_example():
         "mlflow_eas_savedmodel.integrity",
         "mlflow_eas_savedmodel.integrity.hash_tree",
         "mlflow_eas_savedmodel.integrity.verify",
+        "mlflow_eas_savedmodel.eas.runtime_check.check_runtime",
+        "mlflow_eas_savedmodel.registry.promote",
+        "mlflow_eas_savedmodel.eas.protocol.encode_request",
+        "mlflow_eas_savedmodel.eas.warmup.write_warmup_files",
+        "mlflow_eas_savedmodel.eas.package.write_eas_package",
+        "mlflow_eas_savedmodel.eas.service_config.service_config",
+        "mlflow_eas_savedmodel.eas.inspection.describe_model",
+        "mlflow_eas_savedmodel.eas.endpoint.serve_eas",
+        "mlflow_eas_savedmodel.graph.ops_policy.check_graph_def",
+        "mlflow_eas_savedmodel.sources.saved_model.saved_model_to_serving_graph",
+        "mlflow_eas_savedmodel.sources.checkpoint.checkpoint_to_serving_graph",
+        "mlflow_eas_savedmodel.sources.session.session_to_serving_graph",
     }
     assert public <= set(EXAMPLES), sorted(public - set(EXAMPLES))
+
+
+def test_every_module_with_a_doctest_example_is_run_here():
+    package = pathlib.Path(save.__file__).parent
+    with_examples = {
+        ".".join(("mlflow_eas_savedmodel", *path.relative_to(package).with_suffix("").parts))
+        for path in package.rglob("*.py")
+        if ">>>" in path.read_text(encoding="utf-8")
+    }
+    assert with_examples <= {m.__name__ for m in MODULES}, sorted(
+        with_examples - {m.__name__ for m in MODULES}
+    )
 
 
 @pytest.fixture

@@ -13,11 +13,13 @@ plugin convention asks for.
 
 Importing it imports neither TensorFlow nor the Alibaba Cloud SDKs (the ``eas`` extra).
 
-Example:
-    >>> from mlflow.deployments import get_deploy_client
-    >>> client = get_deploy_client("eas:/cn-shanghai")
-    >>> client.create_deployment("mnist", "models:/mnist@champion", config={
-    ...     "processor": "tensorflow_cpu_1.15", "oss_path": "oss://my-bucket/models/"})
+Example (not run by the tests: it creates a service on Alibaba Cloud, which needs
+credentials and the network)::
+
+    from mlflow.deployments import get_deploy_client
+    client = get_deploy_client("eas:/cn-shanghai")
+    client.create_deployment("mnist", "models:/mnist@champion", config={
+        "processor": "tensorflow_cpu_1.15", "oss_path": "oss://my-bucket/models/"})
 """
 
 from mlflow_eas_savedmodel.deployments.client import PluginDeploymentClient

@@ -233,8 +233,18 @@ def serve_eas(model_uri, name, host="127.0.0.1", port=0, device="cpu"):
         A running :class:`EasEndpoint`.
 
     Example:
-        >>> with serve_eas("models:/mnist@champion", "mnist") as ep:
-        ...     client = PredictClient(ep.endpoint, "mnist")  # eas-prediction
+        >>> import keras, numpy as np, mlflow_eas_savedmodel as mes
+        >>> image = keras.Input((4,), name="image")
+        >>> keras_model = keras.Model(image, keras.layers.Dense(3, name="scores")(image))
+        >>> mes.save_model(keras_model, "model", input_example=np.ones((2, 4), "float32"))
+        >>> import urllib.request
+        >>> from mlflow_eas_savedmodel.eas.endpoint import serve_eas
+        >>> from mlflow_eas_savedmodel.eas.protocol import decode_response, encode_request
+        >>> with serve_eas("model", "mnist") as ep:  # ep.endpoint is eas-prediction's endpoint
+        ...     request = encode_request({"image": np.ones((2, 4), "float32")})
+        ...     answer = urllib.request.urlopen(ep.url, request).read()
+        >>> decode_response(answer)["scores"].shape
+        (2, 3)
     """
     from mlflow_eas_savedmodel.load import load_model
 

@@ -11,7 +11,13 @@ def describe_model(model_uri):
     """A plain-data description of ``model_uri`` (what ``inspect --json`` prints).
 
     Example:
-        >>> describe_model("models:/mnist@champion")["signature_defs"]["serving_default"]
+        >>> import keras, numpy as np, mlflow_eas_savedmodel as mes
+        >>> image = keras.Input((4,), name="image")
+        >>> keras_model = keras.Model(image, keras.layers.Dense(3, name="scores")(image))
+        >>> mes.save_model(keras_model, "model", input_example=np.ones((2, 4), "float32"))
+        >>> from mlflow_eas_savedmodel.eas.inspection import describe_model
+        >>> describe_model("model")["signature_defs"]["serving_default"]["inputs"]
+        {'image': {'dtype': 'float32', 'name': 'image:0', 'shape': [-1, 4]}}
     """
     _, conf = load_flavor_metadata(model_uri)
     return {

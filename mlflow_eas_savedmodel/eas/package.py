@@ -63,7 +63,16 @@ def write_eas_package(model_uri, dest, archive=None, warmup=False):
         "warmup": {signature: EAS .bin path}}`` (``warmup`` empty unless asked).
 
     Example:
-        >>> write_eas_package("models:/mnist@champion", "upload/mnist", archive="tar.gz")
+        >>> import keras, numpy as np, mlflow_eas_savedmodel as mes
+        >>> image = keras.Input((4,), name="image")
+        >>> keras_model = keras.Model(image, keras.layers.Dense(3, name="scores")(image))
+        >>> mes.save_model(keras_model, "model", input_example=np.ones((2, 4), "float32"))
+        >>> from mlflow_eas_savedmodel.eas.package import write_eas_package
+        >>> written = write_eas_package("model", "upload/mnist", archive="tar.gz")
+        >>> written["path"]
+        '.../upload/mnist.tar.gz'
+        >>> sorted(written["files"])
+        ['saved_model.pb', 'variables/variables.data-00000-of-00001', 'variables/variables.index']
     """
     dest = _destination(dest, archive)
     manifest = dest + MANIFEST_SUFFIX

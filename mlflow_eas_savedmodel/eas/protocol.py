@@ -208,7 +208,12 @@ def encode_request(inputs, signature_name=None, output_filter=None, dtypes=None)
             signature takes float32.
 
     Example:
-        >>> body = encode_request({"image": x}, signature_name="serving_default")
+        >>> import numpy as np
+        >>> from mlflow_eas_savedmodel.eas.protocol import decode_request, encode_request
+        >>> body = encode_request({"image": np.ones((2, 4), "float32")}, signature_name="scores")
+        >>> signature_name, inputs, output_keys = decode_request(body)
+        >>> signature_name, inputs["image"].shape, output_keys
+        ('scores', (2, 4), [])
     """
     return build_request(inputs, signature_name, output_filter, dtypes).SerializeToString()
 

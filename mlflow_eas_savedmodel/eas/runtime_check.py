@@ -227,24 +227,24 @@ def check_runtime(
             message has the install command).
 
     Example:
-        >>> report = mlflow_eas_savedmodel.check_runtime("models:/mnist/1", "tensorflow_cpu_1.15")
-        >>> print(report.format()); assert report.ok
+        >>> import keras, numpy as np, mlflow_eas_savedmodel as mes
+        >>> image = keras.Input((4,), name="image")
+        >>> keras_model = keras.Model(image, keras.layers.Dense(3, name="scores")(image))
+        >>> mes.save_model(keras_model, "model", input_example=np.ones((2, 4), "float32"))
+        >>> report = mes.check_runtime("model", "tensorflow_cpu_1.15")
+        >>> report.ok, [r.verdict for r in report.runtimes]
+        (True, ['passed'])
+        >>> print(report.format())
+        Model: model
+        ...
+        TF 1.15 (tensorflow_cpu_1.15, tensorflow_gpu_1.15): PASS (passed)
+        ...
+        PASS
     """
-    from mlflow.exceptions import MlflowException
-
-    from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-    from mlflow_eas_savedmodel.load import load_model
-    from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
-    from mlflow_eas_savedmodel.runtimes.environments import ensure_runtime
-
-    for name, value in (("rtol", rtol), ("atol", atol)):
-        if not isinstance(value, (int, float)) or value < 0:
-            raise invalid_parameter_value(
-                f"{name}={value!r} must be a number >= 0, e.g. {name}=1e-5."
-            )
-
     from mlflow_eas_savedmodel import registry_tags
+    from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 
+    _check_tolerances(rtol, atol)
     # A models:/ URI's alias is resolved once: the tags go on the version that was checked.
     target = registry_tags.registered_version(model_uri)
     with tempfile.TemporaryDirectory(prefix="eas-check-") as tmp:
@@ -255,53 +255,106 @@ def check_runtime(
         versions = _runtimes_to_check(processor, all_runtimes, claimed)
         signature_defs = conf.signature_defs
         # Environments first: a missing interpreter fails before TensorFlow is even loaded.
-        # `timeout` covers a runtime's build and its run: the run gets what the build left.
-        envs, run_timeouts = {}, {}
-        for version in versions:
-            started = time.monotonic()
-            envs[version] = ensure_runtime(version, timeout=timeout)
-            run_timeouts[version] = max(0.1, timeout - (time.monotonic() - started))
-
+        envs, run_timeouts = _ensure_environments(versions, timeout)
         tf = import_tensorflow()
         export_dir = conf.saved_model_path(local)
         feeds, origins = resolve_inputs(
             signature_defs, mlmodel, local, inputs=inputs, example_specs=example_specs(export_dir)
         )
-        reference, reference_errors, reference_error = {}, {}, None
-        try:
-            handle = load_model(local, device="cpu")
-        except Exception as e:  # noqa: BLE001 - reported, the runtimes still run
-            reference_error = f"{type(e).__name__}: {e}"
-        else:
-            try:
-                for name, f in feeds.items():
-                    try:
-                        reference[name] = handle.predict(f, signature_name=name)
-                    except Exception as e:  # noqa: BLE001 - only this SignatureDef loses its reference
-                        reference_errors[name] = f"{type(e).__name__}: {_first_line(str(e))}"
-            finally:
-                handle.close()
-
-        results = []
-        for version in versions:
-            processors = [p for p, v in PROCESSORS.items() if v == version]
-            verdict_of = {"processors": processors, "claimed": any(p in claimed for p in processors)}
-            try:
-                run = run_in_runtime(export_dir, version, feeds, timeout=run_timeouts[version])
-            except MlflowException as e:
-                env = envs[version]
-                results.append(RuntimeResult(
-                    version, env.python, env.interpreter_version, env.wheel, c_api_load_ok=False,
-                    c_api_error=None, python_load_ok=False, python_error=None, error=e.message, **verdict_of,
-                ))
-                continue
-            result = RuntimeResult(**vars(run), **verdict_of)
-            _fill(result, signature_defs, reference, origins, reference_error, reference_errors, rtol, atol)
-            results.append(result)
-    report = RuntimeCheckReport(model_uri, tf.__version__, results, reference_error, rtol=rtol, atol=atol)
+        reference = _reference_outputs(local, feeds)
+        results = [
+            _check_one_runtime(
+                version, envs[version], export_dir, feeds, run_timeouts[version], claimed,
+                signature_defs, reference, origins, rtol, atol,
+            )
+            for version in versions
+        ]
+    report = RuntimeCheckReport(
+        model_uri, tf.__version__, results, reference.error, rtol=rtol, atol=atol
+    )
     report.recorded_tags = registry_tags.record_check(target, report, processor=None if all_runtimes else processor)
     report.recorded_on = target.uri if target else None
     return report
+
+
+def _check_tolerances(rtol, atol):
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not isinstance(value, (int, float)) or value < 0:
+            raise invalid_parameter_value(
+                f"{name}={value!r} must be a number >= 0, e.g. {name}=1e-5."
+            )
+
+
+def _ensure_environments(versions, timeout):
+    """``({version: environment}, {version: seconds left for its run})``.
+
+    ``timeout`` covers a runtime's build and its run: the run gets what the build left.
+    """
+    from mlflow_eas_savedmodel.runtimes.environments import ensure_runtime
+
+    envs, run_timeouts = {}, {}
+    for version in versions:
+        started = time.monotonic()
+        envs[version] = ensure_runtime(version, timeout=timeout)
+        run_timeouts[version] = max(0.1, timeout - (time.monotonic() - started))
+    return envs, run_timeouts
+
+
+@dataclasses.dataclass
+class _Reference:
+    """TensorFlow 2.21's outputs of each SignatureDef: what every runtime is compared with."""
+
+    outputs: dict  # {signature: {key: array}}
+    errors: dict  # {signature: why TF 2.21 could not run it}
+    error: str | None  # the model did not load in TF 2.21: no SignatureDef has a reference
+
+
+def _reference_outputs(local, feeds):
+    """This package's own handle run on ``feeds``; failures are recorded, not raised."""
+    from mlflow_eas_savedmodel.load import load_model
+
+    reference = _Reference({}, {}, None)
+    try:
+        handle = load_model(local, device="cpu")
+    except Exception as e:  # noqa: BLE001 - reported, the runtimes still run
+        reference.error = f"{type(e).__name__}: {e}"
+        return reference
+    try:
+        for name, f in feeds.items():
+            try:
+                reference.outputs[name] = handle.predict(f, signature_name=name)
+            except Exception as e:  # noqa: BLE001 - only this SignatureDef loses its reference
+                reference.errors[name] = f"{type(e).__name__}: {_first_line(str(e))}"
+    finally:
+        handle.close()
+    return reference
+
+
+def _check_one_runtime(
+    version, env, export_dir, feeds, run_timeout, claimed, signature_defs, reference, origins,
+    rtol, atol,
+):
+    """The :class:`RuntimeResult` of runtime ``version``: its run, compared SignatureDef by
+    SignatureDef; a run that fails as a whole (e.g. a timeout) is the result's ``error``."""
+    from mlflow.exceptions import MlflowException
+
+    from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
+
+    processors = [p for p, v in PROCESSORS.items() if v == version]
+    verdict_of = {"processors": processors, "claimed": any(p in claimed for p in processors)}
+    try:
+        run = run_in_runtime(export_dir, version, feeds, timeout=run_timeout)
+    except MlflowException as e:
+        return RuntimeResult(
+            version, env.python, env.interpreter_version, env.wheel, c_api_load_ok=False,
+            c_api_error=None, python_load_ok=False, python_error=None, error=e.message, **verdict_of,
+        )
+    result = RuntimeResult(**vars(run), **verdict_of)
+    _fill(
+        result, signature_defs, reference.outputs, origins, reference.error, reference.errors,
+        rtol, atol,
+    )
+    return result
 
 
 def example_specs(export_dir):

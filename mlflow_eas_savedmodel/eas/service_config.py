@@ -56,7 +56,14 @@ def service_config(
     Refuses a ``processor`` that is not among the model's recorded ``eas_processors``.
 
     Example:
-        >>> service_config("models:/mnist/1", "tensorflow_cpu_1.15", "oss://bucket/mnist/")
+        >>> import keras, numpy as np, mlflow_eas_savedmodel as mes
+        >>> image = keras.Input((4,), name="image")
+        >>> keras_model = keras.Model(image, keras.layers.Dense(3, name="scores")(image))
+        >>> mes.save_model(keras_model, "model", input_example=np.ones((2, 4), "float32"))
+        >>> from mlflow_eas_savedmodel.eas.service_config import service_config
+        >>> service_config("model", "tensorflow_cpu_1.15", "oss://bucket/mnist/", name="mnist")
+        {'name': 'mnist', 'processor': 'tensorflow_cpu_1.15', 'model_path': 'oss://bucket/mnist/',
+         'metadata': {'instance': 1, 'cpu': 2, 'memory': 4000}}
     """
     _, conf = load_flavor_metadata(model_uri)
     check_processor(conf, processor, model_uri)

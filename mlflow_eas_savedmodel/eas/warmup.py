@@ -174,8 +174,14 @@ def write_warmup_files(model_uri, out_dir, signatures=None, inputs=None, model_n
         {signature: "input example" | "given inputs" | "synthesised"}}``.
 
     Example:
-        >>> write_warmup_files("models:/mnist/1", "warmup")["eas"]["serving_default"]
-        'warmup/warm_up_serving_default.bin'
+        >>> import keras, numpy as np, mlflow_eas_savedmodel as mes
+        >>> image = keras.Input((4,), name="image")
+        >>> keras_model = keras.Model(image, keras.layers.Dense(3, name="scores")(image))
+        >>> mes.save_model(keras_model, "model", input_example=np.ones((2, 4), "float32"))
+        >>> from mlflow_eas_savedmodel.eas.warmup import write_warmup_files
+        >>> written = write_warmup_files("model", "warmup")
+        >>> written["eas"]["serving_default"], written["inputs_from"]
+        ('warmup/warm_up_serving_default.bin', {'serving_default': 'input example'})
     """
     requests = _warmup_requests(model_uri, signatures, inputs)
     eas_files = _write_eas_requests(requests, out_dir)

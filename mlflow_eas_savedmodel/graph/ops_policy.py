@@ -308,6 +308,16 @@ def check_graph_def(graph_def, what, allow_file_ops=False):
     """Refuses a serving graph (what goes into the artifact) with file, network or Python ops.
 
     Example:
-        >>> check_graph_def(serving_graph.graph_def, "The Keras model")
+        >>> import tensorflow as tf
+        >>> from mlflow_eas_savedmodel.graph.ops_policy import check_graph_def
+        >>> graph = tf.Graph()
+        >>> with graph.as_default():
+        ...     _ = tf.io.read_file(tf.compat.v1.placeholder(tf.string), name="read")
+        >>> check_graph_def(graph.as_graph_def(), "The model")
+        Traceback (most recent call last):
+        mlflow.exceptions.MlflowException: The model contains ops that touch the file system or
+        the network or run Python; the model was not saved:
+          node 'read' (ReadFile: file system or network)
+        ...
     """
     _raise(_findings(graph_def), what, allow_file_ops, outcome="the model was not saved")

@@ -61,9 +61,20 @@ def checkpoint_to_serving_graph(model, options):
               :mod:`..graph.ops_policy`).
 
     Example:
+        >>> import tensorflow as tf
+        >>> from mlflow_eas_savedmodel.sources import SourceOptions
+        >>> from mlflow_eas_savedmodel.sources.checkpoint import checkpoint_to_serving_graph
+        >>> with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        ...     x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="x")
+        ...     w = tf.compat.v1.get_variable("w", initializer=[[1.0], [2.0]])
+        ...     y = tf.identity(x @ w, name="y")
+        ...     sess.run(tf.compat.v1.global_variables_initializer())
+        ...     _ = tf.compat.v1.train.Saver().save(sess, "./lr_model/model.ckpt")
         >>> serving_graph = checkpoint_to_serving_graph(
         ...     "./lr_model/model.ckpt",
         ...     SourceOptions(inputs={"image": "x:0"}, outputs={"scores": "y:0"}))
+        >>> serving_graph.signatures["serving_default"].inputs
+        {'image': 'x:0'}
     """
     tf = import_tensorflow()
     prefix = _resolve_prefix(model)

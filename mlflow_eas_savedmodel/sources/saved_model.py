@@ -55,6 +55,15 @@ def saved_model_to_serving_graph(model, options):
             keep file and network ops (see :mod:`..graph.ops_policy`).
 
     Example:
+        >>> import tensorflow as tf
+        >>> from mlflow_eas_savedmodel.sources import SourceOptions
+        >>> from mlflow_eas_savedmodel.sources.saved_model import saved_model_to_serving_graph
+        >>> module = tf.Module()
+        >>> module.w = tf.Variable([[1.0], [2.0]])
+        >>> module.predict = tf.function(
+        ...     lambda x: {"y": x @ module.w}, input_signature=[tf.TensorSpec([None, 2], name="x")])
+        >>> tf.saved_model.save(module, "./export_dir", signatures={
+        ...     "serving_default": module.predict, "predict_images": module.predict})
         >>> serving_graph = saved_model_to_serving_graph("./export_dir", SourceOptions())
         >>> sorted(serving_graph.signatures)
         ['predict_images', 'serving_default']

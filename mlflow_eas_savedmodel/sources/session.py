@@ -39,9 +39,18 @@ def session_to_serving_graph(model, options):
         The :class:`ServingGraph`; ``notes`` says what the conversion changed.
 
     Example:
-        >>> with tf.compat.v1.Session(graph=g) as sess:
+        >>> import tensorflow as tf
+        >>> from mlflow_eas_savedmodel.sources import SourceOptions
+        >>> from mlflow_eas_savedmodel.sources.session import session_to_serving_graph
+        >>> with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        ...     x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="x")
+        ...     w = tf.compat.v1.get_variable("w", initializer=[[1.0], [2.0]])
+        ...     y = tf.identity(x @ w, name="y")
+        ...     sess.run(tf.compat.v1.global_variables_initializer())
         ...     serving_graph = session_to_serving_graph(
         ...         sess, SourceOptions(inputs={"image": x}, outputs={"scores": y}))
+        >>> serving_graph.signatures["serving_default"].outputs
+        {'scores': 'y:0'}
     """
     return serving_graph_from_session(
         model,
