@@ -84,6 +84,21 @@ def test_every_module_with_a_doctest_example_is_run_here():
 @pytest.fixture
 def in_fresh_folder(tmp_path, monkeypatch, tf):
     monkeypatch.chdir(tmp_path)
+    # A user's fresh process has no active experiment; an earlier test's set_experiment would
+    # point start_run at an experiment id the example's new store does not have.
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    # MLflow caches stores by URI, so "sqlite:///mlflow.db" would still open the first
+    # folder's database: each example must get the store of its own folder.
+    from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+    from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+    TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
     try:
         yield
     finally:
