@@ -4,13 +4,21 @@ The SDKs (alibabacloud-eas20210701, alibabacloud-oss-v2, alibabacloud-credential
 against local stand-ins of the EAS OpenAPI and OSS (``tests/eas_standins.py``): the requests they
 send are checked field by field, and the stand-ins answer in the documented shapes. None of this
 has run against a live EAS service.
+
+Opt-in: ``MLFLOW_EAS_SAVEDMODEL_ALIPAI=1 python -m pytest tests/test_deployments_remote.py -k alipai -s``
+installs Alibaba's PAI Python SDK (``alipai==0.4.13``, ``--no-deps``, plus what its import needs)
+into a fresh venv from the package index, has it deploy the same models against the same stand-in
+(``tests/alipai_driver.py``) and compares its CreateService body with this package's, field by
+field (about 1.5 min on 2 busy cores).
 """
 
 import io
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -28,6 +36,15 @@ REGION = "cn-shanghai"
 AK_ID, AK_SECRET = "LTAI5tExampleKeyId", "example-secret"
 W1 = (np.arange(6, dtype=np.float32).reshape(3, 2) / 7).astype(np.float32)
 X = np.array([[1, 2, 3], [0, -1, 0.5]], np.float32)
+ALIPAI = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALIPAI") == "1"
+ALIPAI_VERSION = "0.4.13"
+# What alipai's pai.session, pai.model and pai.predictor import (found by importing them in an empty venv
+# until nothing was missing; alipai declares 24 dependencies, pyodps among them, that deploying does not use).
+ALIPAI_IMPORT_NEEDS = (
+    "alibabacloud-tea-openapi<1", "alibabacloud-tea-util<1", "alibabacloud-openapi-util<1",
+    "alibabacloud-endpoint-util<1", "alibabacloud-credentials", "alibabacloud-sts20150401", "oss2",
+    "semantic-version", "pyyaml", "addict", "tqdm", "pydantic>=2", "numpy<2", "eas-prediction", "requests", "backoff<2",
+)
 
 
 def _log_linear(tf, w, name="demo"):
@@ -444,3 +461,103 @@ def test_gateway_wait_times_out_naming_status_and_message(registry, credentials,
     err = capsys.readouterr().err
     assert (f"EAS service vpc_only: cannot reach its endpoint {eas.gateway_url}/api/predict/vpc_only from here (3 "
             "tries); not waiting for the gateway (inside the service's VPC use -C endpoint_type=intranet)") in err
+
+
+@pytest.fixture(scope="module")
+def alipai_python(tmp_path_factory):
+    """A fresh venv's python holding ``alipai==0.4.13`` (``--no-deps``) and ``ALIPAI_IMPORT_NEEDS`` only."""
+    venv = tmp_path_factory.mktemp("alipai") / "venv"
+    python = venv / "bin" / "python"
+    uv = shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("uv")
+    if uv:
+        steps = [[uv, "venv", "-q", "-p", sys.executable, str(venv)],
+                 [uv, "pip", "install", "-q", "--python", str(python), "--no-deps", f"alipai=={ALIPAI_VERSION}"],
+                 [uv, "pip", "install", "-q", "--python", str(python), *ALIPAI_IMPORT_NEEDS]]
+    else:
+        steps = [[sys.executable, "-m", "venv", str(venv)],
+                 [str(python), "-m", "pip", "install", "-q", "--no-deps", f"alipai=={ALIPAI_VERSION}"],
+                 [str(python), "-m", "pip", "install", "-q", *ALIPAI_IMPORT_NEEDS]]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{step}: {done.stderr[-3000:]}"
+    return str(python)
+
+
+def _flatten(tree, prefix=""):
+    """``{"metadata.rpc.batching": True, ...}`` of a service description."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}{key}." if isinstance(value, dict) else prefix + key))
+    return flat
+
+
+# (name, this package's -C options, alipai's Model.deploy arguments, alipai's InferenceSpec.add_option options)
+ALIPAI_CASES = [
+    ("cpu_public", {}, {"instance_count": 1, "resource_config": {"cpu": 2, "memory": 4000}}, {}),
+    ("gpu_group", {"processor": "tensorflow_gpu_1.15", "instance": "2", "cpu": "8", "memory": "16000", "gpu": "1",
+                   "resource_group": "eas-r-gpu123", "batching": "true", "max_batch_size": "16",
+                   "warm_up_count": "3", "token": "tok-123"},
+     {"instance_count": 2, "resource_config": {"cpu": 8, "memory": 16000, "gpu": 1}, "resource_id": "eas-r-gpu123"},
+     {"metadata.rpc.batching": True, "metadata.rpc.max_batch_size": 16, "metadata.rpc.warm_up_count_per_file": 3,
+      "token": "tok-123"}),
+    ("gpu_type", {"processor": "tensorflow_gpu_1.15", "instance_type": "ecs.gn6i-c4g1.xlarge"},
+     {"instance_count": 1, "instance_type": "ecs.gn6i-c4g1.xlarge"}, {}),
+    ("gpu_shared", {"processor": "tensorflow_gpu_1.15", "gpu_memory": "4", "resource_group": "eas-r-gpu123"},
+     {"instance_count": 1, "resource_config": {"cpu": 2, "memory": 4000, "gpu_memory": 4},
+      "resource_id": "eas-r-gpu123"}, {}),
+]
+
+
+@pytest.mark.skipif(not ALIPAI, reason="opt-in: MLFLOW_EAS_SAVEDMODEL_ALIPAI=1 (installs alipai 0.4.13 from the "
+                                       "package index into a fresh venv)")
+def test_create_service_body_matches_alipai(registry, credentials, cloud, alipai_python):
+    """The same deployments by this package and by alipai, against the same recording stand-in: the
+    CreateService body field by field, its path, labels and API version, the gateway GETs after Running,
+    and the OpenAPI hosts alipai would dial."""
+    from mlflow_eas_savedmodel.deployments.options import DEFAULT_EAS_HOST, VPC_EAS_HOST
+
+    eas, oss = cloud
+    client = _client()
+    driver = os.path.join(os.path.dirname(__file__), "alipai_driver.py")
+    report = []
+    for name, options, deploy, spec_options in ALIPAI_CASES:
+        client.create_deployment(name, "models:/demo/1", config=_config(eas, oss, **options))
+        ours = eas.calls("CreateService")[-1]
+        our_gets = [(g["method"], g["path"], g["headers"].get("Authorization")) for g in eas.calls("gateway")
+                    if g["path"] == f"/api/predict/{name}"]
+        our_token = eas.services[name]["token"]
+        del eas.services[name]  # alipai creates the same service again, from the same uploaded files
+        spec = {
+            "eas_host": eas.url.split("://", 1)[1], "region": REGION, "access_key_id": AK_ID,
+            "access_key_secret": AK_SECRET, "service_name": name, "model_data": ours["body"]["model_path"],
+            "processor": ours["body"]["processor"],
+            "spec_options": {"warm_up_data_path": ours["body"]["warm_up_data_path"], **spec_options},
+            "deploy": {**deploy, "labels": json.loads(ours["query"]["Labels"])},
+        }
+        done = subprocess.run([alipai_python, driver, json.dumps(spec)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-4000:]
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        theirs = eas.calls("CreateService")[-1]
+        assert theirs is not ours and result["status"] == "Running"
+        their_gets = [(g["method"], g["path"], g["headers"].get("Authorization")) for g in eas.calls("gateway")
+                      if g["path"] == f"/api/predict/{name}"][len(our_gets):]
+
+        flat_ours, flat_theirs = _flatten(ours["body"]), _flatten(theirs["body"])
+        for field in sorted(set(flat_ours) | set(flat_theirs)):
+            same = flat_ours.get(field, "<absent>") == flat_theirs.get(field, "<absent>")
+            report.append(f"{name:11} {field:40} {'same' if same else 'DIFFERS'}  ours={flat_ours.get(field, '<absent>')!r}"
+                          f" alipai={flat_theirs.get(field, '<absent>')!r}")
+        typed = lambda flat: {k: (type(v).__name__, v) for k, v in flat.items()}  # noqa: E731 - True is not 1 in JSON
+        assert typed(flat_ours) == typed(flat_theirs), "\n".join(r for r in report if "DIFFERS" in r)
+        assert (theirs["method"], theirs["path"]) == (ours["method"], ours["path"]) == ("POST", "/api/v2/services")
+        assert json.loads(theirs["query"]["Labels"]) == json.loads(ours["query"]["Labels"])
+        assert theirs["headers"]["x-acs-version"] == ours["headers"]["x-acs-version"] == "2021-07-01"
+        # Both GET the endpoint with their service's token until the gateway stops answering 503.
+        tries = eas.gateway_503s + 1
+        assert our_gets == [("GET", f"/api/predict/{name}", our_token)] * tries
+        assert their_gets == [("GET", f"/api/predict/{name}", eas.services[name]["token"])] * tries
+        assert result["would_dial"] == {"public": DEFAULT_EAS_HOST.format(region=REGION),
+                                        "vpc": VPC_EAS_HOST.format(region=REGION)}
+    print("\n".join(["", f"CreateService body, mlflow-eas-savedmodel vs alipai {ALIPAI_VERSION}:", *report]))
