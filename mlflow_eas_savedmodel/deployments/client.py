@@ -3,8 +3,9 @@
 ``create`` and ``update`` run the package's own steps on the model (``export`` for the
 SavedModel, ``warmup`` for the EAS warm-up request, ``eas-config`` for the service JSON), upload
 the result under ``-C oss_path`` and call the EAS OpenAPI, then wait for ``Running`` and for the
-service's gateway to route requests (as alipai does), with one progress line on stderr per change. Every precondition is checked before anything is uploaded:
-the processor is one the model claims, ``-C require_check=true`` finds a passing runtime check
+service's gateway to route requests (as alipai does), with one progress line on stderr per change.
+Every precondition is checked before anything is uploaded: the processor is one the model claims
+(and a GPU processor gets a GPU), ``-C require_check=true`` finds a passing runtime check
 (model-version tag ``eas.check.<processor>`` starting with ``passed``), a region is known and the
 default credential chain yields credentials.
 
@@ -252,7 +253,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
         last, errors = None, 0
         while True:
             try:
-                response = requests.get(url, headers=headers, timeout=10)
+                response = requests.get(url, headers=headers, timeout=min(10.0, max(1.0, deadline - time.monotonic())))
             except requests.RequestException as e:
                 errors += 1
                 state = f"no answer ({type(e).__name__})"

@@ -10,8 +10,8 @@
   PutObject).
 
 The EAS OpenAPI host is ``pai-eas.<region>.aliyuncs.com`` unless an endpoint is given (alipai's
-default in every region). An endpoint given as ``http://host:port`` is used as is (plain HTTP); that is how the tests point
-the SDKs at their local stand-ins. The SDKs are imported when a client is built, not at import.
+default in every region). An endpoint given as ``http://host:port`` is used as is (plain HTTP);
+that is how the tests point the SDKs at their local stand-ins. The SDKs are imported when a client is built, not at import.
 """
 
 import logging

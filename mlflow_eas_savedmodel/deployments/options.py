@@ -14,12 +14,12 @@ The fields are the ones Alibaba's PAI Python SDK (``alipai`` 0.4.13, ``pai/model
 ``cloud.computing.instance_type`` (alipai refuses both at once); ``metadata.resource`` for a
 dedicated resource group.
 
-GPU processors: a ``tensorflow_gpu_*`` processor needs a GPU, stated either by ``-C gpu=N``
-(whole GPUs), ``-C gpu_memory=GB`` (a share of one) or a GPU instance type. An instance type counts as a
-GPU one when its ECS family (the part after ``ecs.`` up to the first ``-`` or ``.``) starts with
-``gn`` (``ecs.gn6i-c4g1.xlarge``, ``ecs.gn7i-c8g1.2xlarge``), ``ebmgn`` (bare-metal GPU), ``vgn`` or
-``sgn`` (virtual GPU): :data:`GPU_INSTANCE_FAMILY_PREFIXES`. Any other name (a new family, PAI's
-``ml.*`` types) is taken as CPU-only unless ``-C gpu=N`` says otherwise.
+GPU processors: a ``tensorflow_gpu_*`` processor needs a GPU, stated by ``-C gpu=N`` (whole GPUs),
+``-C gpu_memory=GB`` (a share of one) or a GPU instance type. An instance type counts as a GPU one
+when its ECS family (the part after ``ecs.`` up to the first ``-`` or ``.``) starts with ``gn``
+(``ecs.gn6i-c4g1.xlarge``, ``ecs.gn7i-c8g1.2xlarge``), ``ebmgn`` (bare-metal GPU), ``vgn`` or ``sgn``
+(virtual GPU): :data:`GPU_INSTANCE_FAMILY_PREFIXES`. Any other name (a new family, PAI's ``ml.*``
+types) is taken as CPU-only unless ``-C gpu=N`` says otherwise.
 
 This module imports neither TensorFlow nor Alibaba Cloud's SDKs.
 """
