@@ -12,6 +12,27 @@ from stores import sqlite_store
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_mlruns_outside_tmp():
+    """Fails the session when a test left MLflow artifacts in ``./mlruns`` of the repository or of
+    the folder pytest started in: a sqlite tracking URI alone puts an experiment's artifacts there.
+    Tests keep them in their tmp folder (``tests/stores.py``: an explicit ``artifact_location``)."""
+    folders = sorted({os.getcwd(), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})
+
+    def entries(folder):
+        path = os.path.join(folder, "mlruns")
+        return set(os.listdir(path)) if os.path.isdir(path) else set()
+
+    before = {folder: entries(folder) for folder in folders}
+    yield
+    left = {os.path.join(f, "mlruns"): sorted(entries(f) - before[f]) for f in folders if entries(f) - before[f]}
+    assert not left, (
+        f"Tests wrote MLflow artifacts outside their tmp folder: {left}. A sqlite tracking URI alone puts "
+        "them in ./mlruns; use tests/stores.py's sqlite_store(tmp_path, ...) or create the experiment with "
+        "artifact_location under tmp_path."
+    )
+
+
 @pytest.fixture
 def tracking_uri(tmp_path, monkeypatch):
     """A fresh sqlite tracking store and local artifact root under the test's tmp folder."""

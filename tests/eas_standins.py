@@ -10,6 +10,10 @@ recorded for the tests to check the fields and values sent.
 
 The EAS stand-in also plays a service's gateway: ``POST /api/predict/<name>`` checks the
 ``Authorization`` token and answers with a real local EAS endpoint of this package (TF 2.21).
+``GET /api/predict/<name>`` answers as EAS's gateway does while it sets up the route to a new
+service (what alipai's ``Predictor._wait_for_gateway_ready`` waits out): 503 ``no healthy
+upstream`` until the service is Running and for ``gateway_503s`` GETs after that, then 401 for a
+wrong token and 200 with the processor's description of the model (the backend's, or ``{}``).
 """
 
 import hashlib
@@ -108,14 +112,17 @@ class EasStandin(_Server):
     Args:
         region: the region id (the ``cluster_id`` of EAS's paths).
         polls_until_running: DescribeService calls that still answer ``Creating``/``Updating``.
+        gateway_503s: gateway GETs answered 503 "no healthy upstream" once the service runs.
         fail_with: a message to make every new service end ``Failed`` with.
         backend: ``{service name: EasEndpoint}`` answering ``/api/predict/<name>``.
     """
 
-    def __init__(self, region, polls_until_running=2, fail_with=None):
+    def __init__(self, region, polls_until_running=2, fail_with=None, gateway_503s=2):
         self.region = region
         self.polls_until_running = polls_until_running
         self.fail_with = fail_with
+        self.gateway_503s = gateway_503s
+        self.gateway_url = None  # another base URL for InternetEndpoint (e.g. one nobody listens on)
         self.services = {}
         self.backends = {}
         super().__init__(_EasHandler)
@@ -127,13 +134,13 @@ class EasStandin(_Server):
         s = self.services[name]
         return {
             "ServiceName": name, "ServiceId": s["id"], "Region": self.region, "Status": s["status"],
-            "InternetEndpoint": f"{self.url}/api/predict/{name}",
+            "InternetEndpoint": f"{self.gateway_url or self.url}/api/predict/{name}",
             "IntranetEndpoint": f"http://{s['id']}.vpc.{self.region}.pai-eas.aliyuncs.com/api/predict/{name}",
             "AccessToken": s["token"], "ServiceConfig": json.dumps(s["config"]),
             "Labels": [{"LabelKey": k, "LabelValue": v} for k, v in sorted(s["labels"].items())],
             "RunningInstance": s["config"]["metadata"]["instance"] if s["status"] == "Running" else 0,
             "TotalInstance": s["config"]["metadata"]["instance"],
-            "CurrentVersion": s["current_version"], "LatestVersion": s["latest_version"],
+            "CurrentVersion": s["current_version"], "LatestVersion": s["latest_version"], "ServiceUid": s["id"],
             "Message": s["message"], "Reason": s["reason"], "CreateTime": "2026-12-01T10:00:00Z",
             "RequestId": uuid.uuid4().hex,
         }
@@ -145,7 +152,8 @@ class EasStandin(_Server):
             if self.fail_with:
                 s.update(status="Failed", message=self.fail_with, reason="ModelLoadFailed")
             elif s["polls"] > self.polls_until_running:
-                s.update(status="Running", current_version=s["latest_version"])
+                s.update(status="Running", current_version=s["latest_version"], message="Service is Running",
+                         gateway_gets=0)
 
 
 class _EasHandler(_Handler):
@@ -208,14 +216,37 @@ class _EasHandler(_Handler):
         standin.services[name] = {
             "id": uuid.uuid4().hex[:16], "config": config, "status": "Creating", "polls": 0,
             "labels": json.loads(record["query"].get("Labels", "{}")), "token": config.get("token") or uuid.uuid4().hex,
-            "current_version": 0, "latest_version": 1, "message": "", "reason": "",
+            "current_version": 0, "latest_version": 1, "message": "Service is now creating", "reason": "",
+            "gateway_gets": 0,
         }
         s = standin.service_json(name)
         self._send(200, {k: s[k] for k in ("RequestId", "ServiceId", "ServiceName", "Status", "Region",
                                            "InternetEndpoint", "IntranetEndpoint")})
 
+    def _gateway_get(self):
+        standin = self.server.standin
+        name = self.path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+        standin.requests.append({"action": "gateway", "method": "GET", "path": self.path,
+                                 "headers": dict(self.headers), "body": None})
+        s = standin.services.get(name)
+        if s is None:
+            self._send(404, b"", "text/plain")  # no route at all (EAS: bodiless 404)
+            return
+        if s["status"] != "Running" or s["gateway_gets"] < standin.gateway_503s:
+            if s["status"] == "Running":
+                s["gateway_gets"] += 1
+            self._send(503, b"no healthy upstream", "text/plain")
+        elif self.headers.get("Authorization") != s["token"]:
+            self._send(401, b"Authorization failed", "text/plain")
+        else:
+            backend = standin.backends.get(name)
+            self._send(200, backend.describe() if backend is not None else {})
+
     def do_GET(self):  # noqa: N802
         standin = self.server.standin
+        if self.path.startswith("/api/predict/"):
+            self._gateway_get()
+            return
         record = self._record(b"")
         if not self._authorized():
             return
@@ -246,7 +277,8 @@ class _EasHandler(_Handler):
         else:
             config = json.loads(record["body"]) if isinstance(record["body"], str) else record["body"]
             s["config"] = {**s["config"], **config}
-            s.update(status="Updating", polls=0, latest_version=s["latest_version"] + 1)
+            s.update(status="Updating", polls=0, latest_version=s["latest_version"] + 1,
+                     message="Service is now updating")
         self._send(200, {"RequestId": uuid.uuid4().hex, "Message": f"service {name} updated"})
 
     def do_DELETE(self):  # noqa: N802

@@ -1,4 +1,10 @@
-"""A real sqlite MLflow store for tests: the one way tests point MLflow at a fresh store."""
+"""A real sqlite MLflow store for tests: the one way tests point MLflow at a fresh store.
+
+A sqlite tracking URI alone keeps the store's artifacts in ``./mlruns`` of the current folder (MLflow's
+default artifact root), so every experiment here is created with an explicit ``artifact_location``
+under the test's folder; ``conftest.no_mlruns_outside_tmp`` fails the session if ``./mlruns`` appears
+in the repository or in the folder pytest started in.
+"""
 
 import contextlib
 

@@ -4,13 +4,21 @@ The SDKs (alibabacloud-eas20210701, alibabacloud-oss-v2, alibabacloud-credential
 against local stand-ins of the EAS OpenAPI and OSS (``tests/eas_standins.py``): the requests they
 send are checked field by field, and the stand-ins answer in the documented shapes. None of this
 has run against a live EAS service.
+
+Opt-in: ``MLFLOW_EAS_SAVEDMODEL_ALIPAI=1 python -m pytest tests/test_deployments_remote.py -k alipai -s``
+installs Alibaba's PAI Python SDK (``alipai==0.4.13``, ``--no-deps``, plus what its import needs)
+into a fresh venv from the package index, has it deploy the same models against the same stand-in
+(``tests/alipai_driver.py``) and compares its CreateService body with this package's, field by
+field (about 1.5 min on 2 busy cores).
 """
 
 import io
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -28,6 +36,15 @@ REGION = "cn-shanghai"
 AK_ID, AK_SECRET = "LTAI5tExampleKeyId", "example-secret"
 W1 = (np.arange(6, dtype=np.float32).reshape(3, 2) / 7).astype(np.float32)
 X = np.array([[1, 2, 3], [0, -1, 0.5]], np.float32)
+ALIPAI = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALIPAI") == "1"
+ALIPAI_VERSION = "0.4.13"
+# What alipai's pai.session, pai.model and pai.predictor import (found by importing them in an empty venv
+# until nothing was missing; alipai declares 24 dependencies, pyodps among them, that deploying does not use).
+ALIPAI_IMPORT_NEEDS = (
+    "alibabacloud-tea-openapi<1", "alibabacloud-tea-util<1", "alibabacloud-openapi-util<1",
+    "alibabacloud-endpoint-util<1", "alibabacloud-credentials", "alibabacloud-sts20150401", "oss2",
+    "semantic-version", "pyyaml", "addict", "tqdm", "pydantic>=2", "numpy<2", "eas-prediction", "requests", "backoff<2",
+)
 
 
 def _log_linear(tf, w, name="demo"):
@@ -86,7 +103,8 @@ def cloud(monkeypatch):
 
 def _config(eas, oss, **extra):
     return {"processor": "tensorflow_cpu_1.15", "oss_path": "oss://my-bucket/models/",
-            "eas_endpoint": eas.url, "oss_endpoint": oss.url, "poll_interval": "0.01", **extra}
+            "eas_endpoint": eas.url, "oss_endpoint": oss.url, "poll_interval": "0.01", "gateway_interval": "0.01",
+            **extra}
 
 
 def _client(target=f"eas:/{REGION}"):
@@ -153,6 +171,15 @@ def test_lifecycle_create_get_list_predict_update_delete(registry, credentials, 
     assert "Uploading 5 files" in err and "to oss://my-bucket/models/mnist_svc/v1/" in err
     assert "EAS service mnist_svc: Creating (0/2 instances running)" in err
     assert "EAS service mnist_svc: Running (2/2 instances running)" in err
+    # then the gateway, as alipai waits for it: GETs of the endpoint with the token until no 503
+    gateway = eas.calls("gateway")
+    assert [g["method"] for g in gateway] == ["GET"] * (eas.gateway_503s + 1)
+    assert {g["path"] for g in gateway} == {"/api/predict/mnist_svc"}
+    assert {g["headers"]["Authorization"] for g in gateway} == {"tok-123"}
+    assert (f"EAS service mnist_svc: Running, gateway at {eas.url}/api/predict/mnist_svc answers HTTP 503 "
+            "'no healthy upstream'; waiting") in err
+    assert "EAS service mnist_svc: gateway ready (HTTP 200 '{}')" in err
+    assert err.index("gateway ready") > err.index("Running (2/2")
 
     registry_client = mlflow.MlflowClient()
     tag = json.loads(registry_client.get_model_version("demo", "1").tags["eas.deployment.mnist_svc"])
@@ -300,8 +327,9 @@ def test_passing_check_existing_service_failure_and_timeout(registry, credential
     with pytest.raises(MlflowException, match=r"EAS service 'failing' is Failed: Load model failed: no MetaGraphDef ModelLoadFailed"):
         client.create_deployment("failing", "models:/demo/2", config=_config(eas, oss))
     eas.fail_with, eas.polls_until_running = None, 10**9
-    with pytest.raises(MlflowException, match=r"EAS service 'slow' is still Creating after 0.5 s\. It keeps starting on "
-                       r"EAS: follow it with `mlflow deployments get -t eas --name slow`, or wait longer with -C timeout="):
+    with pytest.raises(MlflowException, match=r"EAS service 'slow' is still Creating after 0.5 s \(last message: 'Service "
+                       r"is now creating'\)\. It keeps starting on EAS: follow it with `mlflow deployments get -t eas "
+                       r"--name slow`, or wait longer with -C timeout="):
         client.create_deployment("slow", "models:/demo/2", config=_config(eas, oss, timeout="0.5", poll_interval="0.05"))
 
 
@@ -320,3 +348,216 @@ def test_mlflow_cli_create(registry, cloud, tmp_path):
     assert "EAS service cli_svc: Running (1/1 instances running)" in done.stderr
     assert eas.services["cli_svc"]["config"]["model_path"] == "oss://my-bucket/models/cli_svc/v1/savedmodel/"
     assert f"Credential={AK_ID}," in eas.calls("CreateService")[0]["headers"]["Authorization"]
+
+
+def test_gpu_instance_type_and_resource_group_fields(registry, credentials, cloud):
+    """The fields alipai 0.4.13's ``_build_service_config`` writes: ResourceConfig -> metadata.cpu/
+    memory/gpu/gpu_memory, resource_id -> metadata.resource, instance_type ->
+    cloud.computing.instance_type in place of cpu and memory."""
+    eas, oss = cloud
+    client = _client()
+    gpu = {"processor": "tensorflow_gpu_1.15", "warm_up": "false"}
+    client.create_deployment("in_group", "models:/demo/1", config=_config(
+        eas, oss, **gpu, gpu="1", resource_group="eas-r-gpu123", cpu="8", memory="16000"))
+    client.create_deployment("by_type", "models:/demo/1", config=_config(
+        eas, oss, **gpu, instance_type="ecs.gn6i-c4g1.xlarge", instance="2"))
+    client.create_deployment("shared", "models:/demo/1", config=_config(
+        eas, oss, **gpu, gpu_memory="4", resource_group="eas-r-gpu123"))
+    group, by_type, shared = (c["body"] for c in eas.calls("CreateService"))
+    assert group["processor"] == "tensorflow_gpu_1.15"
+    assert group["metadata"] == {"instance": 1, "cpu": 8, "memory": 16000, "gpu": 1, "resource": "eas-r-gpu123"}
+    assert "cloud" not in group
+    assert by_type["metadata"] == {"instance": 2}
+    assert by_type["cloud"] == {"computing": {"instance_type": "ecs.gn6i-c4g1.xlarge"}}
+    assert shared["metadata"] == {"instance": 1, "cpu": 2, "memory": 4000, "gpu_memory": 4, "resource": "eas-r-gpu123"}
+    # update sends them too; -C gpu states that an instance type outside the known GPU families has GPUs
+    client.update_deployment("by_type", config=_config(eas, oss, **gpu, instance_type="ecs.newgpu9.xlarge", gpu="1"))
+    update = eas.calls("UpdateService")[-1]["body"]
+    assert (update["cloud"], update["metadata"]) == ({"computing": {"instance_type": "ecs.newgpu9.xlarge"}},
+                                                     {"instance": 1, "gpu": 1})
+
+
+def test_gpu_and_resource_refusals_name_the_fix(registry, credentials, cloud):
+    from mlflow_eas_savedmodel.deployments.options import is_gpu_instance_type, options_help
+
+    eas, oss = cloud
+    client = _client()
+    gpu = "tensorflow_gpu_1.15"
+    _refused(client, eas, oss, r"Processor tensorflow_gpu_1.15 runs on a GPU, but no -C gpu and no -C instance_type "
+             r"were given\. Either pass -C instance_type=ecs.gn6i-c4g1.xlarge \(a GPU instance type\), or -C gpu=1 "
+             r"-C resource_group=<eas-r-\.\.\. id> for a dedicated resource group with GPU machines, or deploy on CPU "
+             r"with -C processor=tensorflow_cpu_1.15\.$", processor=gpu)
+    _refused(client, eas, oss, r"Processor tensorflow_gpu_1.15 runs on a GPU, but -C instance_type=ecs.c6.xlarge is "
+             r"not of a GPU family \(gn\*, ebmgn\*, vgn\*, sgn\*\)\. Either pass a GPU instance type such as -C "
+             r"instance_type=ecs.gn6i-c4g1.xlarge, add -C gpu=1 if this type does have a GPU, or deploy on CPU with "
+             r"-C processor=tensorflow_cpu_1.15\.$", processor=gpu, instance_type="ecs.c6.xlarge")
+    _refused(client, eas, oss, r"-C instance_type=ecs.c6.xlarge fixes each instance's resources; leave out -C cpu "
+             r"-C memory \(or drop -C instance_type and size the instances with -C cpu/memory\)\.$",
+             instance_type="ecs.c6.xlarge", cpu="4", memory="8000")
+    _refused(client, eas, oss, r"-C gpu=1 needs a dedicated resource group with GPU machines: EAS's public resource "
+             r"group takes GPUs only through an instance type\. Add -C resource_group=<eas-r-\.\.\. id>, or use -C "
+             r"instance_type=ecs.gn6i-c4g1.xlarge \(a GPU instance type\) instead\.$", processor=gpu, gpu="1")
+    _refused(client, eas, oss, r"-C gpu_memory=4 does not take effect with -C gpu=1: each instance gets whole GPUs\. "
+             r"Leave out -C gpu_memory, or leave out -C gpu to share GPUs with -C gpu_memory=4 GB per instance\.$",
+             processor=gpu, gpu="1", gpu_memory="4", resource_group="eas-r-gpu123")
+    _refused(client, eas, oss, r"-C gpu='0' must be a positive integer, e.g. -C gpu=1\.$", gpu="0")
+    _refused(client, eas, oss, r"-C max_batch_size=16 only applies with server-side batching: add -C batching=true\.$",
+             max_batch_size="16")
+    _refused(client, eas, oss, r"-C gateway_timeout='-1' must be a non-negative number, e.g. -C gateway_timeout=120.0\.$",
+             gateway_timeout="-1")
+    assert not eas.requests
+    assert all(is_gpu_instance_type(t) for t in ("ecs.gn6i-c4g1.xlarge", "ecs.gn7i-c8g1.2xlarge",
+                                                 "ecs.ebmgn7e.32xlarge", "ecs.vgn6i-m4.xlarge", "ecs.sgn7i-vws-m2.xlarge"))
+    assert not any(is_gpu_instance_type(t) for t in ("ecs.c6.xlarge", "ecs.g6.large", "ecs.r7.2xlarge",
+                                                     "ml.gu7i.c16m60.1-gu30", "gn6i", ""))
+    help_text = " ".join(options_help().split())
+    for field in ("metadata.gpu.", "metadata.gpu_memory.", "cloud.computing.instance_type.", "metadata.resource."):
+        assert f"Sent as {field}" in help_text
+
+
+def test_default_openapi_host_is_pai_eas_in_every_region(credentials):
+    """alipai's ClientFactory.get_endpoint: pai-eas.<region>.aliyuncs.com everywhere, also where the EAS SDK's
+    own map has no entry (it would dial eas.<region>.aliyuncs.com there)."""
+    from mlflow_eas_savedmodel.deployments import target_help
+    from mlflow_eas_savedmodel.deployments.cloud import EasServices, default_credentials
+
+    chain = default_credentials()
+    for region in ("cn-shanghai", "cn-wulanchabu", "ap-northeast-1", "me-central-1"):
+        services = EasServices(region, chain)
+        assert services.client._endpoint == f"pai-eas.{region}.aliyuncs.com"  # the host the SDK signs and dials
+        assert services.endpoint == f"pai-eas.{region}.aliyuncs.com"  # what errors name
+    assert EasServices("cn-wulanchabu", chain, endpoint="http://127.0.0.1:9").client._endpoint == "127.0.0.1:9"
+    text = " ".join(target_help().split())
+    assert "inside a VPC pai-eas-manage-vpc.<region>.aliyuncs.com" in text and "pai-eas-vpc." not in text
+
+
+def test_gateway_wait_times_out_naming_status_and_message(registry, credentials, cloud, capsys):
+    import mlflow
+    from servers import free_port
+
+    eas, oss = cloud
+    client = _client()
+    eas.gateway_503s = 10**9
+    with pytest.raises(MlflowException, match=r"^The endpoint http://127\.0\.0\.1:\d+/api/predict/lagging of EAS service "
+                       r"'lagging' still answers HTTP 503 'no healthy upstream' after 0\.3 s: EAS's gateway has no healthy "
+                       r"instance to route to \(service status Running, message 'Service is Running'\)\. Follow it with "
+                       r"`mlflow deployments get -t eas --name lagging` or in the EAS console, or wait longer with -C "
+                       r"gateway_timeout=<seconds>\.$"):
+        client.create_deployment("lagging", "models:/demo/1", config=_config(
+            eas, oss, warm_up="false", gateway_timeout="0.3", gateway_interval="0.05"))
+    assert 2 <= len(eas.calls("gateway")) <= 8
+    # The service runs on EAS: its model-version tag is written before the gateway wait.
+    assert "eas.deployment.lagging" in mlflow.MlflowClient().get_model_version("demo", "1").tags
+    assert capsys.readouterr().err.count("answers HTTP 503 'no healthy upstream'; waiting") == 1  # once per change
+
+    created = len(eas.calls("gateway"))
+    client.create_deployment("no_wait", "models:/demo/1", config=_config(eas, oss, warm_up="false", gateway_timeout="0"))
+    assert len(eas.calls("gateway")) == created  # -C gateway_timeout=0: no GET
+
+    # An endpoint this machine cannot reach (say, only from inside the VPC): 3 tries, then no wait, as alipai.
+    eas.gateway_url = f"http://127.0.0.1:{free_port()}"
+    unreachable = client.create_deployment("vpc_only", "models:/demo/1", config=_config(eas, oss, warm_up="false"))
+    assert unreachable["status"] == "Running"
+    err = capsys.readouterr().err
+    assert (f"EAS service vpc_only: cannot reach its endpoint {eas.gateway_url}/api/predict/vpc_only from here (3 "
+            "tries); not waiting for the gateway (inside the service's VPC use -C endpoint_type=intranet)") in err
+
+
+@pytest.fixture(scope="module")
+def alipai_python(tmp_path_factory):
+    """A fresh venv's python holding ``alipai==0.4.13`` (``--no-deps``) and ``ALIPAI_IMPORT_NEEDS`` only."""
+    venv = tmp_path_factory.mktemp("alipai") / "venv"
+    python = venv / "bin" / "python"
+    uv = shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("uv")
+    if uv:
+        steps = [[uv, "venv", "-q", "-p", sys.executable, str(venv)],
+                 [uv, "pip", "install", "-q", "--python", str(python), "--no-deps", f"alipai=={ALIPAI_VERSION}"],
+                 [uv, "pip", "install", "-q", "--python", str(python), *ALIPAI_IMPORT_NEEDS]]
+    else:
+        steps = [[sys.executable, "-m", "venv", str(venv)],
+                 [str(python), "-m", "pip", "install", "-q", "--no-deps", f"alipai=={ALIPAI_VERSION}"],
+                 [str(python), "-m", "pip", "install", "-q", *ALIPAI_IMPORT_NEEDS]]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{step}: {done.stderr[-3000:]}"
+    return str(python)
+
+
+def _flatten(tree, prefix=""):
+    """``{"metadata.rpc.batching": True, ...}`` of a service description."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}{key}." if isinstance(value, dict) else prefix + key))
+    return flat
+
+
+# (name, this package's -C options, alipai's Model.deploy arguments, alipai's InferenceSpec.add_option options)
+ALIPAI_CASES = [
+    ("cpu_public", {}, {"instance_count": 1, "resource_config": {"cpu": 2, "memory": 4000}}, {}),
+    ("gpu_group", {"processor": "tensorflow_gpu_1.15", "instance": "2", "cpu": "8", "memory": "16000", "gpu": "1",
+                   "resource_group": "eas-r-gpu123", "batching": "true", "max_batch_size": "16",
+                   "warm_up_count": "3", "token": "tok-123"},
+     {"instance_count": 2, "resource_config": {"cpu": 8, "memory": 16000, "gpu": 1}, "resource_id": "eas-r-gpu123"},
+     {"metadata.rpc.batching": True, "metadata.rpc.max_batch_size": 16, "metadata.rpc.warm_up_count_per_file": 3,
+      "token": "tok-123"}),
+    ("gpu_type", {"processor": "tensorflow_gpu_1.15", "instance_type": "ecs.gn6i-c4g1.xlarge"},
+     {"instance_count": 1, "instance_type": "ecs.gn6i-c4g1.xlarge"}, {}),
+    ("gpu_shared", {"processor": "tensorflow_gpu_1.15", "gpu_memory": "4", "resource_group": "eas-r-gpu123"},
+     {"instance_count": 1, "resource_config": {"cpu": 2, "memory": 4000, "gpu_memory": 4},
+      "resource_id": "eas-r-gpu123"}, {}),
+]
+
+
+@pytest.mark.skipif(not ALIPAI, reason="opt-in: MLFLOW_EAS_SAVEDMODEL_ALIPAI=1 (installs alipai 0.4.13 from the "
+                                       "package index into a fresh venv)")
+def test_create_service_body_matches_alipai(registry, credentials, cloud, alipai_python):
+    """The same deployments by this package and by alipai, against the same recording stand-in: the
+    CreateService body field by field, its path, labels and API version, the gateway GETs after Running,
+    and the OpenAPI hosts alipai would dial."""
+    from mlflow_eas_savedmodel.deployments.options import DEFAULT_EAS_HOST, VPC_EAS_HOST
+
+    eas, oss = cloud
+    client = _client()
+    driver = os.path.join(os.path.dirname(__file__), "alipai_driver.py")
+    report = []
+    for name, options, deploy, spec_options in ALIPAI_CASES:
+        client.create_deployment(name, "models:/demo/1", config=_config(eas, oss, **options))
+        ours = eas.calls("CreateService")[-1]
+        our_gets = [(g["method"], g["path"], g["headers"].get("Authorization")) for g in eas.calls("gateway")
+                    if g["path"] == f"/api/predict/{name}"]
+        our_token = eas.services[name]["token"]
+        del eas.services[name]  # alipai creates the same service again, from the same uploaded files
+        spec = {
+            "eas_host": eas.url.split("://", 1)[1], "region": REGION, "access_key_id": AK_ID,
+            "access_key_secret": AK_SECRET, "service_name": name, "model_data": ours["body"]["model_path"],
+            "processor": ours["body"]["processor"],
+            "spec_options": {"warm_up_data_path": ours["body"]["warm_up_data_path"], **spec_options},
+            "deploy": {**deploy, "labels": json.loads(ours["query"]["Labels"])},
+        }
+        done = subprocess.run([alipai_python, driver, json.dumps(spec)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-4000:]
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        theirs = eas.calls("CreateService")[-1]
+        assert theirs is not ours and result["status"] == "Running"
+        their_gets = [(g["method"], g["path"], g["headers"].get("Authorization")) for g in eas.calls("gateway")
+                      if g["path"] == f"/api/predict/{name}"][len(our_gets):]
+
+        flat_ours, flat_theirs = _flatten(ours["body"]), _flatten(theirs["body"])
+        for field in sorted(set(flat_ours) | set(flat_theirs)):
+            same = flat_ours.get(field, "<absent>") == flat_theirs.get(field, "<absent>")
+            report.append(f"{name:11} {field:40} {'same' if same else 'DIFFERS'}  ours={flat_ours.get(field, '<absent>')!r}"
+                          f" alipai={flat_theirs.get(field, '<absent>')!r}")
+        typed = lambda flat: {k: (type(v).__name__, v) for k, v in flat.items()}  # noqa: E731 - True is not 1 in JSON
+        assert typed(flat_ours) == typed(flat_theirs), "\n".join(r for r in report if "DIFFERS" in r)
+        assert (theirs["method"], theirs["path"]) == (ours["method"], ours["path"]) == ("POST", "/api/v2/services")
+        assert json.loads(theirs["query"]["Labels"]) == json.loads(ours["query"]["Labels"])
+        assert theirs["headers"]["x-acs-version"] == ours["headers"]["x-acs-version"] == "2021-07-01"
+        # Both GET the endpoint with their service's token until the gateway stops answering 503.
+        tries = eas.gateway_503s + 1
+        assert our_gets == [("GET", f"/api/predict/{name}", our_token)] * tries
+        assert their_gets == [("GET", f"/api/predict/{name}", eas.services[name]["token"])] * tries
+        assert result["would_dial"] == {"public": DEFAULT_EAS_HOST.format(region=REGION),
+                                        "vpc": VPC_EAS_HOST.format(region=REGION)}
+    print("\n".join(["", f"CreateService body, mlflow-eas-savedmodel vs alipai {ALIPAI_VERSION}:", *report]))

@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     logging.getLogger("mlflow_eas_savedmodel").propagate = False  # someone set up the root logger
     work = sys.argv[1]
     mlflow.set_tracking_uri("sqlite:///" + os.path.join(work, "mlflow.db"))
-    mlflow.set_experiment("noise")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("noise", artifact_location="file://" + os.path.join(work, "artifacts")))
 
     inp = keras.Input((4,), name="x")
     model = keras.Model(inp, keras.layers.Dense(3, name="y")(inp))

@@ -44,7 +44,8 @@ or the ECS RAM role.
 
 create   exports the SavedModel (`mlflow-eas-savedmodel export`), writes the warm-up request
          (`warmup`) and the service JSON (`eas-config`), uploads them under -C oss_path, calls
-         CreateService and waits for Running (progress on stderr, -C timeout). The service name,
+         CreateService, waits for Running (progress on stderr, -C timeout), then until the
+         service's gateway stops answering 503 "no healthy upstream" (-C gateway_timeout). The service name,
          region, endpoint and processor are recorded as the model-version tag
          eas.deployment.<service> (models:/ URIs).
 update   uploads another model version the same way and rolls the service to it (UpdateService).

@@ -2,9 +2,10 @@
 
 ``create`` and ``update`` run the package's own steps on the model (``export`` for the
 SavedModel, ``warmup`` for the EAS warm-up request, ``eas-config`` for the service JSON), upload
-the result under ``-C oss_path`` and call the EAS OpenAPI, then wait for ``Running`` with one
-progress line on stderr per change. Every precondition is checked before anything is uploaded:
-the processor is one the model claims, ``-C require_check=true`` finds a passing runtime check
+the result under ``-C oss_path`` and call the EAS OpenAPI, then wait for ``Running`` and for the
+service's gateway to route requests (as alipai does), with one progress line on stderr per change.
+Every precondition is checked before anything is uploaded: the processor is one the model claims
+(and a GPU processor gets a GPU), ``-C require_check=true`` finds a passing runtime check
 (model-version tag ``eas.check.<processor>`` starting with ``passed``), a region is known and the
 default credential chain yields credentials.
 
@@ -26,12 +27,16 @@ from mlflow.exceptions import RESOURCE_DOES_NOT_EXIST, MlflowException
 
 from mlflow_eas_savedmodel.deployments.options import (
     FLAVOR,
+    OPTIONS,
     TOKEN_ENV_VAR,
+    apply_fields,
     check_flavor,
+    check_gpu,
     parse_options,
     region_of_target,
     require,
     require_region,
+    service_fields,
     split_oss_path,
 )
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
@@ -42,6 +47,7 @@ DEPLOYMENT_TAG_PREFIX = "eas.deployment."
 LABEL_URI, LABEL_NAME, LABEL_VERSION = "mlflow_model_uri", "mlflow_model_name", "mlflow_model_version"
 RUNNING = "Running"
 FAILED_STATUSES = ("Failed", "Stopped", "DeleteFailed", "Deleting", "Deleted")
+GATEWAY_MAX_ERRORS = 3  # alipai's err_count_threshold
 
 
 def _progress(message):
@@ -123,6 +129,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
         from mlflow_eas_savedmodel.eas.mlmodel import load_flavor_metadata
 
         processor = require(options, "processor", "tensorflow_cpu_1.15")
+        check_gpu(options)
         bucket, prefix = split_oss_path(require(options, "oss_path", "oss://my-bucket/models/"))
         model = _ModelRef(model_uri)
         _, conf = load_flavor_metadata(model.pinned_uri)
@@ -165,8 +172,10 @@ class PluginDeploymentClient(BaseDeploymentClient):
 
     @staticmethod
     def _service_json(model_uri, model_path, warm_up_path, name, options):
+        """eas-config's service JSON (it checks processor, name, paths), then every option's field."""
         from mlflow_eas_savedmodel.eas.service_config import service_config
 
+        defaults = {o.key: o.default for o in OPTIONS}
         config = service_config(
             model_uri,
             options["processor"],
@@ -174,16 +183,19 @@ class PluginDeploymentClient(BaseDeploymentClient):
             warm_up_data_path=warm_up_path,
             name=name,
             instance=options["instance"],
-            cpu=options["cpu"],
-            memory=options["memory"],
+            # eas-config always sizes the instances; an instance type replaces that (below).
+            cpu=options["cpu"] or defaults["cpu"],
+            memory=options["memory"] or defaults["memory"],
             batching=options["batching"],
             max_batch_size=options["max_batch_size"],
         )
-        if options["token"]:
-            config["token"] = options["token"]
-        if warm_up_path and options["warm_up_count"]:
-            config["metadata"].setdefault("rpc", {})["warm_up_count_per_file"] = options["warm_up_count"]
-        return config
+        if options["instance_type"]:
+            for key in ("cpu", "memory"):
+                config["metadata"].pop(key, None)
+        fields = service_fields(options)
+        if not warm_up_path:
+            fields.pop("metadata.rpc.warm_up_count_per_file", None)
+        return apply_fields(config, fields)
 
     def _wait_running(self, services, name, options):
         """Polls DescribeService until the service runs its latest version; returns it."""
@@ -213,11 +225,64 @@ class PluginDeploymentClient(BaseDeploymentClient):
                 )
             if time.monotonic() >= deadline:
                 raise MlflowException(
-                    f"EAS service {name!r} is still {service.status} after {options['timeout']:g} s. "
+                    f"EAS service {name!r} is still {service.status} after {options['timeout']:g} s "
+                    f"(last message: {service.message or ''!r}). "
                     f"It keeps starting on EAS: follow it with `mlflow deployments get -t eas --name {name}`, "
                     "or wait longer with -C timeout=<seconds>."
                 )
             time.sleep(options["poll_interval"])
+
+    def _wait_gateway(self, services, name, service, options):
+        """GETs the service's endpoint with its token until EAS's gateway routes to an instance.
+
+        EAS reports Running before its gateway has a healthy upstream for the instances: a request
+        then gets 503 "no healthy upstream" (or a bodiless 503/404 while the route is set up).
+        alipai (``Predictor._wait_for_gateway_ready``) GETs the endpoint with the token up to 60
+        times, 2 s apart, until the answer is anything else, and stops trying after 3 connection
+        errors; this does the same, bounded by ``-C gateway_timeout`` (a timeout is an error naming
+        the service's last status and message), with one progress line per change.
+        """
+        import requests
+
+        if not options["gateway_timeout"]:
+            return
+        url = _predict_url(self._describe(service, options)["endpoint"], name)
+        token = options["token"] or service.access_token or os.environ.get(TOKEN_ENV_VAR)
+        headers = {"Authorization": token} if token else {}
+        deadline = time.monotonic() + options["gateway_timeout"]
+        last, errors = None, 0
+        while True:
+            try:
+                response = requests.get(url, headers=headers, timeout=min(10.0, max(1.0, deadline - time.monotonic())))
+            except requests.RequestException as e:
+                errors += 1
+                state = f"no answer ({type(e).__name__})"
+                if errors >= GATEWAY_MAX_ERRORS:
+                    _progress(
+                        f"EAS service {name}: cannot reach its endpoint {url} from here ({errors} tries); not "
+                        "waiting for the gateway (inside the service's VPC use -C endpoint_type=intranet)"
+                    )
+                    return
+            else:
+                state = f"HTTP {response.status_code}" + (
+                    f" {response.text.strip()[:80]!r}" if response.content.strip() else " (no body)"
+                )
+                if not _gateway_pending(response.status_code, response.content):
+                    _progress(f"EAS service {name}: gateway ready ({state})")
+                    return
+            if state != last:
+                _progress(f"EAS service {name}: Running, gateway at {url} answers {state}; waiting")
+                last = state
+            if time.monotonic() >= deadline:
+                latest = services.describe(name)
+                status, message = (latest.status, latest.message or "") if latest else ("deleted", "")
+                raise MlflowException(
+                    f"The endpoint {url} of EAS service {name!r} still answers {state} after "
+                    f"{options['gateway_timeout']:g} s: EAS's gateway has no healthy instance to route to "
+                    f"(service status {status}, message {message!r}). Follow it with `mlflow deployments get "
+                    f"-t eas --name {name}` or in the EAS console, or wait longer with -C gateway_timeout=<seconds>."
+                )
+            time.sleep(options["gateway_interval"])
 
     def _describe(self, service, options=None):
         config = {}
@@ -292,8 +357,10 @@ class PluginDeploymentClient(BaseDeploymentClient):
         _progress(
             f"CreateService {name} in {services.region}; waiting for {RUNNING} (timeout {options['timeout']:g} s)"
         )
-        description = self._describe(self._wait_running(services, name, options), options)
-        self._record(model, description)
+        running = self._wait_running(services, name, options)
+        description = self._describe(running, options)
+        self._record(model, description)  # the service exists and runs: recorded even if the gateway lags
+        self._wait_gateway(services, name, running, options)
         return description
 
     def update_deployment(self, name, model_uri=None, flavor=None, config=None, endpoint=None):
@@ -320,10 +387,12 @@ class PluginDeploymentClient(BaseDeploymentClient):
         _progress(
             f"UpdateService {name} in {services.region}; waiting for {RUNNING} (timeout {options['timeout']:g} s)"
         )
-        description = self._describe(self._wait_running(services, name, options), options)
+        running = self._wait_running(services, name, options)
+        description = self._describe(running, options)
         if (before["model_name"], before["model_version"]) != (model.name, model.version):
             self._forget(before, name)
         self._record(model, description)
+        self._wait_gateway(services, name, running, options)
         return description
 
     def delete_deployment(self, name, config=None, endpoint=None):
@@ -406,6 +475,13 @@ class PluginDeploymentClient(BaseDeploymentClient):
             )
         outputs = protocol.decode_response(response.content)
         return PredictionsResponse({"predictions": {k: _jsonable(v) for k, v in outputs.items()}})
+
+
+def _gateway_pending(status_code, content):
+    """alipai's test of a gateway that is not routing yet: 503 "no healthy upstream" or bodiless, 404 bodiless."""
+    return (status_code == 503 and (b"no healthy upstream" in content or not content)) or (
+        status_code == 404 and not content
+    )
 
 
 def _predict_url(endpoint, name):

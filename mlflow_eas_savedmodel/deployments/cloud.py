@@ -9,14 +9,16 @@
 - :class:`OssUploader`: ``alibabacloud-oss-v2`` PutObject per file (OSS takes up to 5 GB in one
   PutObject).
 
-An endpoint given as ``http://host:port`` is used as is (plain HTTP); that is how the tests point
-the SDKs at their local stand-ins. The SDKs are imported when a client is built, not at import.
+The EAS OpenAPI host is ``pai-eas.<region>.aliyuncs.com`` unless an endpoint is given (alipai's
+default in every region). An endpoint given as ``http://host:port`` is used as is (plain HTTP);
+that is how the tests point the SDKs at their local stand-ins. The SDKs are imported when a client is built, not at import.
 """
 
 import logging
 
 from mlflow.exceptions import MlflowException
 
+from mlflow_eas_savedmodel.deployments.options import DEFAULT_EAS_HOST
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 _logger = logging.getLogger(__name__)
@@ -74,11 +76,14 @@ class EasServices:
         self._eas = _sdk("alibabacloud_eas20210701.client")
         self.models = _sdk("alibabacloud_eas20210701.models")
         host, scheme = split_endpoint(endpoint)
+        # Always named: the SDK's own map covers 15 regions and falls back to eas.<region>.aliyuncs.com
+        # elsewhere, while alipai (ClientFactory.get_endpoint) dials pai-eas.<region>.aliyuncs.com.
+        host = host or DEFAULT_EAS_HOST.format(region=region)
         config = openapi.Config(credential=credentials, region_id=region, endpoint=host)
         if scheme:
             config.protocol = scheme
         self.region = region
-        self.endpoint = endpoint or f"pai-eas.{region}.aliyuncs.com"
+        self.endpoint = endpoint or host
         self.client = self._eas.Client(config)
 
     def _call(self, what, fn, *args, missing_ok=False):
