@@ -483,3 +483,22 @@ def test_a_dummy_object_graph_def_does_not_switch_an_artifact_to_tf2_rules(tmp_p
 
     _tamper_artifact(model, edit)
     _load_refused(model, "(InitializeTableFromTextFileV2: file system or network)", "in function '__inference_reader")
+
+
+def test_a_tf2_restore_function_called_with_another_path_is_refused(tmp_path, tf):
+    """The Saver's restore function may read only the argument the loader's filename feeds."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    module = tf.Module()
+    module.w = tf.Variable([1.0, 2.0])
+    module.f = tf.function(lambda x: {"y": x * module.w}, input_signature=[tf.TensorSpec([2])])
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.f})
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((tmp_path / "sm" / "saved_model.pb").read_bytes())
+    meta_graph = saved_model.meta_graphs[0]
+    ops_policy.check_meta_graph(meta_graph, "The SavedModel")  # as TensorFlow wrote it: passes
+    _const(tf, meta_graph.graph_def, "elsewhere", str(tmp_path / "other.ckpt"))
+    call = next(n for n in meta_graph.graph_def.node if n.name == meta_graph.saver_def.restore_op_name)
+    call.input[0] = "elsewhere"
+    with pytest.raises(MlflowException, match=r"in function '__inference__traced_restore_\d+' \(RestoreV2: restores from a path other"):
+        ops_policy.check_meta_graph(meta_graph, "The SavedModel")

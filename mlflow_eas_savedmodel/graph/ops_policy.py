@@ -503,6 +503,20 @@ def _table_verdict(node, kinds, by_name, assets, asset_files, files_root):
     return "file system or network"
 
 
+def _filename_args(function, library, graph_def, by_name, reach):
+    """The arguments of ``function`` every call in the main graph binds to the filename tensor
+    the loader feeds (what the Saver's restore function may read a checkpoint from)."""
+    positions = None
+    for node in graph_def.node:
+        if function not in _called_functions(node, library):
+            continue
+        inputs = [i for i in node.input if not i.startswith("^")]
+        bound = {k for k, i in enumerate(inputs) if _through(_input_node(i), by_name) == reach.filename}
+        positions = bound if positions is None else positions & bound
+    args = library[function].signature.input_arg
+    return {args[k].name for k in positions or () if k < len(args)}
+
+
 def _check_attr_ops(node, library, function, findings):
     """Ops a function-valued attr names that are no library function: TensorFlow runs such an
     op as a one-node function, so it must be allowed like any node."""
@@ -538,6 +552,7 @@ def _findings(graph_def, meta_graph=None, asset_tensors=(), files_root=None, tf2
         args = {a.name for a in function.signature.input_arg}
         kinds = reach.kinds(name, functions=True)
         saver_only = bool(kinds) and kinds <= {"restore", "save"}
+        filename_args = _filename_args(name, library, graph_def, by_name, reach) if saver_only else set()
         for node in function.node_def:
             _check_attr_ops(node, library, name, findings)
             if node.op in library:
@@ -548,7 +563,9 @@ def _findings(graph_def, meta_graph=None, asset_tensors=(), files_root=None, tf2
             if node.op in _SAVER_OPS and saver_only and not artifact:
                 if node.op in _SAVE_OPS and kinds == {"save"}:
                     continue
-                if node.op in _RESTORE_OPS and kinds == {"restore"} and node.input and node.input[0] in args:
+                if (node.op in _RESTORE_OPS and kinds == {"restore"} and node.input
+                        and _input_node(node.input[0]) in filename_args
+                        and not any(i.startswith("^") for i in node.input)):
                     continue
                 if node.op in _RESTORE_OPS:
                     why = "restores from a path other than the checkpoint the loader names"
