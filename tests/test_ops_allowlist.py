@@ -209,10 +209,10 @@ def test_ops_the_name_rule_missed_are_refused_anywhere(tf, op, where):
     with pytest.raises(MlflowException) as info:
         ops_policy.check_graph_def(graph_def, "The model")
     message = info.value.message
-    expected = f"node 'hostile'" + (f" in function {function!r}" if function else "") + f" ({op}: "
+    expected = "node 'hostile'" + (f" in function {function!r}" if function else "") + f" ({op}: "
     assert expected in message, message
     assert "the model was not saved" in message
-    assert f"allow_ops=[" in message and f"'{op}'" in message, message
+    assert "allow_ops=[" in message and f"'{op}'" in message, message
     if where == "dataset":
         assert "node 'mapper' (MapDataset: not on the allowlist: a dataset op" in message, message
 
