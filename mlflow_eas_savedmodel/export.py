@@ -79,7 +79,10 @@ class Exported:
     verification: dict
 
 
-def export(serving_graph, export_dir, eas_processor=None, *, allow_file_ops=False, verify=True, example=None):
+def export(
+    serving_graph, export_dir, eas_processor=None, *, allow_file_ops=False, verify=True, example=None,
+    allow_ops=None,
+):
     """Writes ``serving_graph`` as a checked SavedModel into the new folder ``export_dir``.
 
     Args:
@@ -88,6 +91,7 @@ def export(serving_graph, export_dir, eas_processor=None, *, allow_file_ops=Fals
         eas_processor: a :class:`Processor` the model must run on, or ``None``: record every
             compatible processor and fail only if there is none.
         allow_file_ops: keep ops that read or write files (see :mod:`.graph.ops_policy`).
+        allow_ops: op names off the allowlist to keep (see :mod:`.graph.ops_policy`).
         verify: the ``verify=`` mode of ``save_model`` (see :mod:`.verify`).
         example: the input example as numpy (a dict or an array), or ``None``.
 
@@ -103,7 +107,8 @@ def export(serving_graph, export_dir, eas_processor=None, *, allow_file_ops=Fals
     from mlflow_eas_savedmodel.verify import verify_saved_model
 
     ops_policy.check_graph_def(
-        serving_graph.graph_def, f"The {serving_graph.source} model", allow_file_ops
+        serving_graph.graph_def, f"The {serving_graph.source} model", allow_file_ops,
+        allow_ops=allow_ops,
     )
     meta_graph_def, values = build_meta_graph(serving_graph)
     compatible, problems = runtimes.check_all(meta_graph_def.graph_def)

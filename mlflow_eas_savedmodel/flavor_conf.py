@@ -19,7 +19,9 @@ FLAVOR_NAME = "eas_savedmodel"
 SAVED_MODEL_DIR = "savedmodel"
 CUSTOM_OBJECTS_FILE = "custom_objects.cloudpickle"  # the only file this flavor ever pickles
 # Keys written only when they apply, so models without them keep today's MLmodel bytes.
-_WRITTEN_WHEN_SET = {"allow_file_ops": False, "custom_objects": None, "custom_objects_sha256": None}
+_WRITTEN_WHEN_SET = {
+    "allow_file_ops": False, "allow_ops": None, "custom_objects": None, "custom_objects_sha256": None,
+}
 # Keys a reader checks the type of: (type, required). The others are shown, never computed on.
 _CHECKED = {
     "saved_model_dir": (str, True),
@@ -30,6 +32,7 @@ _CHECKED = {
     "custom_objects": (str, False),
     "custom_objects_sha256": (str, False),
     "allow_file_ops": (bool, False),
+    "allow_ops": (list, False),
 }
 
 
@@ -59,6 +62,7 @@ class FlavorConf:
         verification: what the post-save verification ran (see :mod:`.verify`).
         file_sha256: ``{relative path: hex SHA-256}`` of the SavedModel folder.
         allow_file_ops: the owner kept file ops at save (written only when true).
+        allow_ops: the ops off the allowlist the owner kept at save (written only when set).
         custom_objects: :data:`CUSTOM_OBJECTS_FILE` when custom objects were stored.
         custom_objects_sha256: that file's SHA-256, checked before it is unpickled.
     """
@@ -75,6 +79,7 @@ class FlavorConf:
     verification: dict | None = None
     file_sha256: dict | None = None
     allow_file_ops: bool = False
+    allow_ops: list | None = None
     custom_objects: str | None = None
     custom_objects_sha256: str | None = None
 

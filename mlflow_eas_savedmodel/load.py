@@ -129,7 +129,7 @@ def _check_artifact_graph(saved_model_dir, conf):
         ops_policy.check_meta_graph(
             meta_graph, what, assets.check_assets(meta_graph, saved_model_dir),
             allow_file_ops=conf.allow_file_ops is True,
-            outcome="it was not loaded",
+            outcome="it was not loaded", allow_ops=conf.allow_ops, artifact=True,
         )
 
 

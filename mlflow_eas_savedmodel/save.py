@@ -41,6 +41,7 @@ from mlflow_eas_savedmodel.bundle import PACKAGE_NAME, default_bundle, is_packag
 from mlflow_eas_savedmodel._tensorflow import quiet_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.flavor_conf import CUSTOM_OBJECTS_FILE, FLAVOR_NAME, SAVED_MODEL_DIR, FlavorConf
+from mlflow_eas_savedmodel.graph import ops_policy
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
 from mlflow_eas_savedmodel.metadata import OUTPUT_PARAM, SIGNATURE_NAME_PARAM, mlflow_signature
 
@@ -116,6 +117,7 @@ def save_model(
     verify=True,
     allow_file_ops=False,
     safe_mode=True,
+    allow_ops=None,
     conda_env=None,
     code_paths=None,
     mlflow_model=None,
@@ -163,6 +165,10 @@ def save_model(
             ``WriteFile``, ``MatchingFiles``, ...) in the model; by default such a model is
             refused before anything of it runs (see docs/security.md). Python ops
             (``PyFunc``) are refused regardless.
+        allow_ops: names of ops off the ops policy's allowlist to keep (e.g.
+            ``["SqlDataset"]``; see docs/security.md): by default a model holding an op not
+            known to compute without side effects is refused before anything of it runs. Recorded
+            in MLmodel and honoured at load. Python ops are never accepted.
         safe_mode: read ``.keras``/``.h5`` files in Keras' safe mode (Keras 3 and tf_keras):
             a ``Lambda`` layer holding Python code is refused. Pass ``False`` only for a file
             you trust: loading it runs that code.
@@ -189,6 +195,7 @@ def save_model(
         )
     processor = export.Processor.of(eas_processor) if eas_processor is not None else None
     check_mode(verify)
+    allow_ops = ops_policy.check_allow_ops(allow_ops)
     with _staged(path) as tmp:
         mlflow_model = mlflow_model or Model()
         if input_example is not None:
@@ -199,12 +206,12 @@ def save_model(
             inputs=inputs, outputs=outputs, signature_name=signature_name, signatures=signatures,
             default_signature=default_signature, init_op=init_op, build_fn=build_fn,
             custom_objects=custom_objects, input_example=input_example,
-            allow_file_ops=allow_file_ops, safe_mode=safe_mode,
+            allow_file_ops=allow_file_ops, safe_mode=safe_mode, allow_ops=tuple(allow_ops),
         )
         serving_graph = sources.to_serving_graph(model, options)
         exported = export.export(
             serving_graph, os.path.join(tmp, SAVED_MODEL_DIR), processor,
-            allow_file_ops=allow_file_ops, verify=verify,
+            allow_file_ops=allow_file_ops, allow_ops=allow_ops, verify=verify,
             example=load_input_example(mlflow_model, tmp) if input_example is not None else None,
         )
         del serving_graph  # consumed: its GraphDef was rewritten in place
@@ -214,6 +221,7 @@ def save_model(
         if metadata is not None:
             mlflow_model.metadata = metadata
         conf = _flavor_conf(exported, allow_file_ops, _save_custom_objects(tmp, custom_objects))
+        conf.allow_ops = allow_ops or None
         mlflow_model.add_flavor(FLAVOR_NAME, **conf.to_dict())
         _add_pyfunc_flavor(mlflow_model, code_dir, device)
         if size := get_total_file_size(tmp):

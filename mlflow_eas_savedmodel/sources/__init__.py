@@ -80,7 +80,7 @@ def _refuse_session_bundle(path):
             )
 
 
-_POLICIES = ("allow_file_ops", "safe_mode")
+_POLICIES = ("allow_file_ops", "safe_mode", "allow_ops")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +90,8 @@ class SourceOptions:
     A source reads the ones its module lists in ``OPTIONS`` (in the order the error for an
     option it does not take lists them); :func:`to_serving_graph` refuses any other that was
     passed. Every kind lists ``input_example``: the flavor stores it as the MLmodel input
-    example, and the Keras source also reads input shapes from it. ``allow_file_ops`` and
-    ``safe_mode`` are policies with a default rather than options: they are read by the
+    example, and the Keras source also reads input shapes from it. ``allow_file_ops``,
+    ``allow_ops`` and ``safe_mode`` are policies with a default rather than options: they are read by the
     sources that apply them (checking a graph before running it, reading a Keras file) and
     are never refused.
     """
@@ -107,6 +107,7 @@ class SourceOptions:
     input_example: object = None
     allow_file_ops: bool = False
     safe_mode: bool = True
+    allow_ops: tuple = ()
 
     def passed(self):
         """The names of the options passed (not ``None``), the policies left out."""

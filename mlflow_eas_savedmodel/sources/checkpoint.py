@@ -98,6 +98,7 @@ def checkpoint_to_serving_graph(model, options):
     return _from_saver_checkpoint(
         prefix, reader, options.build_fn, options.inputs, options.outputs, options.signature_name,
         options.signatures, options.default_signature, options.init_op, options.allow_file_ops,
+        allow_ops=options.allow_ops,
     )
 
 
@@ -133,7 +134,7 @@ def _resolve_prefix(path):
     return path
 
 
-def _read_meta_graph(prefix, allow_file_ops):
+def _read_meta_graph(prefix, allow_file_ops, allow_ops=()):
     """The checked ``MetaGraphDef`` of ``PREFIX.meta``: refused before any of it is imported."""
     from tensorflow.core.protobuf import meta_graph_pb2
 
@@ -148,6 +149,7 @@ def _read_meta_graph(prefix, allow_file_ops):
     ops_policy.check_meta_graph(
         meta_graph, f"The checkpoint graph {prefix + '.meta'!r}",
         files_root=os.path.dirname(os.path.abspath(prefix)), allow_file_ops=allow_file_ops,
+        allow_ops=allow_ops,
     )
     return meta_graph
 
@@ -155,6 +157,7 @@ def _read_meta_graph(prefix, allow_file_ops):
 def _from_saver_checkpoint(
     prefix, reader, build_fn, inputs, outputs, signature_name, signatures, default_signature, init_op,
     allow_file_ops=False,
+    allow_ops=(),
 ):
     tf = import_tensorflow()
 
@@ -167,7 +170,7 @@ def _from_saver_checkpoint(
             saver = tf.compat.v1.train.Saver(var_list=variables) if variables else None
         elif os.path.exists(prefix + ".meta"):
             saver = tf.compat.v1.train.import_meta_graph(
-                _read_meta_graph(prefix, allow_file_ops), clear_devices=True
+                _read_meta_graph(prefix, allow_file_ops, allow_ops), clear_devices=True
             )
         else:
             raise invalid_parameter_value(

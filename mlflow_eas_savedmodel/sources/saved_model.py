@@ -73,7 +73,7 @@ def saved_model_to_serving_graph(model, options):
     # Before TensorFlow loads anything: its loaders run the main op, the Saver and initializers.
     ops_policy.check_meta_graph(
         meta_graph, f"The SavedModel in {model!r}", assets.check_assets(meta_graph, model),
-        allow_file_ops=options.allow_file_ops,
+        allow_file_ops=options.allow_file_ops, allow_ops=options.allow_ops,
     )
     if len(meta_graph.object_graph_def.nodes) > 0:
         serving_graph = _from_tf2_saved_model(model, meta_graph, options.default_signature)
