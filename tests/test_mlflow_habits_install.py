@@ -131,3 +131,187 @@ def test_tag_command_tags_every_version_and_skips_other_flavors(tracking_uri, ml
         "Error: Registered model 'nobody' has no versions. Register one first "
         "(log_model(..., registered_model_name=...) or mlflow.register_model)."
     )
+
+
+# ------------------------------------------------ item 1: every non-index install carries the package
+
+_PROBE = r"""
+import json, logging, os, sys
+from mlflow_eas_savedmodel import bundle
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="WARNING %(message)s")
+import mlflow_eas_savedmodel
+wheel = bundle.default_bundle()
+print(json.dumps({"module": mlflow_eas_savedmodel.__file__, "from_index": bundle.installed_from_index(),
+                  "wheel": wheel}))
+# An installed file changed after the install: the wheel would not be what was installed.
+changed = os.path.join(os.path.dirname(mlflow_eas_savedmodel.__file__), "verify.py")
+with open(changed, "a") as f:
+    f.write("# edited\n")
+print(json.dumps({"after_edit": bundle.default_bundle()}))
+"""
+
+
+def _fresh_venv(tmp_path, name):
+    """A venv without pip whose dependencies (mlflow, TensorFlow) come from this one, not the
+    network: a ``.pth`` appends this venv's site-packages after the new one's, whose own
+    packages come first (the outer ``.pth`` files, the editable install among them, are not run)."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    env = tmp_path / name
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=120)
+    (site,) = (env / "lib").glob("python3.*/site-packages")
+    (site / "zz_dependencies_from_the_test_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return env, site
+
+
+def _pip_into(env, *args):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(env / "bin" / "python"), "install", "--quiet",
+         "--no-index", "--no-deps", "--disable-pip-version-check", *args],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_clone_installed_with_pip_carries_a_wheel_that_installs_offline(tmp_path):
+    """``pip install .`` from a clone (not editable): ``direct_url.json`` names the folder. The
+    model's wheel is repacked from the installed files and installs with ``--no-index``."""
+    import json
+    import subprocess
+    import zipfile
+
+    from mlflow_eas_savedmodel import bundle
+
+    if bundle.source_tree() is None:
+        pytest.skip("the package is not imported from a source checkout: no clone to install")
+    clone = tmp_path / "clone"
+    bundle._copy_sources(bundle.source_tree(), str(clone))  # what setuptools builds from
+    env, site = _fresh_venv(tmp_path, "clone-env")
+    _pip_into(env, "--no-build-isolation", str(clone))
+    (dist_info,) = site.glob("mlflow_eas_savedmodel-*.dist-info")
+    assert json.loads((dist_info / "direct_url.json").read_text()) == {"dir_info": {}, "url": clone.as_uri()}
+
+    probe = subprocess.run(
+        [str(env / "bin" / "python"), "-c", _PROBE], capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env={**os.environ, "MLFLOW_EAS_SAVEDMODEL_CACHE": str(tmp_path / "cache")},
+    )
+    assert probe.returncode == 0, probe.stderr
+    lines = probe.stdout.strip().splitlines()
+    first = json.loads(lines[0])
+    assert first["module"] == str(site / "mlflow_eas_savedmodel" / "__init__.py")
+    assert first["from_index"] is False
+    wheel = first["wheel"]
+    assert wheel.startswith(str(tmp_path / "cache" / "wheels" / "installed-"))
+    version = dist_info.name[len("mlflow_eas_savedmodel-"):-len(".dist-info")]
+    assert os.path.basename(wheel) == f"mlflow_eas_savedmodel-{version}-py3-none-any.whl"
+    assert json.loads(lines[-1]) == {"after_edit": None}
+    assert "changed since the install (its SHA-256 differs from RECORD's)" in probe.stdout
+
+    # The wheel holds exactly the installed files (as they were), and installs offline.
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert archive.read("mlflow_eas_savedmodel/save.py") == (site / "mlflow_eas_savedmodel" / "save.py").read_bytes()
+    assert {f"{dist_info.name}/METADATA", f"{dist_info.name}/entry_points.txt", f"{dist_info.name}/RECORD"} <= names
+    assert not any(n.endswith((".pyc", "direct_url.json", "INSTALLER")) for n in names)
+    other, other_site = _fresh_venv(tmp_path, "model-env")
+    _pip_into(other, wheel)
+    # Where the new env finds the package and its metadata (importing it would cost an MLflow
+    # import; its files are the ones the clone env just imported, byte for byte).
+    located = subprocess.run(
+        [str(other / "bin" / "python"), "-c",
+         "import importlib.util as u, importlib.metadata as md; "
+         "print(u.find_spec('mlflow_eas_savedmodel').origin); print(md.version('mlflow-eas-savedmodel'))"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert located.returncode == 0, located.stderr
+    assert located.stdout.split() == [str(other_site / "mlflow_eas_savedmodel" / "__init__.py"), version]
+    with zipfile.ZipFile(wheel) as archive:
+        for name in names - {f"{dist_info.name}/RECORD"}:
+            assert (other_site / name).read_bytes() == archive.read(name), name
+    assert (other / "bin" / "mlflow-eas-savedmodel").exists()  # the console script, from entry_points.txt
+
+
+_LOG_AND_REGISTER = r"""
+import sys, keras, mlflow, numpy as np
+import mlflow_eas_savedmodel as mes
+mlflow.set_tracking_uri(sys.argv[1])
+keras.utils.set_random_seed(0)
+image = keras.Input((4,), name="image")
+model = keras.Model(image, keras.layers.Dense(3, name="scores")(image))
+with mlflow.start_run():
+    mes.log_model(model, name="model", registered_model_name="houses")
+np.save(sys.argv[2], model(np.ones((2, 4), np.float32)).numpy())
+print(mes.__file__)
+"""
+
+
+@pytest.mark.server
+@pytest.mark.slow
+@pytest.mark.parametrize("route", ["clone", "editable", "wheel"])
+def test_every_install_route_logs_a_model_that_mlflow_serves_with_uv(route, tmp_path):
+    """Per install route, a fresh venv logs a model, and ``mlflow models serve --env-manager uv``
+    builds the model's own environment from its requirements and answers. Opt-in
+    (``MLFLOW_EAS_SAVEDMODEL_INSTALL_ROUTES=1``, uv's cache warm or the network reachable): ~2
+    minutes per route on 2 busy cores."""
+    import subprocess
+
+    import requests
+    from servers import ServerProcess, free_port, server_env
+    from stores import sqlite_store
+
+    from mlflow_eas_savedmodel import bundle
+
+    if not os.environ.get("MLFLOW_EAS_SAVEDMODEL_INSTALL_ROUTES"):
+        pytest.skip("opt-in: MLFLOW_EAS_SAVEDMODEL_INSTALL_ROUTES=1 (builds a uv env per route)")
+    clone = tmp_path / "clone"
+    bundle._copy_sources(bundle.source_tree(), str(clone))
+    env, site = _fresh_venv(tmp_path, f"{route}-env")
+    if route == "clone":
+        _pip_into(env, "--no-build-isolation", str(clone))
+    elif route == "editable":
+        _pip_into(env, "--no-build-isolation", "-e", str(clone))
+    else:
+        _pip_into(env, bundle.build_wheel(str(tmp_path / "dist")))
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    with sqlite_store(tmp_path, "routes") as uri:
+        logged = subprocess.run(
+            [str(env / "bin" / "python"), "-c", _LOG_AND_REGISTER, uri, str(tmp_path / "expected.npy")],
+            capture_output=True, text=True, timeout=600, cwd=workdir,
+            env={**os.environ, "MLFLOW_EAS_SAVEDMODEL_CACHE": str(tmp_path / "cache")},
+        )
+        assert logged.returncode == 0, logged.stderr[-3000:]
+        assert "cannot be rebuilt" not in logged.stderr and "without carrying it" not in logged.stderr
+        assert logged.stdout.split()[-1].startswith(str(clone if route == "editable" else site))
+        port = free_port()
+        command = [str(env / "bin" / "python"), "-m", "mlflow", "models", "serve", "-m", "models:/houses/1",
+                   "--env-manager", "uv", "-h", "127.0.0.1", "-p", str(port)]
+        serve_env = server_env(MLFLOW_TRACKING_URI=uri, MLFLOW_ENV_ROOT=tmp_path / "envs")
+        with ServerProcess(command, f"http://127.0.0.1:{port}/ping", log_path=tmp_path / "serve.log",
+                           env=serve_env, timeout=900, cwd=workdir) as server:
+            response = requests.post(server.url("/invocations"), json={"inputs": np.ones((2, 4)).tolist()}, timeout=60)
+            assert response.status_code == 200, response.text
+            np.testing.assert_allclose(response.json()["predictions"], np.load(tmp_path / "expected.npy"), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------ item 5: export DEST --warmup, inside DEST
+
+
+def test_two_exports_with_warmup_into_sibling_folders_write_only_inside_each(mlp, tmp_path):
+    from mlflow_eas_savedmodel.eas.package import verify_manifest
+
+    mes.save_model(mlp, tmp_path / "model", input_example=X, verify="static")
+    upload = tmp_path / "upload"
+    for dest in ("v1", "v2"):
+        result = CliRunner().invoke(cli, ["export", "-m", str(tmp_path / "model"), str(upload / dest), "--warmup"])
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[0] == f"Wrote 6 files into {upload / dest}:"
+        assert sorted(os.listdir(upload / dest)) == ["SHA256SUMS", "savedmodel", "warm_up_serving_default.bin"]
+        assert verify_manifest(str(upload / dest / "SHA256SUMS")) == []
+    assert sorted(os.listdir(upload)) == ["v1", "v2"]
+    assert (upload / "v1" / "SHA256SUMS").read_bytes() == (upload / "v2" / "SHA256SUMS").read_bytes()
