@@ -315,3 +315,67 @@ def test_two_exports_with_warmup_into_sibling_folders_write_only_inside_each(mlp
         assert verify_manifest(str(upload / dest / "SHA256SUMS")) == []
     assert sorted(os.listdir(upload)) == ["v1", "v2"]
     assert (upload / "v1" / "SHA256SUMS").read_bytes() == (upload / "v2" / "SHA256SUMS").read_bytes()
+
+
+# ------------------------------------------------------------------------------- item 7: friction
+
+
+def test_prepare_runtimes_names_the_missing_interpreter_and_tries_the_others(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.pyenv, no uv-managed interpreters
+    monkeypatch.delenv("PYENV_ROOT", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("MLFLOW_EAS_SAVEDMODEL_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(cli, ["prepare-runtimes", "1.12", "tensorflow_cpu_2.7"])
+    if "ready" in result.output:
+        pytest.skip("a CPython 3.6/3.9 is installed system-wide: nothing is missing here")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert (
+        "TF 1.12 runtime: not built: No CPython 3.6 interpreter found (needed by the EAS TensorFlow "
+        "1.12 runtime: the official wheel tensorflow==1.12.0 exists only for CPython 3.6). Install "
+        "one with `pyenv install 3.6` or `uv python install 3.6`"
+    ) in result.output
+    assert "TF 2.7 runtime: not built: No CPython 3.9 interpreter found" in result.output
+    assert lines[-1] == "Error: 2 runtime(s) not built: 1.12, 2.7 (reasons above)."
+    result = CliRunner().invoke(cli, ["prepare-runtimes", "9.9"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: Unknown EAS TensorFlow runtime '9.9'; known: 1.12, 1.14, 1.15, 2.3, 2.4, 2.7"
+
+
+@pytest.mark.runtime
+def test_prepare_runtimes_reports_a_ready_runtime():
+    result = CliRunner().invoke(cli, ["prepare-runtimes", "1.15", "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    (line,) = [line for line in result.output.splitlines() if line.startswith("{")]
+    ready = json.loads(line)
+    assert ready["tf_version"] == "1.15" and ready["wheel"] == "tensorflow-cpu==1.15.0"
+    assert ready["interpreter_version"].startswith("3.7.")
+    assert os.path.isfile(ready["python"])
+
+
+@pytest.mark.slow
+def test_dev_py_wheel_builds_with_pip_wheel_no_deps(tmp_path):
+    """``python3.11 dev.py wheel``: pip's PEP 517 build (setuptools in pip's isolated build env),
+    no dependency of the package installed, no ``.venv`` set up."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from mlflow_eas_savedmodel import bundle
+
+    if bundle.source_tree() is None:
+        pytest.skip("needs the source checkout's dev.py")
+    dev = os.path.join(bundle.source_tree(), "dev.py")
+    result = subprocess.run([sys.executable, dev, "wheel", str(tmp_path / "dist")], capture_output=True,
+                            text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    commands = [line for line in result.stdout.splitlines() if line.startswith("+ ")]
+    assert len(commands) == 1 and " -m pip wheel --no-deps " in commands[0], result.stdout
+    (wheel,) = (tmp_path / "dist").iterdir()
+    assert result.stdout.splitlines()[-1] == str(wheel)
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert "mlflow_eas_savedmodel/save.py" in names and "mlflow_eas_savedmodel/runtimes/registries/tf-1.15.json.gz" in names
+    assert not any("__pycache__" in n for n in names)
