@@ -5,6 +5,7 @@
     python3.11 dev.py test      # the whole test suite (what .ci/run runs)
     python3.11 dev.py bench     # the benchmark table (bench/RESULTS.md)
     python3.11 dev.py wheel     # dist/mlflow_eas_savedmodel-<version>-py3-none-any.whl, to install elsewhere
+                                # (PEP 517 build, `pip wheel --no-deps`: no .venv, no dependencies)
     python3.11 dev.py setup     # only create/update .venv
 
 Only Python 3.11 is needed: the rest comes from PyPI. Installs use `uv` (itself installed into
@@ -13,8 +14,10 @@ the venv) because TensorFlow's wheels are large and pip's resolver is slow on 2 
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -60,6 +63,38 @@ def setup():
         f.write(fingerprint)
 
 
+def wheel(out_dir=os.path.join(ROOT, "dist")):
+    """Builds the wheel with pip's PEP 517 front end (``pip wheel --no-deps``), nothing else.
+
+    The build runs in pip's isolated build environment (setuptools only, from the index or
+    pip's cache): none of the package's dependencies are installed, and ``.venv`` is not
+    needed. It builds from a clean copy of the sources, since an in-tree setuptools build
+    reuses ``build/lib``, where a module deleted from the source would survive into the wheel
+    (the same selection as ``mlflow_eas_savedmodel.bundle``). Returns the wheel's path.
+    """
+    python = sys.executable
+    if subprocess.run([python, "-m", "pip", "--version"], capture_output=True).returncode != 0:
+        python = PYTHON  # this interpreter has no pip: use .venv's, if it exists
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "source")
+        os.makedirs(source)
+        for name in os.listdir(ROOT):
+            if name in ("pyproject.toml", "setup.cfg", "setup.py", "MANIFEST.in") or name.startswith(("README", "LICENSE")):
+                shutil.copy(os.path.join(ROOT, name), source)
+        shutil.copytree(
+            os.path.join(ROOT, "mlflow_eas_savedmodel"), os.path.join(source, "mlflow_eas_savedmodel"),
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+        built = os.path.join(tmp, "wheel")
+        _run([python, "-m", "pip", "wheel", "--no-deps", "--quiet", "--disable-pip-version-check",
+              "--wheel-dir", built, source])
+        (name,) = os.listdir(built)
+        os.makedirs(out_dir, exist_ok=True)
+        target = os.path.join(out_dir, name)
+        shutil.move(os.path.join(built, name), target)
+    return target
+
+
 def _env():
     env = dict(os.environ)
     # `mlflow models serve` starts `uvicorn` and `mlflow` by name: the venv must be on PATH
@@ -74,13 +109,12 @@ def main(argv):
     if command not in ("setup", "demo", "test", "bench", "wheel"):
         print(__doc__)
         return 0 if command == "help" else 2
+    if command == "wheel":
+        print(wheel(*args[:1]))
+        return 0
     setup()
     if command == "setup":
         return 0
-    if command == "wheel":
-        # The same clean-copy build the flavor bundles into models (mlflow_eas_savedmodel.bundle).
-        code = "import sys; from mlflow_eas_savedmodel.bundle import build_wheel; print(build_wheel(sys.argv[1]))"
-        return subprocess.run([PYTHON, "-c", code, os.path.join(ROOT, "dist")], cwd=ROOT, env=_env()).returncode
     if command == "demo":
         cmd = [PYTHON, os.path.join(ROOT, "examples", "demo.py")] + args
     elif command == "bench":

@@ -6,13 +6,22 @@ not on a public package index, so the model carries its wheel at ``wheels/<wheel
 ``requirements.txt`` lists that relative path instead of ``mlflow-eas-savedmodel==X``.
 
 When: by default (``save_model(..., bundle_package=None)``) whenever this package was *not*
-installed from a package index, i.e. it is imported from a source checkout, an editable install
-or a wheel file: exactly the cases where ``mlflow-eas-savedmodel==X`` cannot be resolved by a
-new environment. Installed from an index (no PEP 610 ``direct_url.json`` in its metadata), the
-pinned requirement resolves from that same index, and nothing is bundled. ``True`` or a wheel
-path bundles always, ``False`` never. The wheel built from a checkout is cached under
-``$MLFLOW_EAS_SAVEDMODEL_CACHE/wheels/<sha256 of the sources>/``, so only the first save after a
-source change pays for the build (a few seconds); every later save copies ~200 KB.
+installed from a package index, i.e. it is imported from a source checkout, an editable install,
+a non-editable install from a clone (``pip install ".[cpu]"``) or a wheel file: exactly the cases
+where ``mlflow-eas-savedmodel==X`` cannot be resolved by a new environment. Installed from an
+index (no PEP 610 ``direct_url.json`` in its metadata), the pinned requirement resolves from that
+same index, and nothing is bundled. ``True`` or a wheel path bundles always, ``False`` never.
+
+Which wheel (:func:`default_bundle`): imported from a source checkout (editable, or the checkout
+on ``sys.path``), the checkout's sources are built (:func:`build_wheel`); installed from a wheel
+file that still exists, that file; otherwise (a clone installed with ``pip install .``, whose
+``direct_url.json`` names a folder, or a wheel file since deleted) the wheel is rebuilt from the
+installed files themselves (:func:`wheel_from_installed_files`): exactly the files the
+distribution's ``RECORD`` lists, each checked against its recorded SHA-256, so the model carries
+what this environment runs (the clone may have moved on since the install). Both are cached under
+``$MLFLOW_EAS_SAVEDMODEL_CACHE/wheels/`` (by the sources' or the RECORD's SHA-256), so only the
+first save after a change pays (a few seconds to build, well under one to repack); every later
+save copies ~200 KB.
 
 Why a wheel under ``wheels/`` referenced by a relative path: it is exactly what MLflow's own
 :func:`mlflow.models.add_libraries_to_model` writes, and MLflow's environment managers install
@@ -23,6 +32,7 @@ Unlike ``code_paths``, the wheel installs the package properly (metadata, consol
 version), so the environment's ``pip check`` and ``importlib.metadata`` see it.
 """
 
+import base64
 import glob
 import hashlib
 import importlib.metadata
@@ -89,13 +99,150 @@ def default_bundle():
     wheel = _installed_wheel_file()
     if wheel is not None:
         return wheel
+    try:
+        return wheel_from_installed_files()
+    except Exception as e:  # noqa: BLE001 - the save goes on, naming what is missing
+        reason = getattr(e, "message", None) or str(e)
     _logger.warning(
-        "%s was not installed from a package index and its wheel cannot be found, so the model "
-        "names %s without carrying it: an environment built from its requirements (mlflow models "
-        "serve --env-manager uv) will not resolve it. Pass bundle_package='path/to/%s-X-py3-none-any.whl'.",
-        PACKAGE_NAME, PACKAGE_NAME, _IMPORT_NAME,
+        "%s was not installed from a package index and its wheel cannot be rebuilt (%s), so the "
+        "model names %s without carrying it: an environment built from its requirements (mlflow "
+        "models serve --env-manager uv) will not resolve it. Pass "
+        "bundle_package='path/to/%s-X-py3-none-any.whl'.",
+        PACKAGE_NAME, reason, PACKAGE_NAME, _IMPORT_NAME,
     )
     return None
+
+
+# Written by the installer, not part of a wheel (PEP 376, 610, 627); RECORD is written anew.
+_INSTALLER_FILES = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def wheel_from_installed_files(out_dir=None):
+    """This package's wheel, repacked from the installed distribution's files; returns its path.
+
+    For an install whose wheel is not at hand (``pip install .`` from a clone: PEP 610's
+    ``direct_url.json`` names a folder, not a wheel). The wheel holds what the distribution's
+    ``RECORD`` lists under the package and its ``.dist-info`` (bytecode, console scripts and the
+    installer's own files left out: the installer writes those again), each file checked against
+    the SHA-256 ``RECORD`` gives it, and a new ``RECORD``. The bytes depend on the files only
+    (sorted members, fixed timestamps), so the cache key, the old ``RECORD``'s SHA-256, names one
+    wheel. ``out_dir=None``: the cache (``$MLFLOW_EAS_SAVEDMODEL_CACHE/wheels/installed-<sha>/``).
+
+    Raises:
+        MlflowException: no installed distribution, no ``RECORD``, or an installed file missing
+            or changed since the install (then the wheel would not be what was installed).
+    """
+    distribution, record_text = _installed_distribution()
+    members = _wheel_members(distribution)  # checked every time: a cached wheel must still match
+    if out_dir is not None:
+        return _repack(distribution, members, out_dir)
+    from mlflow_eas_savedmodel.runtimes.venvs import cache_root
+
+    digest = hashlib.sha256(record_text.encode()).hexdigest()
+    folder = os.path.join(cache_root(), "wheels", f"installed-{digest}")
+    found = glob.glob(os.path.join(folder, f"{_IMPORT_NAME}-*.whl"))
+    if len(found) == 1:
+        return found[0]
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    staging = tempfile.mkdtemp(dir=os.path.dirname(folder), prefix=".repacking-")
+    try:
+        _repack(distribution, members, staging)
+        try:
+            os.rename(staging, folder)  # atomic: a concurrent save sees no half-written wheel
+        except OSError:  # another process won the race: use its wheel
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    (wheel,) = glob.glob(os.path.join(folder, f"{_IMPORT_NAME}-*.whl"))
+    return wheel
+
+
+def _installed_distribution():
+    try:
+        distribution = importlib.metadata.distribution(PACKAGE_NAME)
+    except importlib.metadata.PackageNotFoundError as e:
+        raise invalid_parameter_value(
+            f"{PACKAGE_NAME} is not installed, so its wheel cannot be rebuilt from its files. "
+            "Install it, or pass bundle_package='path/to/<the wheel>'."
+        ) from e
+    record_text = distribution.read_text("RECORD")
+    if not record_text:
+        raise invalid_parameter_value(
+            f"The installed {PACKAGE_NAME} has no RECORD file, so its files are unknown. "
+            "Reinstall it with pip or uv, or pass bundle_package='path/to/<the wheel>'."
+        )
+    return distribution, record_text
+
+
+def _wheel_members(distribution):
+    """``[(archive name, installed path)]`` of the files a wheel of ``distribution`` holds."""
+    members = []
+    for file in distribution.files or ():
+        parts = file.parts
+        top = parts[0]
+        in_package = top == _IMPORT_NAME and "__pycache__" not in parts and not file.name.endswith(".pyc")
+        in_metadata = top.endswith(".dist-info") and len(parts) >= 2 and not (
+            len(parts) == 2 and parts[1] in _INSTALLER_FILES
+        )
+        if not (in_package or in_metadata):
+            continue  # console scripts (../../bin/...), bytecode, the installer's files
+        path = str(file.locate())
+        if not os.path.isfile(path):
+            raise invalid_parameter_value(
+                f"The installed file {path!r} of {PACKAGE_NAME} is missing. Reinstall the "
+                "package, or pass bundle_package='path/to/<the wheel>'."
+            )
+        if file.hash is not None and file.hash.mode == "sha256":
+            with open(path, "rb") as f:
+                actual = _record_digest(f.read())
+            if actual != file.hash.value:
+                raise invalid_parameter_value(
+                    f"The installed file {path!r} of {PACKAGE_NAME} changed since the install "
+                    "(its SHA-256 differs from RECORD's), so a wheel of it would not be what was "
+                    "installed. Reinstall the package, or pass bundle_package='path/to/<the wheel>'."
+                )
+        members.append(("/".join(parts), path))
+    if not any(name.startswith(f"{_IMPORT_NAME}/") for name, _ in members):
+        raise invalid_parameter_value(
+            f"The RECORD of the installed {PACKAGE_NAME} lists none of its modules (an editable "
+            "install moved away from its checkout?). Reinstall the package, or pass "
+            "bundle_package='path/to/<the wheel>'."
+        )
+    return sorted(members)
+
+
+def _record_digest(data):
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _repack(distribution, members, out_dir):
+    """Writes the wheel of ``distribution``'s ``members`` into ``out_dir``; returns its path."""
+    import zipfile
+
+    (dist_info,) = {name.split("/")[0] for name, _ in members if name.split("/")[0].endswith(".dist-info")}
+    tags = [line.split(":", 1)[1].strip() for line in (distribution.read_text("WHEEL") or "").splitlines()
+            if line.startswith("Tag:")]
+    tag = tags[0] if len(tags) == 1 else "py3-none-any"
+    version = distribution.version
+    os.makedirs(out_dir, exist_ok=True)
+    target = os.path.join(out_dir, f"{_IMPORT_NAME}-{version}-{tag}.whl")
+    record = []
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as wheel:
+        for name, path in members:
+            with open(path, "rb") as f:
+                data = f.read()
+            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            wheel.writestr(info, data)
+            record.append(f"{name},sha256={_record_digest(data)},{len(data)}")
+        record.append(f"{dist_info}/RECORD,,")
+        info = zipfile.ZipInfo(f"{dist_info}/RECORD", date_time=_ZIP_EPOCH)
+        info.external_attr = 0o644 << 16
+        wheel.writestr(info, "\n".join(record) + "\n")
+    return target
 
 
 def source_tree():

@@ -1,9 +1,9 @@
 """The ``mlflow-eas-savedmodel`` command line, a click group like MLflow's own CLI.
 
 Each concern keeps its commands in its own module (a ``commands`` list of click commands):
-:mod:`.registry` (``promote``), :mod:`.eas.commands` (``inspect``, ``export``, ``warmup``,
-``eas-config``, ``serve-eas``, ``check-runtime``) and :mod:`.serve` (``serve``); this module
-only assembles them.
+:mod:`.registry` (``promote``, ``tag``), :mod:`.eas.commands` (``inspect``, ``export``,
+``warmup``, ``eas-config``, ``serve-eas``, ``check-runtime``), :mod:`.serve` (``serve``) and
+:mod:`.runtimes.commands` (``prepare-runtimes``); this module only assembles them.
 """
 
 import click
@@ -12,6 +12,7 @@ from mlflow_eas_savedmodel import registry, serve
 from mlflow_eas_savedmodel.bundle import PACKAGE_NAME
 from mlflow_eas_savedmodel.cli_errors import UserErrorGroup
 from mlflow_eas_savedmodel.eas import commands as eas_commands
+from mlflow_eas_savedmodel.runtimes import commands as runtime_commands
 
 
 @click.group(cls=UserErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,5 +21,5 @@ def cli():
     """Export, check, inspect and promote TensorFlow models for PAI-EAS."""
 
 
-for _command in (*registry.commands, *eas_commands.commands, *serve.commands):
+for _command in (*registry.commands, *eas_commands.commands, *serve.commands, *runtime_commands.commands):
     cli.add_command(_command)

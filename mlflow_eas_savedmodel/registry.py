@@ -389,4 +389,38 @@ def promote_command(model_name, version, alias, force, require_checks, tracking_
             click.echo(f"  - {difference}")
 
 
-commands = [promote_command]
+@click.command("tag")
+@click.argument("model_name")
+@click.argument("version", required=False)
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="The MLflow tracking server (default: $MLFLOW_TRACKING_URI).",
+)
+@click.option(
+    "--registry-uri",
+    envvar="MLFLOW_REGISTRY_URI",
+    help="The model registry, if not the tracking server (default: $MLFLOW_REGISTRY_URI).",
+)
+@user_errors
+def tag_command(model_name, version, tracking_uri, registry_uri):
+    """Set the eas.processors and eas.tf_version tags on VERSION of MODEL_NAME (default: every version).
+
+    For versions registered without this package (mlflow.register_model, the UI), so that
+    search_model_versions("tags.`eas.processors` LIKE ...") finds them. Versions another
+    flavor saved are skipped when no VERSION is given.
+
+    Example: mlflow-eas-savedmodel tag mnist 3
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+    for number, tags in _tags.tag_versions(model_name, version, client=client).items():
+        if tags is None:
+            click.echo(f"Skipped {model_name!r} version {number}: not saved by mlflow_eas_savedmodel.")
+        else:
+            listed = ", ".join(f"{k}={v!r}" for k, v in tags.items())
+            click.echo(f"Tagged {model_name!r} version {number}: {listed}")
+
+
+commands = [promote_command, tag_command]

@@ -31,7 +31,9 @@ from mlflow.utils.environment import (
     _process_conda_env,
     _process_pip_requirements,
     _PythonEnv,
+    _validate_env_arguments,
 )
+from mlflow.utils.docstring_utils import LOG_MODEL_PARAM_DOCS, format_docstring
 from mlflow.utils.file_utils import get_total_file_size, write_to
 from mlflow.utils.model_utils import _validate_and_copy_code_paths
 from mlflow.utils.requirements_utils import _get_pinned_requirement
@@ -193,6 +195,7 @@ def save_model(
         raise invalid_parameter_value(
             f"Path {path!r} already exists and is not empty. Save to a new path, or delete it first."
         )
+    validate_env_arguments(conda_env, pip_requirements, extra_pip_requirements)
     processor = export.Processor.of(eas_processor) if eas_processor is not None else None
     check_mode(verify)
     allow_ops = ops_policy.check_allow_ops(allow_ops)
@@ -360,11 +363,33 @@ def _bundle_package(path, bundle_package, pip_requirements, conda_env):
     return requirements
 
 
+@format_docstring(LOG_MODEL_PARAM_DOCS.format(package_name=PACKAGE_NAME))
 def log_model(
     model,
     artifact_path=None,
     *,
     name=None,
+    inputs=None,
+    outputs=None,
+    signature_name=None,
+    signatures=None,
+    default_signature=None,
+    init_op=None,
+    build_fn=None,
+    custom_objects=None,
+    eas_processor=None,
+    device=None,
+    bundle_package=None,
+    verify=True,
+    allow_file_ops=False,
+    safe_mode=True,
+    conda_env=None,
+    code_paths=None,
+    signature=None,
+    input_example=None,
+    pip_requirements=None,
+    extra_pip_requirements=None,
+    metadata=None,
     registered_model_name=None,
     await_registration_for=DEFAULT_AWAIT_MAX_SLEEP_SECONDS,
     params=None,
@@ -372,14 +397,57 @@ def log_model(
     model_type=None,
     step=0,
     model_id=None,
-    **save_kwargs,
 ):
     """Saves ``model`` with :func:`save_model` and logs it to the active run.
 
-    Takes every argument of :func:`save_model` (but ``path``) plus MLflow's logging arguments
-    (``name``, ``registered_model_name``, ``params``, ``tags``...). Returns ``ModelInfo``. A
-    version it registers gets the tags ``eas.processors`` and ``eas.tf_version`` (see
-    :mod:`.registry_tags`).
+    The logged model (MLflow 3's ``LoggedModel``: ``mlflow.search_logged_models``, the UI's model
+    page) gets the tags ``eas.processors``, ``eas.tf_version`` and ``eas.verification``; a
+    version it registers gets ``eas.processors`` and ``eas.tf_version`` (see
+    :mod:`.registry_tags`). The environment arguments are checked before the export runs.
+
+    Args:
+        model: what :func:`save_model` converts: a Keras model, a ``.keras``/``.h5`` path, a
+            ``tf.compat.v1.Session``, a ``tf.train.Saver`` checkpoint prefix or a SavedModel
+            folder.
+        artifact_path: Deprecated. Use ``name`` instead.
+        name: {{ name }}
+        inputs: signature inputs: ``{key: tensor | name}`` or a list of keys in the model's
+            order (default: the model's own input names).
+        outputs: signature outputs, same forms as ``inputs``.
+        signature_name: the name of the one SignatureDef (default ``serving_default``).
+        signatures: several SignatureDefs, ``{name: {"inputs": {...}, "outputs": {...},
+            "method": "predict" | "classify" | "regress"}}`` (sessions and checkpoints).
+        default_signature: the SignatureDef requests use when they name none.
+        init_op: an op to run at load (sessions); table initializers are found automatically.
+        build_fn: rebuilds the graph or model for a checkpoint without a ``.meta`` file.
+        custom_objects: Keras custom objects needed to load a ``.keras``/``.h5`` file.
+        eas_processor: an EAS processor code such as ``"tensorflow_cpu_1.15"``: the save fails
+            unless the graph runs there.
+        device: default device of the ``python_function`` flavor (``model_config["device"]``).
+        bundle_package: ``True``, a wheel path, ``False`` or ``None`` (default: carry this
+            package's wheel unless it was installed from a package index), see :func:`save_model`.
+        verify: ``True``, ``"static"`` or ``False``, see :func:`save_model`.
+        allow_file_ops: keep file and network ops in the model (refused by default).
+        safe_mode: read ``.keras``/``.h5`` files in Keras' safe mode (default ``True``).
+        conda_env: {{ conda_env }}
+        code_paths: {{ code_paths }}
+        signature: {{ signature }}
+        input_example: {{ input_example }}
+        pip_requirements: {{ pip_requirements }}
+        extra_pip_requirements: {{ extra_pip_requirements }}
+        metadata: {{ metadata }}
+        registered_model_name: If given, create a model version under this name (and the
+            registered model if it does not exist yet).
+        await_registration_for: Seconds to wait for the model version to become ``READY``
+            (default: MLflow's ``DEFAULT_AWAIT_MAX_SLEEP_SECONDS``); 0 or None: do not wait.
+        params: {{ params }}
+        tags: {{ tags }}
+        model_type: {{ model_type }}
+        step: {{ step }}
+        model_id: {{ model_id }}
+
+    Returns:
+        A :class:`mlflow.models.model.ModelInfo`.
 
     Example:
         >>> import keras, mlflow, numpy as np, mlflow_eas_savedmodel as mes
@@ -394,6 +462,7 @@ def log_model(
     """
     import mlflow_eas_savedmodel
 
+    validate_env_arguments(conda_env, pip_requirements, extra_pip_requirements)
     model_info = Model.log(
         artifact_path=artifact_path,
         name=name,
@@ -406,15 +475,51 @@ def log_model(
         model_type=model_type,
         step=step,
         model_id=model_id,
-        **save_kwargs,
+        inputs=inputs,
+        outputs=outputs,
+        signature_name=signature_name,
+        signatures=signatures,
+        default_signature=default_signature,
+        init_op=init_op,
+        build_fn=build_fn,
+        custom_objects=custom_objects,
+        eas_processor=eas_processor,
+        device=device,
+        bundle_package=bundle_package,
+        verify=verify,
+        allow_file_ops=allow_file_ops,
+        safe_mode=safe_mode,
+        conda_env=conda_env,
+        code_paths=code_paths,
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=pip_requirements,
+        extra_pip_requirements=extra_pip_requirements,
+        metadata=metadata,
     )
+    from mlflow import MlflowClient
+
+    from mlflow_eas_savedmodel.registry_tags import logged_model_tags, tag_registered_version
+
+    conf = FlavorConf.read(model_info.flavors, model_info.model_uri)
+    client = MlflowClient()
+    if getattr(model_info, "model_id", None):
+        client.set_logged_model_tags(model_info.model_id, logged_model_tags(conf))
     if registered_model_name is not None and model_info.registered_model_version is not None:
-        from mlflow import MlflowClient
-
-        from mlflow_eas_savedmodel.registry_tags import tag_registered_version
-
-        tag_registered_version(
-            MlflowClient(), registered_model_name, model_info.registered_model_version,
-            FlavorConf.read(model_info.flavors, model_info.model_uri),
-        )
+        tag_registered_version(client, registered_model_name, model_info.registered_model_version, conf)
     return model_info
+
+
+def validate_env_arguments(conda_env, pip_requirements, extra_pip_requirements):
+    """MLflow's own check that at most one environment argument is given, as an MlflowException.
+
+    MLflow's flavors run it before any work; here it runs before the export, so a wrong call
+    costs nothing (the environment files are written last).
+    """
+    try:
+        _validate_env_arguments(conda_env, pip_requirements, extra_pip_requirements)
+    except ValueError as e:
+        raise invalid_parameter_value(
+            f"{e}. Pass one of them: put extra requirements into conda_env's pip section, or "
+            "use pip_requirements (the full list) or extra_pip_requirements (added to the defaults)."
+        ) from e

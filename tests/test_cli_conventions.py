@@ -65,10 +65,12 @@ def test_version_and_short_help():
 def test_every_model_command_takes_model_uri_and_the_store_uris():
     for name, command in cli.commands.items():
         options = {opt for param in command.params for opt in getattr(param, "opts", [])}
+        if name == "prepare-runtimes":  # reads no store and takes no model
+            continue
         assert {"--tracking-uri", "--registry-uri"} <= options, name
         if name in MODEL_COMMANDS:
             assert {"-m", "--model-uri"} <= options, name
-    assert sorted(set(cli.commands) - set(MODEL_COMMANDS)) == ["promote"]
+    assert sorted(set(cli.commands) - set(MODEL_COMMANDS)) == ["prepare-runtimes", "promote", "tag"]
 
 
 def test_model_uri_option_and_positional_give_the_same_result(saved, tmp_path):
@@ -78,7 +80,7 @@ def test_model_uri_option_and_positional_give_the_same_result(saved, tmp_path):
     # A positional after the model (export DEST) works with -m too.
     result = CliRunner().invoke(cli, ["export", "-m", saved, str(tmp_path / "upload")])
     assert result.exit_code == 0, result.output
-    assert sorted(os.listdir(tmp_path / "upload")) == ["saved_model.pb", "variables"]
+    assert sorted(os.listdir(tmp_path / "upload")) == ["SHA256SUMS", "savedmodel"]
     result = CliRunner().invoke(cli, ["export", "--model-uri", saved])
     assert result.exit_code == 2 and "Missing argument DEST." in result.output
     result = CliRunner().invoke(cli, ["inspect", "-m", saved, saved])

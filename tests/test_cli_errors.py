@@ -60,7 +60,7 @@ def test_export_under_a_file(model, tmp_path):
 
 
 def test_export_into_proc(model):
-    _fails(["export", model, "/proc/upload"], "'/proc/upload.partial'", "check the path")
+    _fails(["export", model, "/proc/upload"], "'/proc/.upload.partial-", "check the path")
 
 
 def test_warmup_onto_a_file(model, tmp_path):

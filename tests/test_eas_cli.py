@@ -151,15 +151,22 @@ def _source_files(saved):
 def test_export_folder_is_the_plain_savedmodel_and_loads(saved, tmp_path, tf):
     result = _invoke("export", saved, str(tmp_path / "upload" / "mnist"))
     assert result.exit_code == 0, result.output
-    dest = tmp_path / "upload" / "mnist"
-    manifest = tmp_path / "upload" / "mnist.sha256"
-    assert f"Manifest {manifest}" in result.output
+    root = tmp_path / "upload" / "mnist"
+    dest = root / "savedmodel"
+    manifest = root / "SHA256SUMS"
     exported = sorted(os.path.relpath(os.path.join(d, f), dest) for d, _, fs in os.walk(dest) for f in fs)
     assert exported == _source_files(saved)
+    assert sorted(os.listdir(tmp_path / "upload")) == ["mnist"]  # nothing beside DEST
+    assert sorted(os.listdir(root)) == ["SHA256SUMS", "savedmodel"]
+    assert result.output.splitlines() == [
+        f"Wrote {len(exported) + 1} files into {root}:",
+        f"  savedmodel/  SavedModel (folder, {len(exported)} files): the service's model_path",
+        "  SHA256SUMS  manifest: sha256sum -c SHA256SUMS",
+    ]
     assert "MLmodel" not in exported and not any(f.endswith(".sha256") for f in exported)
     assert verify_manifest(str(manifest)) == []
     lines = manifest.read_text().splitlines()
-    assert len(lines) == len(exported) and all(line.split("  ")[1].startswith("mnist/") for line in lines)
+    assert len(lines) == len(exported) and all(line.split("  ")[1].startswith("savedmodel/") for line in lines)
     # sha256sum agrees with the manifest format.
     if shutil.which("sha256sum"):
         subprocess.run(["sha256sum", "-c", "--quiet", manifest.name], cwd=manifest.parent, check=True)
@@ -178,29 +185,32 @@ def test_export_folder_is_the_plain_savedmodel_and_loads(saved, tmp_path, tf):
         np.testing.assert_array_equal(got[key], want[key])
 
     (dest / "saved_model.pb").write_bytes(b"corrupt")
-    assert verify_manifest(str(manifest)) == ["checksum mismatch: mnist/saved_model.pb"]
+    assert verify_manifest(str(manifest)) == ["checksum mismatch: savedmodel/saved_model.pb"]
 
 
 @pytest.mark.parametrize("archive", ["tar.gz", "zip"])
 def test_export_archive_has_savedmodel_files_at_root(saved, tmp_path, archive):
     result = _invoke("export", saved, str(tmp_path / "model"), "--archive", archive)
     assert result.exit_code == 0, result.output
-    path = tmp_path / f"model.{archive}"
+    root = tmp_path / "model"
+    path = root / f"savedmodel.{archive}"
+    assert sorted(os.listdir(tmp_path)) == ["model"] and sorted(os.listdir(root)) == ["SHA256SUMS", path.name]
+    assert f"  savedmodel.{archive}  SavedModel ({archive} archive): the service's model_path" in result.output
     assert read_archive_names(str(path)) == _source_files(saved)
-    manifest = tmp_path / f"model.{archive}.sha256"
+    manifest = root / "SHA256SUMS"
     first = manifest.read_text().splitlines()[0]
-    assert first.endswith(f"  model.{archive}")
-    # Extract beside the manifest: every listed file (archive + members) checks out.
+    assert first.endswith(f"  savedmodel.{archive}")
+    # Extracted into DEST/savedmodel/: every listed file (archive + members) checks out.
     if archive == "zip":
         with zipfile.ZipFile(path) as zf:
-            zf.extractall(tmp_path)
+            zf.extractall(root / "savedmodel")
     else:
         with tarfile.open(path) as tar:
-            tar.extractall(tmp_path, filter="data")
+            tar.extractall(root / "savedmodel", filter="data")
     assert verify_manifest(str(manifest)) == []
     # Reproducible: the same model exports to the same bytes.
     again = write_eas_package(saved, str(tmp_path / "again"), archive=archive)
-    assert again["path"].endswith(f"again.{archive}")
+    assert again["path"] == str(tmp_path / "again" / f"savedmodel.{archive}")
     assert open(again["manifest"]).read().splitlines()[0].split()[0] == first.split()[0]
 
 
@@ -210,17 +220,24 @@ def test_export_errors(saved, tmp_path):
         write_eas_package(saved, str(tmp_path / "taken"))
     with pytest.raises(MlflowException, match=r"Unknown archive format '7z'. Use one of \['tar.gz', 'zip'\]"):
         write_eas_package(saved, str(tmp_path / "x"), archive="7z")
+    with pytest.raises(MlflowException) as e:
+        write_eas_package(saved, str(tmp_path / "x.tar.gz"), archive="tar.gz")
+    assert e.value.message == (
+        f"DEST {str(tmp_path / 'x.tar.gz')!r} is the folder the export writes into (the archive "
+        f"goes inside it, as savedmodel.tar.gz). Pass {str(tmp_path / 'x')!r} instead."
+    )
     result = CliRunner().invoke(cli, ["export", saved, str(tmp_path / "y"), "--archive", "rar"])
     assert result.exit_code == 2 and "'rar' is not one of 'tar.gz', 'zip'" in result.output
 
     tampered = tmp_path / "tampered"
     shutil.copytree(saved, tampered)
     (tampered / "savedmodel" / "saved_model.pb").write_bytes(b"\x00" * 10)
+    before = sorted(os.listdir(tmp_path))
     result = CliRunner().invoke(cli, ["export", str(tampered), str(tmp_path / "z")])
     assert result.exit_code == 1
     assert "does not match the SHA-256 hashes recorded" in result.output
     assert "file 'saved_model.pb' was changed or truncated (10 bytes" in result.output
-    assert not (tmp_path / "z").exists() and not (tmp_path / "z.sha256").exists()
+    assert sorted(os.listdir(tmp_path)) == before  # no DEST, no partial folder
 
 
 # ------------------------------------------------------------------------------------- eas-config

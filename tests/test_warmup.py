@@ -114,7 +114,7 @@ def test_warmup_cli_one_signature_and_errors(session_model, tmp_path):
 
 
 @pytest.mark.parametrize("archive", [None, "tar.gz"])
-def test_export_warmup_puts_tf_servings_file_inside_and_eas_bins_beside(session_model, handle, tmp_path, archive, tf):
+def test_export_warmup_puts_tf_servings_file_inside_and_eas_bins_into_dest(session_model, handle, tmp_path, archive, tf):
     import tarfile
 
     from mlflow_eas_savedmodel.eas.package import verify_manifest
@@ -122,27 +122,22 @@ def test_export_warmup_puts_tf_servings_file_inside_and_eas_bins_beside(session_
     args = ["export", "-m", session_model, str(tmp_path / "upload" / "model"), "--warmup"]
     result = CliRunner().invoke(cli, args + (["--archive", archive] if archive else []))
     assert result.exit_code == 0, result.output
-    dest = tmp_path / "upload" / ("model.tar.gz" if archive else "model")
-    kind = "tar.gz archive" if archive else "folder"
-    assert result.output.startswith(f"Wrote {kind} {dest} (")
+    root = tmp_path / "upload" / "model"
+    dest = root / ("savedmodel.tar.gz" if archive else "savedmodel")
     if archive:
-        assert f"  (not {tmp_path / 'upload' / 'model'}: the archive name ends with .tar.gz; upload and configure that file)" in result.output
         with tarfile.open(dest) as tar:
-            tar.extractall(tmp_path / "upload" / "extracted", filter="data")
-        savedmodel = tmp_path / "upload" / "extracted"
-        # Extracted beside the manifest, every member it lists checks out.
-        with tarfile.open(dest) as tar:
-            tar.extractall(tmp_path / "upload", filter="data")
-    else:
-        savedmodel = dest
+            tar.extractall(root / "savedmodel", filter="data")
+    savedmodel = root / "savedmodel"
     assert sorted(os.listdir(savedmodel)) == ["assets.extra", "saved_model.pb", "variables"]
-    assert sorted(os.listdir(tmp_path / "upload")) == sorted(
-        ["warm_up_lookup.bin", "warm_up_serving_default.bin", dest.name, dest.name + ".sha256"]
-        + (["extracted", "assets.extra", "saved_model.pb", "variables"] if archive else [])
-    )
-    assert verify_manifest(str(tmp_path / "upload" / (dest.name + ".sha256"))) == []
+    assert sorted(os.listdir(tmp_path / "upload")) == ["model"]  # nothing beside DEST
+    top = ["SHA256SUMS", "warm_up_lookup.bin", "warm_up_serving_default.bin", dest.name]
+    assert sorted(os.listdir(root)) == sorted(top + (["savedmodel"] if archive else []))
+    assert verify_manifest(str(root / "SHA256SUMS")) == []
+    written = 4 if archive else 3 + sum(len(fs) for _, _, fs in os.walk(savedmodel))
+    assert result.output.startswith(f"Wrote {written} files into {root}:\n")
     for name in ("serving_default", "lookup"):
-        assert f"EAS warm-up ({name}): {tmp_path / 'upload' / f'warm_up_{name}.bin'}" in result.output
+        assert f"  warm_up_{name}.bin  EAS warm-up request ({name}): warm_up_data_path" in result.output
+    assert "  (TF Serving's assets.extra/tf_serving_warmup_requests is inside the SavedModel)" in result.output
 
     # The same requests as the standalone `warmup` command writes, and they replay on the model.
     alone = write_warmup_files(session_model, tmp_path / "alone")
@@ -152,7 +147,7 @@ def test_export_warmup_puts_tf_servings_file_inside_and_eas_bins_beside(session_
         for key in inputs:
             np.testing.assert_array_equal(inputs[key], alone_inputs[key])
         handle.predict(inputs, signature_name=name)
-        assert open(tmp_path / "upload" / f"warm_up_{name}.bin", "rb").read() == open(alone["eas"][name], "rb").read()
+        assert open(root / f"warm_up_{name}.bin", "rb").read() == open(alone["eas"][name], "rb").read()
     # The TF1 loader (what EAS runs) ignores assets.extra.
     with tf.compat.v1.Session(graph=tf.Graph()) as sess:
         tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(savedmodel))

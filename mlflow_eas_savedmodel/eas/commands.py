@@ -8,6 +8,7 @@ load TensorFlow. User errors (``MlflowException``, ``OSError``) become ``Error: 
 import contextlib
 import json
 import logging
+import os
 import sys
 
 import click
@@ -37,28 +38,27 @@ def inspect_command(model_uri, as_json):
 @model_uri_argument("dest")
 @store_options
 @click.option("--archive", type=click.Choice(["tar.gz", "zip"]), default=None,
-              help="Write an archive DEST.tar.gz/DEST.zip (suffix added if missing) with the "
-                   "SavedModel files at its root instead of a folder.")
+              help="Write DEST/savedmodel.tar.gz or DEST/savedmodel.zip (the SavedModel files "
+                   "at its root) instead of the folder DEST/savedmodel/.")
 @click.option("--warmup", is_flag=True,
               help="Put TF Serving's assets.extra/tf_serving_warmup_requests inside the exported "
-                   "SavedModel and EAS's warm_up_<signature>.bin beside it.")
+                   "SavedModel and EAS's warm_up_<signature>.bin into DEST.")
 @user_errors
 def export_command(model_uri, dest, archive, warmup):
-    """Write the plain SavedModel (folder or archive) for OSS, with a sha256 manifest beside it."""
-    import os
-
+    """Write the new folder DEST for OSS: the plain SavedModel (folder or archive), the warm-up
+    files (--warmup) and a SHA256SUMS manifest, nothing outside DEST."""
     from mlflow_eas_savedmodel.eas.package import write_eas_package
 
     result = write_eas_package(model_uri, dest, archive=archive, warmup=warmup)
-    kind = f"{archive} archive" if archive else "folder"
-    click.echo(f"Wrote {kind} {result['path']} ({len(result['files'])} files)")
-    if os.path.abspath(dest) != result["path"]:
-        click.echo(f"  (not {dest}: the archive name ends with .{archive}; upload and configure that file)")
+    click.echo(f"Wrote {len(result['written'])} files into {result['dest']}:")
+    saved_model = os.path.relpath(result["path"], result["dest"])
+    kind = f"{archive} archive" if archive else f"folder, {len(result['files'])} files"
+    click.echo(f"  {saved_model}{'' if archive else '/'}  SavedModel ({kind}): the service's model_path")
     for name, path in result["warmup"].items():
-        click.echo(f"EAS warm-up ({name}): {path}")
+        click.echo(f"  {os.path.basename(path)}  EAS warm-up request ({name}): warm_up_data_path")
     if warmup:
-        click.echo("TF Serving warm-up: assets.extra/tf_serving_warmup_requests inside the SavedModel")
-    click.echo(f"Manifest {result['manifest']}")
+        click.echo("  (TF Serving's assets.extra/tf_serving_warmup_requests is inside the SavedModel)")
+    click.echo(f"  {os.path.basename(result['manifest'])}  manifest: sha256sum -c {os.path.basename(result['manifest'])}")
 
 
 @click.command("eas-config")

@@ -5,6 +5,9 @@ flavor's metadata; :func:`load_flavor_metadata` downloads the MLmodel file alone
 ``Model.load`` fetches just that file for remote URIs), so they stay fast on large models.
 :func:`download_model` fetches the whole model for the commands that read the SavedModel. Both
 give the flavor's entry as a validated :class:`~mlflow_eas_savedmodel.flavor_conf.FlavorConf`.
+On a ``models:/`` URI both also give the registered version its ``eas.*`` tags if it lacks them
+(registered with ``mlflow.register_model`` or the UI, see
+:func:`~mlflow_eas_savedmodel.registry_tags.ensure_version_tags`).
 """
 
 from mlflow.models import Model
@@ -26,7 +29,7 @@ def load_flavor_metadata(model_uri):
             f"Cannot read the MLmodel file of {model_uri!r}: {e}. Pass a model folder, "
             "runs:/<run_id>/<path>, models:/<name>/<version> or models:/<name>@<alias>."
         ) from e
-    return mlmodel, FlavorConf.read(mlmodel, model_uri)
+    return mlmodel, _tagged(model_uri, FlavorConf.read(mlmodel, model_uri))
 
 
 def download_model(model_uri, dst_path=None):
@@ -38,4 +41,11 @@ def download_model(model_uri, dst_path=None):
         raise invalid_parameter_value(
             f"Cannot read the MLmodel file of {model_uri!r}: {e}. Download or copy the model again."
         ) from e
-    return local, mlmodel, FlavorConf.read(mlmodel, model_uri)
+    return local, mlmodel, _tagged(model_uri, FlavorConf.read(mlmodel, model_uri))
+
+
+def _tagged(model_uri, conf):
+    from mlflow_eas_savedmodel.registry_tags import ensure_version_tags
+
+    ensure_version_tags(model_uri, conf)
+    return conf

@@ -1,32 +1,44 @@
-"""``export``: the package EAS gets, the plain SavedModel folder or archive it reads from OSS.
+"""``export``: the package EAS gets, one folder DEST holding everything an upload needs.
 
 EAS's TensorFlow processors take ``model_path`` pointing at a folder holding
 ``saved_model.pb``, ``variables/`` (and ``assets/``), or at a ``.tar.gz``/``.zip`` with those
-files at its root. Anything else inside (an MLmodel file, a manifest) is not expected there,
-so the integrity manifest goes *beside* the folder or archive: ``<dest>.sha256``, in
-``sha256sum`` format (``<hex>  <path>``), so ``sha256sum -c`` checks it from the folder that
-holds it. For an archive it lists the archive itself and every member as it will be after
-extracting the archive in that folder. The SavedModel is checked against the SHA-256 recorded
-at save time first, so a changed file is never uploaded.
+files at its root, and ``warm_up_data_path`` pointing at one warm-up request file in OSS: two
+separate paths. So an export writes one folder, and nothing outside it::
+
+    DEST/
+      savedmodel/                    model_path (or savedmodel.tar.gz / savedmodel.zip: --archive)
+      warm_up_<signature>.bin        warm_up_data_path, one per SignatureDef (--warmup)
+      SHA256SUMS                     the manifest
+
+Upload DEST as it is (``ossutil cp -r DEST oss://bucket/prefix/DEST/``) and point the service at
+``.../DEST/savedmodel/`` and ``.../DEST/warm_up_serving_default.bin``. Two exports never share a
+file, since each owns its DEST. The SavedModel folder (or archive) holds only what EAS expects:
+the manifest, ``sha256sum`` format (``<hex>  <path relative to DEST>``, so ``sha256sum -c
+SHA256SUMS`` checks it from DEST), lists every file written, and for an archive the archive
+itself and every member as it will be after extracting it into ``DEST/savedmodel/``. The
+SavedModel is checked against the SHA-256 recorded at save time first, so a changed file is
+never uploaded. The deployment target (:mod:`mlflow_eas_savedmodel.deployments.client`) uses
+the same layout under its OSS prefix (``<prefix>savedmodel/``, the warm-up file beside).
 
 With ``warmup=True`` the upload is ready for both servers that read warm-up requests (see
 :mod:`.warmup`): TF Serving's ``assets.extra/tf_serving_warmup_requests`` goes *inside* the
-exported SavedModel (folder or archive), where TF Serving looks for it (old TensorFlow loaders
-ignore ``assets.extra/``), and EAS's ``warm_up_<signature>.bin`` files go *beside* it, since the
-service config names that file separately (``warm_up_data_path``). The manifest lists them
-all. Archives are reproducible (sorted members, fixed timestamps and owners), so the same model
-always uploads the same bytes.
+SavedModel (folder or archive), where TF Serving looks for it (old TensorFlow loaders ignore
+``assets.extra/``), and EAS's ``warm_up_<signature>.bin`` files go into DEST beside it, since
+the service config names that file separately. Archives are reproducible (sorted members,
+fixed timestamps and owners), so the same model always uploads the same bytes.
 
 :func:`write_eas_package` runs the steps in order: the destination (``_destination``), the
 checked SavedModel (``_verified_saved_model``), the warm-up files, the folder or archive
-(``_write_folder``, ``_write_archive``) written as ``<dest>.partial`` and renamed when complete,
-then the manifest; a failure removes what it wrote (``_remove_partial``).
+(``_write_folder``, ``_write_archive``), the manifest, all into a temporary folder beside DEST
+(``.DEST.partial-<random>``, unique per export) renamed to DEST when complete; a failure
+removes it.
 """
 
 import gzip
 import os
 import shutil
 import tarfile
+import tempfile
 import zipfile
 
 from mlflow_eas_savedmodel import integrity
@@ -34,7 +46,9 @@ from mlflow_eas_savedmodel.eas.mlmodel import download_model
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 ARCHIVE_FORMATS = {"tar.gz": ".tar.gz", "zip": ".zip"}
-MANIFEST_SUFFIX = ".sha256"
+SAVED_MODEL_NAME = "savedmodel"  # DEST/savedmodel/, DEST/savedmodel.tar.gz
+MANIFEST_NAME = "SHA256SUMS"
+MANIFEST_SUFFIX = ".sha256"  # a manifest uploaded beside a SavedModel folder (the deployment target)
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date zip can store
 
 
@@ -47,20 +61,20 @@ def _files_under(root):
 
 
 def write_eas_package(model_uri, dest, archive=None, warmup=False):
-    """Writes the SavedModel of ``model_uri`` to ``dest`` for upload to OSS, plus its manifest.
+    """Writes the SavedModel of ``model_uri`` into the new folder ``dest`` for upload to OSS.
 
     Args:
         model_uri: a model saved by this flavor (any MLflow model URI).
-        dest: the new folder, or the archive path (``.tar.gz``/``.zip`` is appended if
-            missing). It must not exist yet.
-        archive: ``None`` for a folder, ``"tar.gz"`` or ``"zip"`` for an archive with the
-            SavedModel files at its root.
+        dest: the new folder; it must not exist yet. Everything is written inside it.
+        archive: ``None`` for ``dest/savedmodel/``, ``"tar.gz"`` or ``"zip"`` for
+            ``dest/savedmodel.tar.gz``/``.zip`` with the SavedModel files at its root.
         warmup: also write the warm-up requests of every SignatureDef (saved input example,
-            else synthesised inputs): TF Serving's inside the SavedModel, EAS's ``.bin`` beside.
+            else synthesised inputs): TF Serving's inside the SavedModel, EAS's ``.bin`` in ``dest``.
 
     Returns:
-        ``{"path": folder or archive, "manifest": manifest path, "files": {path: sha256},
-        "warmup": {signature: EAS .bin path}}`` (``warmup`` empty unless asked).
+        ``{"dest": dest, "path": the SavedModel folder or archive, "manifest": manifest path,
+        "files": {SavedModel file: sha256}, "warmup": {signature: EAS .bin path}, "written":
+        [every file written, relative to dest]}`` (``warmup`` empty unless asked).
 
     Example:
         >>> import keras, numpy as np, mlflow_eas_savedmodel as mes
@@ -70,72 +84,73 @@ def write_eas_package(model_uri, dest, archive=None, warmup=False):
         >>> from mlflow_eas_savedmodel.eas.package import write_eas_package
         >>> written = write_eas_package("model", "upload/mnist", archive="tar.gz")
         >>> written["path"]
-        '.../upload/mnist.tar.gz'
+        '.../upload/mnist/savedmodel.tar.gz'
+        >>> written["written"]
+        ['SHA256SUMS', 'savedmodel.tar.gz']
         >>> sorted(written["files"])
         ['saved_model.pb', 'variables/variables.data-00000-of-00001', 'variables/variables.index']
     """
     dest = _destination(dest, archive)
-    manifest = dest + MANIFEST_SUFFIX
+    if os.path.lexists(dest):
+        raise invalid_parameter_value(
+            f"{dest!r} already exists. Export to a new path, or delete it first."
+        )
     local, _, conf = download_model(model_uri)
-    bins = _eas_warmup_targets(dest, conf) if warmup else {}
-    for path in (dest, manifest, *bins.values()):
-        if os.path.exists(path):
-            raise invalid_parameter_value(
-                f"{path!r} already exists. Export to a new path, or delete it first."
-            )
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, exist_ok=True)
 
     source, members, verified = _verified_saved_model(model_uri, local, conf)
-    partial = dest + ".partial"
-    warmup_dir = partial + "-warmup"
+    partial = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(dest)}.partial-")
     try:
         written = {"eas": {}, "tf_serving": None}
         if warmup:
             from mlflow_eas_savedmodel.eas.warmup import TF_SERVING_WARMUP_FILE, write_warmup_files
 
-            written = write_warmup_files(local, warmup_dir)
+            written = write_warmup_files(local, os.path.join(partial, ".warmup"))
             members = sorted(members + [(TF_SERVING_WARMUP_FILE.replace(os.sep, "/"), written["tf_serving"])])
         hashes = {rel: verified.get(rel) or integrity.sha256_file(path) for rel, path in members}
-        name = os.path.basename(dest)
         if archive is None:
-            lines = _write_folder(source, partial, name, hashes, written["tf_serving"])
+            lines = _write_folder(source, os.path.join(partial, SAVED_MODEL_NAME), hashes, written["tf_serving"])
         else:
-            lines = _write_archive(archive, partial, name, members, hashes)
-        for signature, target in bins.items():
-            shutil.copy(written["eas"][signature], target)
+            name = SAVED_MODEL_NAME + ARCHIVE_FORMATS[archive]
+            lines = _write_archive(archive, os.path.join(partial, name), members, hashes)
+        bins = {}
+        for signature, path in written["eas"].items():
+            target = os.path.join(partial, os.path.basename(path))
+            os.rename(path, target)
             lines.append(f"{integrity.sha256_file(target)}  {os.path.basename(target)}")
+            bins[signature] = os.path.join(dest, os.path.basename(target))
+        shutil.rmtree(os.path.join(partial, ".warmup"), ignore_errors=True)
+        with open(os.path.join(partial, MANIFEST_NAME), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        names = sorted(rel for rel, _ in _files_under(partial))
         os.rename(partial, dest)
     except BaseException:
-        _remove_partial(partial, bins.values())
+        shutil.rmtree(partial, ignore_errors=True)
         raise
-    finally:
-        shutil.rmtree(warmup_dir, ignore_errors=True)
-    with open(manifest, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return {"path": dest, "manifest": manifest, "files": hashes, "warmup": bins}
+    path = os.path.join(dest, SAVED_MODEL_NAME + (ARCHIVE_FORMATS[archive] if archive else ""))
+    return {
+        "dest": dest, "path": path, "manifest": os.path.join(dest, MANIFEST_NAME),
+        "files": hashes, "warmup": bins, "written": names,
+    }
 
 
 def _destination(dest, archive):
-    """The absolute folder or archive path, the archive's suffix appended if missing."""
+    """The absolute folder path; an archive's suffix on it is refused (the archive is inside)."""
     if archive is not None and archive not in ARCHIVE_FORMATS:
         raise invalid_parameter_value(
             f"Unknown archive format {archive!r}. Use one of {sorted(ARCHIVE_FORMATS)}, or "
             "leave it out to write a folder."
         )
     dest = os.path.abspath(os.fspath(dest))
-    if archive and not dest.endswith(ARCHIVE_FORMATS[archive]):
-        dest += ARCHIVE_FORMATS[archive]
+    suffix = next((s for s in ARCHIVE_FORMATS.values() if dest.endswith(s)), None)
+    if suffix:
+        raise invalid_parameter_value(
+            f"DEST {dest!r} is the folder the export writes into (the archive goes inside it, "
+            f"as {SAVED_MODEL_NAME}{ARCHIVE_FORMATS.get(archive, suffix)}). Pass "
+            f"{dest[: -len(suffix)]!r} instead."
+        )
     return dest
-
-
-def _eas_warmup_targets(dest, conf):
-    """``{signature: path}`` of the EAS ``.bin`` files, beside ``dest``."""
-    from mlflow_eas_savedmodel.eas.warmup import eas_warmup_file_name
-
-    return {
-        name: os.path.join(os.path.dirname(dest), eas_warmup_file_name(name))
-        for name in conf.signature_defs
-    }
 
 
 def _verified_saved_model(model_uri, local, conf):
@@ -162,34 +177,25 @@ def _verified_saved_model(model_uri, local, conf):
     return source, members, verified
 
 
-def _write_folder(source, partial, name, hashes, tf_serving_warmup=None):
+def _write_folder(source, target, hashes, tf_serving_warmup=None):
     """Copies the SavedModel folder (TF Serving's warm-up file inside); returns its manifest lines."""
-    shutil.copytree(source, partial, symlinks=True)
+    shutil.copytree(source, target, symlinks=True)
     if tf_serving_warmup:
         from mlflow_eas_savedmodel.eas.warmup import TF_SERVING_WARMUP_FILE
 
-        os.makedirs(os.path.join(partial, os.path.dirname(TF_SERVING_WARMUP_FILE)))
-        shutil.copy(tf_serving_warmup, os.path.join(partial, TF_SERVING_WARMUP_FILE))
+        os.makedirs(os.path.join(target, os.path.dirname(TF_SERVING_WARMUP_FILE)))
+        shutil.copy(tf_serving_warmup, os.path.join(target, TF_SERVING_WARMUP_FILE))
+    name = os.path.basename(target)
     return [f"{h}  {name}/{rel}" for rel, h in hashes.items()]
 
 
-def _write_archive(archive, partial, name, members, hashes):
-    """Writes the archive; returns its manifest lines (the archive, then every member)."""
-    (_write_tar if archive == "tar.gz" else _write_zip)(partial, members)
-    lines = [f"{integrity.sha256_file(partial)}  {name}"]
-    lines += [f"{h}  {rel}" for rel, h in hashes.items()]
+def _write_archive(archive, target, members, hashes):
+    """Writes the archive; returns its manifest lines (the archive, then every member as it is
+    after extracting the archive into ``DEST/savedmodel/``)."""
+    (_write_tar if archive == "tar.gz" else _write_zip)(target, members)
+    lines = [f"{integrity.sha256_file(target)}  {os.path.basename(target)}"]
+    lines += [f"{h}  {SAVED_MODEL_NAME}/{rel}" for rel, h in hashes.items()]
     return lines
-
-
-def _remove_partial(partial, bins):
-    """Removes what a failed export wrote (the partial folder or archive, the ``.bin`` copies)."""
-    for target in bins:
-        if os.path.exists(target):
-            os.remove(target)
-    if os.path.isdir(partial):
-        shutil.rmtree(partial, ignore_errors=True)
-    elif os.path.exists(partial):
-        os.remove(partial)
 
 
 def _write_tar(path, members):
