@@ -382,6 +382,7 @@ def log_model(
     bundle_package=None,
     verify=True,
     allow_file_ops=False,
+    allow_ops=None,
     safe_mode=True,
     conda_env=None,
     code_paths=None,
@@ -428,6 +429,8 @@ def log_model(
             package's wheel unless it was installed from a package index), see :func:`save_model`.
         verify: ``True``, ``"static"`` or ``False``, see :func:`save_model`.
         allow_file_ops: keep file and network ops in the model (refused by default).
+        allow_ops: names of ops off the ops policy's allowlist to keep (recorded in MLmodel;
+            never Python ops), see :func:`save_model`.
         safe_mode: read ``.keras``/``.h5`` files in Keras' safe mode (default ``True``).
         conda_env: {{ conda_env }}
         code_paths: {{ code_paths }}
@@ -488,6 +491,7 @@ def log_model(
         bundle_package=bundle_package,
         verify=verify,
         allow_file_ops=allow_file_ops,
+        allow_ops=allow_ops,
         safe_mode=safe_mode,
         conda_env=conda_env,
         code_paths=code_paths,
