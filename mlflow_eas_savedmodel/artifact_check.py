@@ -23,6 +23,7 @@ named it (``where``). It imports TensorFlow only to parse ``saved_model.pb``.
 """
 
 import os
+import tempfile
 
 from mlflow.models import Model
 
@@ -36,19 +37,26 @@ _SERVING_TAGS = {"serve"}  # what model.py and EAS's processors load
 _MAX_LISTED = 10
 
 
-def check_model_uri(model_uri, dst_path=None, verify_integrity=None):
-    """Downloads ``model_uri`` (a local path is used in place) and checks it.
+def check_model_uri(model_uri, verify_integrity=None):
+    """Checks the model at ``model_uri`` for a command that hands the URI on (``serve``).
+
+    A local folder is checked in place; any other URI is downloaded into a temporary folder,
+    checked and removed (the command that runs the model downloads and checks it again).
 
     Returns:
-        ``(local model folder, FlavorConf)``.
+        The model's FlavorConf.
 
     Raises:
         MlflowException: see :func:`check_model_folder`.
     """
     from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
-    local = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
-    return local, check_model_folder(local, verify_integrity=verify_integrity, where=model_uri)
+    model_uri = os.fspath(model_uri)
+    if os.path.isdir(model_uri):
+        return check_model_folder(model_uri, verify_integrity=verify_integrity, where=model_uri)
+    with tempfile.TemporaryDirectory(prefix="eas-check-") as tmp:
+        local = _download_artifact_from_uri(artifact_uri=model_uri, output_path=tmp)
+        return check_model_folder(local, verify_integrity=verify_integrity, where=model_uri)
 
 
 def check_model_folder(model_path, conf=None, verify_integrity=None, where=None):

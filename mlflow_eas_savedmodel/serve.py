@@ -57,6 +57,10 @@ def serve_command(model_uri, port, host, workers, env_manager):
 
     Example: mlflow-eas-savedmodel serve -m models:/mnist@champion -p 5001
     """
+    from mlflow_eas_savedmodel.artifact_check import check_model_uri
+
+    # Refused here with one Error: line, before MLflow's server starts (its load checks again).
+    check_model_uri(model_uri)
     argv, env = serve_command_line(model_uri, port, host, workers, env_manager, given_store_uris())
     sys.stdout.flush()
     sys.stderr.flush()

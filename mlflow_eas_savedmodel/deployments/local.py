@@ -41,7 +41,8 @@ def wire_spec():
 
 
 def prepare(name, model_uri, config, workdir):
-    """Downloads the model and writes the server's spec; returns ``(runtime env, spec path)``."""
+    """Downloads and checks the model, writes the server's spec; returns ``(runtime env, spec path)``."""
+    from mlflow_eas_savedmodel.artifact_check import check_model_folder
     from mlflow_eas_savedmodel.eas.mlmodel import download_model
     from mlflow_eas_savedmodel.eas.service_config import check_processor
     from mlflow_eas_savedmodel.eas.warmup import write_eas_warmup_files
@@ -56,6 +57,8 @@ def prepare(name, model_uri, config, workdir):
     processor = require(options, "processor", "tensorflow_cpu_1.15")
     os.makedirs(os.path.join(workdir, "model"))
     local, _, conf = download_model(model_uri, dst_path=os.path.join(workdir, "model"))
+    # What load_model refuses is never handed to the old runtime either.
+    check_model_folder(local, conf, where=model_uri)
     version = check_processor(conf, processor, model_uri)
     env = ensure_runtime(version)
     warmup_files = []
