@@ -18,7 +18,10 @@ of the SignatureDef's tensors. ``POST /api/predict/<name>`` answers a ``PredictR
 ``GET /api/predict/<name>`` the JSON description of the default SignatureDef (or
 ``?signature_name=``) plus ``"tensorflow_version"``. Each request's latency is logged on
 stderr; SIGINT and SIGTERM stop the server and close the session. A line ``READY <url>`` on
-stdout says the model is loaded and warmed up.
+stdout says the model is loaded and warmed up; so does ``GET /ping`` (and ``/health``), which
+answers 200 from then on, as MLflow's scoring server does, without the token. With a
+``token`` in the spec, ``/api/predict/<name>`` answers 401 unless the ``Authorization`` header
+is exactly that token, as EAS's gateway does.
 
 Layout: ``Model`` (the C API session), ``Codec`` (wire <-> numpy), ``Server`` (a threading
 ``HTTPServer`` carrying the model, the codec and the TF version) and the module-level ``Handler``
@@ -29,6 +32,7 @@ from __future__ import print_function
 
 import base64
 import ctypes
+import hmac
 import json
 import logging
 import os
@@ -54,6 +58,9 @@ from google.protobuf.message import DecodeError  # noqa: E402
 _logger = logging.getLogger("eas-local")
 PREDICT_PATH = "/api/predict/"
 MAX_BODY_BYTES = 1 << 30
+READINESS_PATHS = ("/ping", "/health")
+UNAUTHORIZED = ("Authorization failed: send the service token in the Authorization header "
+                "(eas-prediction: client.set_token(token)).")
 _TF_INVALID_ARGUMENT = 3
 
 
@@ -246,12 +253,18 @@ class Server(ThreadingMixIn, HTTPServer):
     allow_reuse_address = True
     request_queue_size = 128  # socketserver's 5 resets connections of a burst of clients
 
-    def __init__(self, address, service, model, codec, tf_version):
+    def __init__(self, address, service, model, codec, tf_version, token=None):
         self.predict_path = PREDICT_PATH + service
         self.model = model
         self.codec = codec
         self.tf_version = tf_version
+        self.token = token.encode("utf-8") if token is not None else None
         HTTPServer.__init__(self, address, Handler)
+
+    def authorized(self, header):
+        if self.token is None:
+            return True
+        return header is not None and hmac.compare_digest(header.encode("utf-8", "replace"), self.token)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -277,10 +290,17 @@ class Handler(BaseHTTPRequestHandler):
         if parts.path.rstrip("/") != path:
             self._text(404, "No service at %s; this endpoint serves %s." % (parts.path, path))
             return None
+        if not self.server.authorized(self.headers.get("Authorization")):
+            self._text(401, UNAUTHORIZED)
+            return None
         return parts
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         start = time.time()
+        if urlsplit(self.path).path in READINESS_PATHS:
+            self._text(200, "\n")  # the server listens only once the model is loaded and warm
+            self._log(start, "ready")
+            return
         parts = self._route()
         if parts is not None:
             query = parse_qs(parts.query)
@@ -366,7 +386,7 @@ def main(argv):
 
     try:
         server = Server((spec["host"], spec["port"]), spec["service_name"], model, codec,
-                        tf.__version__)
+                        tf.__version__, token=spec.get("token"))
     except socket.error as e:
         sys.stderr.write("eas-local: cannot listen on %s:%s: %s\n" % (spec["host"], spec["port"], e))
         return 4

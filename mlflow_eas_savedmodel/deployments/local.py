@@ -76,6 +76,7 @@ def prepare(name, model_uri, config, workdir):
         default_signature=conf.default_signature,
         warmup_files=warmup_files,
         warm_up_count=options["warm_up_count"] or 1,
+        token=options["token"],  # the spec lives in a 0700 temporary folder
         runner_dir=os.path.dirname(RUNNER_PATH),
     )
     spec_path = os.path.join(workdir, "spec.json")
@@ -90,7 +91,8 @@ def run_local(name, model_uri, flavor=None, config=None):
     Blocks until SIGINT/SIGTERM (both stop the replica cleanly) or until the replica fails.
     ``mlflow deployments run-local -t eas --name svc -m models:/m@champion
     -C processor=tensorflow_cpu_1.15 -C port=8080``; the official ``eas-prediction`` client
-    then reaches it as ``PredictClient("127.0.0.1:8080", "svc")``.
+    then reaches it as ``PredictClient("127.0.0.1:8080", "svc")``. With ``-C token=T`` requests
+    need ``Authorization: T`` (else 401), as on EAS; ``GET /ping`` answers 200 once it serves.
 
     Raises:
         MlflowException: a bad option, a processor the model does not claim, or a replica that

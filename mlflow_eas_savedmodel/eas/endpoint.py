@@ -13,7 +13,15 @@ rank). ``?signature_name=<name>`` describes another SignatureDef; that query par
 our addition, EAS documents only the default description.
 
 Bad requests (not a PredictRequest, unknown signature or output, wrong keys, dtypes or
-shapes) get ``400`` with a plain-text message that says what to fix; a wrong path ``404``.
+shapes) get ``400`` with a plain-text message that says what to fix; a wrong path ``404``; a
+model that fails on a request for reasons of its own ``500``.
+
+With a ``token`` (``serve-eas --token``), ``/api/predict/<name>`` answers ``401`` unless the
+request's ``Authorization`` header is exactly that token, as EAS's gateway does (the
+``eas-prediction`` client's ``set_token`` sends it bare, no ``Bearer``). ``GET /ping`` and
+``GET /health`` answer ``200`` as MLflow's scoring server does, without the token (a
+readiness probe carries none, and they tell nothing about the model): the endpoint listens
+only once the model is loaded, so an answer means it is ready.
 The server is stdlib ``ThreadingHTTPServer`` (one thread per connection; the model handle's
 ``Session.run`` is thread-safe) and binds the loopback interface unless told otherwise.
 
@@ -23,6 +31,7 @@ it; the module-level ``_EasRequestHandler`` reads it as ``self.server.endpoint``
 HTTP to those calls and their errors to status codes.
 """
 
+import hmac
 import json
 import logging
 import threading
@@ -30,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, ErrorCode
 
 from mlflow_eas_savedmodel.eas import protocol
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
@@ -37,6 +47,11 @@ from mlflow_eas_savedmodel.errors import invalid_parameter_value
 _logger = logging.getLogger(__name__)
 PREDICT_PATH = "/api/predict/"
 MAX_BODY_BYTES = 1 << 30  # EAS's own gateway limit is far lower; this only guards memory
+READINESS_PATHS = ("/ping", "/health")  # MLflow's scoring server's probes
+UNAUTHORIZED = (
+    "Authorization failed: send the service token in the Authorization header "
+    "(eas-prediction: client.set_token(token))."
+)
 
 
 def describe_signature(signature_name, description):
@@ -59,13 +74,19 @@ class EasEndpoint:
         endpoint: ``host:port``, what ``PredictClient(endpoint, name)`` takes.
     """
 
-    def __init__(self, handle, name, host="127.0.0.1", port=0):
+    def __init__(self, handle, name, host="127.0.0.1", port=0, token=None):
         if not name or "/" in name:
             raise invalid_parameter_value(
                 f"Service name {name!r} must be non-empty and contain no '/'."
             )
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise invalid_parameter_value(
+                "The token must be a non-empty string (what clients send in the Authorization "
+                "header); leave it out to serve without one."
+            )
         self.handle = handle
         self.name = name
+        self._token = token.encode("utf-8") if token is not None else None
         self._output_keys = {
             sig: {**{t["name"]: k for k, t in d["outputs"].items()}, **{k: k for k in d["outputs"]}}
             for sig, d in handle.signatures.items()
@@ -94,6 +115,12 @@ class EasEndpoint:
                 )
             outputs = {known[o]: outputs[known[o]] for o in output_filter}
         return protocol.encode_response(outputs)
+
+    def authorized(self, header):
+        """Whether a request with ``Authorization: header`` may use the model."""
+        if self._token is None:
+            return True
+        return header is not None and hmac.compare_digest(header.encode("utf-8", "replace"), self._token)
 
     def describe(self, signature_name=None):
         name = signature_name or self.handle.default_signature
@@ -171,9 +198,15 @@ class _EasRequestHandler(BaseHTTPRequestHandler):
                 f"{PREDICT_PATH}{name}.",
             )
             return None
+        if not self.server.endpoint.authorized(self.headers.get("Authorization")):
+            self._text(401, UNAUTHORIZED)
+            return None
         return parts
 
     def do_GET(self):  # noqa: N802 - http.server's naming
+        if urlsplit(self.path).path in READINESS_PATHS:
+            self._text(200, "\n")  # listening means loaded: see the module docstring
+            return
         parts = self._route()
         if parts is None:
             return
@@ -204,7 +237,7 @@ class _EasRequestHandler(BaseHTTPRequestHandler):
         try:
             answer = endpoint.predict_bytes(body)
         except MlflowException as e:
-            self._text(400, e.message)
+            self._text(500 if e.error_code == ErrorCode.Name(INTERNAL_ERROR) else 400, e.message)
             return
         except Exception as e:  # noqa: BLE001 - sorted below into the client's or ours
             if _is_input_error(e):
@@ -219,7 +252,7 @@ class _EasRequestHandler(BaseHTTPRequestHandler):
         _logger.debug("%s - %s", self.address_string(), format % args)
 
 
-def serve_eas(model_uri, name, host="127.0.0.1", port=0, device="cpu"):
+def serve_eas(model_uri, name, host="127.0.0.1", port=0, device="cpu", token=None):
     """Loads ``model_uri`` and serves it as EAS service ``name`` on a background thread.
 
     Args:
@@ -228,6 +261,7 @@ def serve_eas(model_uri, name, host="127.0.0.1", port=0, device="cpu"):
         host: the interface to bind (loopback by default; ``0.0.0.0`` exposes it).
         port: the TCP port (``0``: a free one, see ``.port``).
         device: where the model runs (``"cpu"``, ``"gpu"``...).
+        token: when set, requests must carry it as their ``Authorization`` header (else 401).
 
     Returns:
         A running :class:`EasEndpoint`.
@@ -248,4 +282,4 @@ def serve_eas(model_uri, name, host="127.0.0.1", port=0, device="cpu"):
     """
     from mlflow_eas_savedmodel.load import load_model
 
-    return EasEndpoint(load_model(model_uri, device=device), name, host=host, port=port)
+    return EasEndpoint(load_model(model_uri, device=device), name, host=host, port=port, token=token)
