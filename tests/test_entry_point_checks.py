@@ -346,3 +346,79 @@ def test_serve_eas_ends_in_one_error_line_for_a_damaged_model(clean, tmp_path, m
     message = _cli_message(result)
     assert message.startswith("TensorFlow cannot load the SavedModel at "), message
     assert "OutOfRangeError: Node: 'save/RestoreV2'" in message, message
+
+
+def _writing_savedmodel_tf1(tf, root, marker):
+    def make(tf, x, w):
+        drop = tf.io.write_file(str(marker), "pwned", name="drop")
+        with tf.control_dependencies([drop]):
+            return {"y": tf.identity(tf.matmul(x, w), name="y")}
+
+    return _builder_save(tf, root / "tf1", make)
+
+
+def _writing_savedmodel_tf2(tf, root, marker):
+    class Writer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def serve(self, x):
+            tf.io.write_file(str(marker), "pwned", name="drop")
+            return {"y": x * 2.0}
+
+    module = Writer()
+    tf.saved_model.save(module, str(root / "tf2"), signatures={"serving_default": module.serve})
+    return str(root / "tf2")
+
+
+def _writing_checkpoint(tf, root, marker):
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="x")
+        w = tf.compat.v1.get_variable("w", initializer=np.array([[2.0], [3.0]], np.float32))
+        drop = tf.io.write_file(str(marker), "pwned", name="drop")
+        with tf.control_dependencies([drop]):
+            tf.identity(tf.matmul(x, w), name="y")
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            prefix = saver.save(sess, str(root / "ckpt" / "model.ckpt"))
+    return prefix, {"inputs": {"x": "x:0"}, "outputs": {"y": "y:0"}}
+
+
+@pytest.mark.parametrize("kind", ["saved_model_tf1", "saved_model_tf2", "checkpoint", "session", "keras"])
+def test_save_model_refuses_each_source_kind_before_anything_of_it_runs(kind, tmp_path, tf):
+    """A marker-writing op in the request path of each source kind: ``save_model`` refuses it
+    before its reference run, ``main_op`` or restore (the verification runs every SignatureDef
+    on the source and would write the marker)."""
+    marker = tmp_path / "marker-written"
+    kwargs = {}
+    if kind == "saved_model_tf1":
+        source = _writing_savedmodel_tf1(tf, tmp_path, marker)
+    elif kind == "saved_model_tf2":
+        source = _writing_savedmodel_tf2(tf, tmp_path, marker)
+    elif kind == "checkpoint":
+        source, kwargs = _writing_checkpoint(tf, tmp_path, marker)
+    elif kind == "session":
+        graph = tf.Graph()
+        with graph.as_default():
+            x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="x")
+            drop = tf.io.write_file(str(marker), "pwned", name="drop")
+            with tf.control_dependencies([drop]):
+                y = tf.identity(x * 2.0, name="y")
+        source = tf.compat.v1.Session(graph=graph)
+        kwargs = {"inputs": {"x": x}, "outputs": {"y": y}}
+    else:
+        import keras
+
+        class Writer(keras.layers.Layer):
+            def call(self, inputs):
+                tf.io.write_file(str(marker), "pwned", name="drop")
+                return inputs * 2.0
+
+        inp = keras.Input((2,), name="x")
+        source = keras.Model(inp, Writer(name="writer")(inp))
+    assert not marker.exists()  # building the sources ran nothing of them
+    with pytest.raises(MlflowException) as info:
+        mes.save_model(source, tmp_path / "model", input_example={"x": X}, **kwargs)
+    assert "WriteFile" in info.value.message and "drop" in info.value.message, info.value.message
+    assert not marker.exists()
+    assert not (tmp_path / "model").exists()
