@@ -193,8 +193,11 @@ def test_token_is_checked_as_eas_does_and_readiness_needs_none(eas_session_model
         assert _get(ep.url, {"Authorization": "s3cret"})[0] == 200
         base = {"op": "predict", "endpoint": ep.endpoint, "service": "guarded", "signature_name": "",
                 "feeds": [_feed("x", X, protocol.DT_FLOAT)]}
-        with_token, without = run_client_ops([{**base, "token": "s3cret"}, base])
+        # The official client signs each request with the token (Authorization: EAS <HMAC>).
+        with_token, wrong, without = run_client_ops(
+            [{**base, "token": "s3cret"}, {**base, "token": "wrong"}, base])
         np.testing.assert_allclose(_array(with_token["outputs"]["y"]), handle.predict({"x": X})["y"], rtol=1e-6)
+        assert wrong["error_code"] == 401 and unauthorized in wrong["error"]
         assert without["error_code"] == 401 and unauthorized in without["error"]
     with serve_eas(eas_session_model, "open") as ep:  # no token: every request is served, as before
         assert _get(f"http://{ep.endpoint}/ping")[0] == 200 and _get(ep.url)[0] == 200

@@ -21,7 +21,8 @@ stderr; SIGINT and SIGTERM stop the server and close the session. A line ``READY
 stdout says the model is loaded and warmed up; so does ``GET /ping`` (and ``/health``), which
 answers 200 from then on, as MLflow's scoring server does, without the token. With a
 ``token`` in the spec, ``/api/predict/<name>`` answers 401 unless the ``Authorization`` header
-is exactly that token, as EAS's gateway does.
+carries it as EAS's gateway takes it: the token itself, or the ``eas-prediction`` client's
+``EAS <HMAC-SHA1 signature>`` (the same rule as :mod:`mlflow_eas_savedmodel.eas.endpoint`).
 
 Layout: ``Model`` (the C API session), ``Codec`` (wire <-> numpy), ``Server`` (a threading
 ``HTTPServer`` carrying the model, the codec and the TF version) and the module-level ``Handler``
@@ -32,6 +33,7 @@ from __future__ import print_function
 
 import base64
 import ctypes
+import hashlib
 import hmac
 import json
 import logging
@@ -261,10 +263,22 @@ class Server(ThreadingMixIn, HTTPServer):
         self.token = token.encode("utf-8") if token is not None else None
         HTTPServer.__init__(self, address, Handler)
 
-    def authorized(self, header):
+    def authorized(self, headers, method, body):
+        """The token itself, or the eas-prediction client's signature keyed with it."""
         if self.token is None:
             return True
-        return header is not None and hmac.compare_digest(header.encode("utf-8", "replace"), self.token)
+        header = (headers.get("Authorization") or "").encode("utf-8", "replace")
+        if hmac.compare_digest(header, self.token):
+            return True
+        if not header.startswith(b"EAS "):
+            return False
+        content_md5 = hashlib.md5(body).hexdigest()
+        if headers.get("Content-MD5") != content_md5:
+            return False
+        signed = "\n".join((method, content_md5, headers.get("Content-Type") or "",
+                            headers.get("Date") or "", self.predict_path)).strip()
+        digest = hmac.new(self.token, signed.encode("utf-8"), hashlib.sha1).digest()
+        return hmac.compare_digest(header, b"EAS " + base64.b64encode(digest))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -284,13 +298,13 @@ class Handler(BaseHTTPRequestHandler):
     def _text(self, status, message):
         self._send(status, message.encode("utf-8"), "text/plain; charset=utf-8")
 
-    def _route(self):
+    def _route(self, body=b""):
         path = self.server.predict_path
         parts = urlsplit(self.path)
         if parts.path.rstrip("/") != path:
             self._text(404, "No service at %s; this endpoint serves %s." % (parts.path, path))
             return None
-        if not self.server.authorized(self.headers.get("Authorization")):
+        if not self.server.authorized(self.headers, self.command, body):
             self._text(401, UNAUTHORIZED)
             return None
         return parts
@@ -320,7 +334,7 @@ class Handler(BaseHTTPRequestHandler):
         fits = well_formed and int(length) <= MAX_BODY_BYTES
         body = self.rfile.read(int(length)) if fits else b""
         signature = "-"
-        if self._route() is not None:
+        if self._route(body) is not None:
             if not fits:
                 self.close_connection = True
                 self._text(413 if well_formed else 400, "Send the PredictRequest bytes with a "

@@ -17,8 +17,12 @@ shapes) get ``400`` with a plain-text message that says what to fix; a wrong pat
 model that fails on a request for reasons of its own ``500``.
 
 With a ``token`` (``serve-eas --token``), ``/api/predict/<name>`` answers ``401`` unless the
-request's ``Authorization`` header is exactly that token, as EAS's gateway does (the
-``eas-prediction`` client's ``set_token`` sends it bare, no ``Bearer``). ``GET /ping`` and
+request's ``Authorization`` header carries it as EAS's gateway takes it: the token itself (what
+EAS's curl examples and the ``eas-prediction`` client with a custom URL send), or the
+``eas-prediction`` client's signature ``EAS <base64 HMAC-SHA1>`` keyed with the token over
+``POST``, ``Content-MD5`` (checked against the body), ``Content-Type``, ``Date`` and
+``/api/predict/<name>`` (what its ``set_token`` sends; ``Date`` is not checked for freshness
+here). ``GET /ping`` and
 ``GET /health`` answer ``200`` as MLflow's scoring server does, without the token (a
 readiness probe carries none, and they tell nothing about the model): the endpoint listens
 only once the model is loaded, so an answer means it is ready.
@@ -31,6 +35,8 @@ it; the module-level ``_EasRequestHandler`` reads it as ``self.server.endpoint``
 HTTP to those calls and their errors to status codes.
 """
 
+import base64
+import hashlib
 import hmac
 import json
 import logging
@@ -52,6 +58,23 @@ UNAUTHORIZED = (
     "Authorization failed: send the service token in the Authorization header "
     "(eas-prediction: client.set_token(token))."
 )
+
+
+def token_matches(token, headers, method, path, body):
+    """Whether ``headers["Authorization"]`` carries ``token`` (bytes) as EAS takes it."""
+    header = (headers.get("Authorization") or "").encode("utf-8", "replace")
+    if hmac.compare_digest(header, token):
+        return True
+    if not header.startswith(b"EAS "):
+        return False
+    content_md5 = hashlib.md5(body).hexdigest()
+    if headers.get("Content-MD5") != content_md5:
+        return False
+    signed = "\n".join(
+        (method, content_md5, headers.get("Content-Type") or "", headers.get("Date") or "", path)
+    ).strip()
+    digest = hmac.new(token, signed.encode("utf-8"), hashlib.sha1).digest()
+    return hmac.compare_digest(header, b"EAS " + base64.b64encode(digest))
 
 
 def describe_signature(signature_name, description):
@@ -116,11 +139,11 @@ class EasEndpoint:
             outputs = {known[o]: outputs[known[o]] for o in output_filter}
         return protocol.encode_response(outputs)
 
-    def authorized(self, header):
-        """Whether a request with ``Authorization: header`` may use the model."""
+    def authorized(self, headers, method, path, body=b""):
+        """Whether a request with these headers (a mapping) may use the model (see the module)."""
         if self._token is None:
             return True
-        return header is not None and hmac.compare_digest(header.encode("utf-8", "replace"), self._token)
+        return token_matches(self._token, headers, method, path, body)
 
     def describe(self, signature_name=None):
         name = signature_name or self.handle.default_signature
@@ -188,7 +211,7 @@ class _EasRequestHandler(BaseHTTPRequestHandler):
     def _text(self, status, message):
         self._send(status, message.encode("utf-8"), "text/plain; charset=utf-8")
 
-    def _route(self):
+    def _route(self, body=b""):
         name = self.server.endpoint.name
         parts = urlsplit(self.path)
         if parts.path.rstrip("/") != PREDICT_PATH + name:
@@ -198,7 +221,7 @@ class _EasRequestHandler(BaseHTTPRequestHandler):
                 f"{PREDICT_PATH}{name}.",
             )
             return None
-        if not self.server.endpoint.authorized(self.headers.get("Authorization")):
+        if not self.server.endpoint.authorized(self.headers, self.command, PREDICT_PATH + name, body):
             self._text(401, UNAUTHORIZED)
             return None
         return parts
@@ -223,7 +246,7 @@ class _EasRequestHandler(BaseHTTPRequestHandler):
         well_formed = length is not None and length.isdigit()
         fits = well_formed and int(length) <= MAX_BODY_BYTES
         body = self.rfile.read(int(length)) if fits else b""
-        if self._route() is None:
+        if self._route(body) is None:
             return
         if not fits:
             self.close_connection = True
