@@ -12,11 +12,11 @@ before TensorFlow reads anything but the ``saved_model.pb`` bytes:
 * symlinks anywhere in the model (they would make a load, a hash or a copy read outside it);
 * files that do not match their recorded SHA-256 (:mod:`.integrity`; unless the check is
   skipped with ``verify_integrity=False`` / ``$MLFLOW_EAS_SAVEDMODEL_VERIFY=0``);
+* a graph with ops the ops policy refuses (:mod:`.graph.ops_policy`), in every MetaGraph;
 * an MLmodel whose ``signature_defs`` differ from the SignatureDefs of ``saved_model.pb``:
   the loaded handle feeds and fetches the tensors MLmodel names, so an MLmodel pointing an
   output at another tensor (one behind a hidden ``Save`` op, which the policy lets pass when
-  no SignatureDef reaches it) would widen the graph that requests run;
-* a graph with ops the ops policy refuses (:mod:`.graph.ops_policy`), in every MetaGraph.
+  no SignatureDef reaches it) would widen the graph that requests run.
 
 Every entry point gets the same message for the same artifact, naming the model as the user
 named it (``where``). It imports TensorFlow only to parse ``saved_model.pb``.
@@ -89,9 +89,9 @@ def check_model_folder(model_path, conf=None, verify_integrity=None, where=None)
             f"or load a model you trust with verify_integrity=False (or {integrity.VERIFY_ENV}=0).",
         )
     meta_graphs = _read_meta_graphs(saved_model_dir, where)
-    # MLmodel first: the ops policy judges the graph the SignatureDefs of saved_model.pb reach.
-    check_signature_defs(_serving_meta_graph(meta_graphs, where), conf, where)
     _check_ops(meta_graphs, saved_model_dir, conf, where)
+    # The policy judged what the SignatureDefs of saved_model.pb reach: MLmodel may name no other.
+    check_signature_defs(_serving_meta_graph(meta_graphs, where), conf, where)
     return conf
 
 
