@@ -34,6 +34,9 @@ from mlflow_eas_savedmodel.save import PARTIAL_MARK
 
 OUTCOME = "it was not loaded"
 _SERVING_TAGS = {"serve"}  # what model.py and EAS's processors load
+# TensorFlow's own hooks (__saved_model_init_op: the loader's init op), never a served
+# SignatureDef, so MLmodel does not list them; the ops policy judges what they reach.
+_LOADER_HOOK_PREFIX = "__saved_model_"
 _MAX_LISTED = 10
 
 
@@ -159,12 +162,25 @@ def check_signature_defs(meta_graph, conf, where):
     """Refuses an MLmodel whose ``signature_defs`` differ from the graph's SignatureDefs.
 
     The names, keys, tensor names, dtypes and shapes must be equal (and the method names, where
-    MLmodel records one): the handle runs exactly what MLmodel names, so MLmodel may describe the
-    graph's SignatureDefs but never add to them.
+    MLmodel records one; TensorFlow's ``__saved_model_*`` hooks are not SignatureDefs MLmodel
+    lists): the handle runs exactly what MLmodel names, so MLmodel may describe the graph's
+    SignatureDefs but never add to them.
     """
+    from tensorflow.core.protobuf import meta_graph_pb2
+
     from mlflow_eas_savedmodel.metadata import describe_signature_defs
 
-    actual = describe_signature_defs(meta_graph)
+    served = meta_graph_pb2.MetaGraphDef()
+    for name, signature in meta_graph.signature_def.items():
+        if not name.startswith(_LOADER_HOOK_PREFIX):
+            served.signature_def[name].CopyFrom(signature)
+    try:
+        actual = describe_signature_defs(served)
+    except (TypeError, ValueError) as e:  # e.g. a tensor of dtype DT_INVALID
+        raise invalid_parameter_value(
+            f"The saved_model.pb of the model at {where!r} has a SignatureDef TensorFlow cannot "
+            f"read ({e}); {OUTCOME}. Download or copy the model again, or re-log it."
+        ) from None
     recorded = conf.signature_defs
     problems = []
     for name in sorted(set(recorded) | set(actual), key=str):

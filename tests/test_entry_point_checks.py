@@ -471,3 +471,19 @@ def test_a_graph_failing_at_predict_is_an_mlflow_exception_and_a_500(clean, tmp_
         with pytest.raises(urllib.error.HTTPError) as http:
             urllib.request.urlopen(urllib.request.Request(ep.url, data=protocol.encode_request({"x": X})), timeout=30)
         assert http.value.code == 500 and http.value.read().decode().startswith(expected)
+
+
+def test_a_signature_def_tensorflow_cannot_read_is_refused(clean, tmp_path):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model = tmp_path / "model"
+    shutil.copytree(clean, model)
+    pb = model / "savedmodel" / "saved_model.pb"
+    saved_model = saved_model_pb2.SavedModel.FromString(pb.read_bytes())
+    saved_model.meta_graphs[0].signature_def["serving_default"].inputs["x"].dtype = 0  # DT_INVALID
+    pb.write_bytes(saved_model.SerializeToString())
+    _edit_flavor(model, lambda conf: conf.update(file_sha256=integrity.hash_tree(model / "savedmodel")))
+    message = _message(lambda: mes.load_model(str(model), device="cpu"))
+    assert message.startswith(f"The saved_model.pb of the model at {str(model)!r} has a SignatureDef "
+                              "TensorFlow cannot read (Cannot convert"), message
+    assert "it was not loaded. Download or copy the model again, or re-log it." in message
