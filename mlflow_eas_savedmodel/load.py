@@ -1,10 +1,11 @@
 """Loading: ``load_model`` and :func:`load_handle`, the checks every load runs first.
 
 Both ``load_model`` and ``mlflow.pyfunc.load_model`` (through :mod:`.pyfunc`) end in
-:func:`load_handle`, which refuses, before TensorFlow reads anything: a ``.partial-`` folder (a
-save that was killed), a SavedModel folder other than the one MLmodel names, symlinks, files that
-do not match their recorded SHA-256 (unless the check is skipped), a graph with file or Python
-ops (:mod:`.graph.ops_policy`) and a custom-objects pickle that does not match its SHA-256.
+:func:`load_handle`, which refuses a SavedModel folder other than the one MLmodel names, then
+runs the pre-load check every entry point shares (:func:`.artifact_check.check_model_folder`:
+a ``.partial-`` folder, symlinks, files that do not match their recorded SHA-256 unless the
+check is skipped, a graph the ops policy refuses, an MLmodel whose SignatureDefs differ from the
+graph's) and refuses a custom-objects pickle that does not match its SHA-256.
 The custom objects are unpickled only when something asks for them
 (:attr:`.model.EasSavedModel.custom_objects`; ``load_model`` gives them back): the frozen graph
 never needs them. Saving is in :mod:`.save`; the flavor's MLmodel entry in :mod:`.flavor_conf`.
@@ -12,14 +13,12 @@ never needs them. Saving is in :mod:`.save`; the flavor's MLmodel entry in :mod:
 
 import os
 
-from mlflow.models import Model
 from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
 from mlflow_eas_savedmodel import integrity
+from mlflow_eas_savedmodel.artifact_check import check_model_folder, read_conf, refuse_unfinished
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
-from mlflow_eas_savedmodel.flavor_conf import CUSTOM_OBJECTS_FILE, FLAVOR_NAME, FlavorConf, not_this_flavor
-from mlflow_eas_savedmodel.graph import ops_policy
-from mlflow_eas_savedmodel.save import PARTIAL_MARK
+from mlflow_eas_savedmodel.flavor_conf import CUSTOM_OBJECTS_FILE, FLAVOR_NAME
 
 
 def load_model(model_uri, device=None, dst_path=None, verify_integrity=None):
@@ -48,17 +47,19 @@ def load_model(model_uri, device=None, dst_path=None, verify_integrity=None):
         (2, 3)
     """
     local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
-    _refuse_unfinished(local_path)
-    conf = _read_conf(local_path)
+    where = os.fspath(model_uri)
+    refuse_unfinished(local_path)
+    conf = read_conf(local_path, where)
     handle = load_handle(
-        conf.saved_model_path(local_path), device=device, verify_integrity=verify_integrity, conf=conf
+        conf.saved_model_path(local_path), device=device, verify_integrity=verify_integrity,
+        conf=conf, where=where,
     )
     # load_model gives the custom objects back: an unpicklable file fails here, at load.
     handle.custom_objects  # noqa: B018
     return handle
 
 
-def load_handle(saved_model_dir, device=None, verify_integrity=None, conf=None):
+def load_handle(saved_model_dir, device=None, verify_integrity=None, conf=None, where=None):
     """The :class:`~mlflow_eas_savedmodel.model.EasSavedModel` of a model's SavedModel folder.
 
     Args:
@@ -66,27 +67,20 @@ def load_handle(saved_model_dir, device=None, verify_integrity=None, conf=None):
             hands :func:`.pyfunc._load_pyfunc`).
         device, verify_integrity: as in :func:`load_model`.
         conf: the model's :class:`~.flavor_conf.FlavorConf` when the caller has read it.
+        where: the model as the user named it, for the messages (default: its folder).
     """
     from mlflow_eas_savedmodel.model import EasSavedModel
 
     model_path = os.path.dirname(os.path.abspath(saved_model_dir))
-    _refuse_unfinished(model_path)
-    conf = conf or _read_conf(model_path)
+    refuse_unfinished(model_path)
+    conf = conf or read_conf(model_path, where)
     if os.path.abspath(saved_model_dir) != conf.saved_model_path(model_path):
         raise invalid_parameter_value(
             f"{saved_model_dir!r} is not the SavedModel folder {conf.saved_model_dir!r} that "
             "the model's MLmodel file names. Download or copy the model again."
         )
-    # Symlinks first, always: hashing follows them, so a link would pass for an inside file.
-    integrity.refuse_symlinks(model_path)
-    if integrity.should_verify(verify_integrity):
-        conf.verify_files(
-            saved_model_dir,
-            unrecorded=f"The MLmodel file of {model_path!r} records no file hashes "
-            f"({FLAVOR_NAME}.file_sha256), so its SavedModel cannot be checked. Re-log the model, "
-            f"or load a model you trust with verify_integrity=False (or {integrity.VERIFY_ENV}=0).",
-        )
-    _check_artifact_graph(saved_model_dir, conf)
+    # The one pre-load check of every entry point: symlinks, hashes, ops policy, MLmodel vs graph.
+    check_model_folder(model_path, conf, verify_integrity=verify_integrity, where=where)
     return EasSavedModel(
         saved_model_dir,
         conf.signature_defs,
@@ -94,43 +88,6 @@ def load_handle(saved_model_dir, device=None, verify_integrity=None, conf=None):
         device=device,
         custom_objects=_custom_objects_loader(model_path, conf),
     )
-
-
-def _read_conf(model_path):
-    try:
-        mlmodel = Model.load(model_path)
-    except Exception as e:  # noqa: BLE001 - MLflow raises MlflowException or OSError here
-        raise not_this_flavor(model_path, {}) from e
-    return FlavorConf.read(mlmodel, model_path)
-
-
-def _refuse_unfinished(model_path):
-    """A ``.<name>.partial-*`` folder is a save that was killed: never load it as a model."""
-    name = os.path.basename(os.path.normpath(model_path))
-    if name.startswith(".") and PARTIAL_MARK in name:
-        raise invalid_parameter_value(
-            f"{model_path!r} is the temporary folder of a save_model that did not finish (the "
-            "process was killed): it is not a model. Delete it and save the model again."
-        )
-
-
-def _check_artifact_graph(saved_model_dir, conf):
-    """The ops policy again, on the artifact's own graph, before TensorFlow loads it.
-
-    The save checked the graph already; this catches an artifact whose ``saved_model.pb`` was
-    replaced (with its hashes, or with the check skipped) by one that reads files or runs Python.
-    """
-    from mlflow_eas_savedmodel.sources import assets
-    from mlflow_eas_savedmodel.sources.saved_model import read_saved_model
-
-    meta_graphs = read_saved_model(saved_model_dir).meta_graphs
-    what = f"The SavedModel of the model at {os.path.dirname(saved_model_dir)!r}"
-    for meta_graph in meta_graphs:
-        ops_policy.check_meta_graph(
-            meta_graph, what, assets.check_assets(meta_graph, saved_model_dir),
-            allow_file_ops=conf.allow_file_ops is True,
-            outcome="it was not loaded", allow_ops=conf.allow_ops, artifact=True,
-        )
 
 
 def _custom_objects_loader(model_path, conf):

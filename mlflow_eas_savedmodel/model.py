@@ -13,6 +13,8 @@ import os
 import re
 
 import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow, quiet_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
@@ -25,6 +27,21 @@ DEVICE_ENV = "MLFLOW_DEFAULT_PREDICTION_DEVICE"
 _DEVICE_RE = re.compile(r"^/?(?:device:)?(cpu|gpu|cuda)(?::(\d+))?$", re.IGNORECASE)
 _NO_ELEMENT = object()
 _ACCEPTED_KINDS = {"f": "fiub", "i": "iub", "u": "iub", "b": "b", "c": "fiubc"}
+# Lines of a TensorFlow error message that only point at Python stacks or repeat the node.
+_NOISE = ("Graph execution error:", "Detected at node", "[[", "Original stack trace")
+_MAX_ERROR_CHARS = 600
+
+
+def tensorflow_error_text(error):
+    """``"<ErrorType>: <what TensorFlow said>"`` in one line, without its stack traces."""
+    text = getattr(error, "message", None) or str(error)
+    text = text.split("Original stack trace")[0].split("\n\nThe above exception")[0]
+    lines = [line.strip() for line in text.splitlines()]
+    kept = [line for line in lines if line and not line.startswith(_NOISE)]
+    joined = "; ".join(kept) or type(error).__name__
+    if len(joined) > _MAX_ERROR_CHARS:
+        joined = joined[:_MAX_ERROR_CHARS] + "..."
+    return f"{type(error).__name__}: {joined}"
 
 
 def resolve_device(device=None):
@@ -121,8 +138,10 @@ class SignatureRunner:
             [t["name"] for t in description["inputs"].values()],
             [t["name"] for t in description["outputs"].values()],
         )
+        errors = import_tensorflow().errors
         # What the graph raises for values no static check can see (e.g. unequal batch sizes).
-        self._input_errors = (import_tensorflow().errors.InvalidArgumentError,)
+        self._input_errors = (errors.InvalidArgumentError, errors.OutOfRangeError)
+        self._graph_errors = (errors.OpError,)
 
     def __call__(self, inputs):
         missing = [k for k in self.input_keys if k not in inputs]
@@ -142,6 +161,14 @@ class SignatureRunner:
             raise invalid_parameter_value(
                 f"Signature {self.name!r} rejected the inputs: {e.message}. Check that the inputs "
                 "agree with each other (e.g. the same batch size)."
+            ) from None
+        except self._graph_errors as e:
+            # Not the caller's inputs: the graph itself failed (a damaged or hostile model).
+            raise MlflowException(
+                f"Signature {self.name!r} failed in TensorFlow: {tensorflow_error_text(e)}. The "
+                "model cannot compute this request; check it with `mlflow-eas-savedmodel "
+                "check-runtime`, or re-log it.",
+                error_code=INTERNAL_ERROR,
             ) from None
         return dict(zip(self.output_keys, results))
 
@@ -226,14 +253,25 @@ class EasSavedModel:
         self.default_signature = default_signature
         graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=graph, config=_session_config(self.device))
-        # quiet: the TF1 loader EAS's runtimes share logs a deprecation notice on TF 2.x.
-        with graph.as_default(), graph.device(self.device), quiet_tensorflow():
-            tf.compat.v1.saved_model.loader.load(self.session, [SERVING_TAG], saved_model_dir)
-        graph.finalize()  # nothing may add ops per call: a growing graph is a memory leak
-        self._runners = {
-            name: SignatureRunner(self.session, name, description)
-            for name, description in signatures.items()
-        }
+        try:
+            # quiet: the TF1 loader EAS's runtimes share logs a deprecation notice on TF 2.x.
+            with graph.as_default(), graph.device(self.device), quiet_tensorflow():
+                tf.compat.v1.saved_model.loader.load(self.session, [SERVING_TAG], saved_model_dir)
+            graph.finalize()  # nothing may add ops per call: a growing graph is a memory leak
+            self._runners = {
+                name: SignatureRunner(self.session, name, description)
+                for name, description in signatures.items()
+            }
+        except (tf.errors.OpError, RuntimeError, ValueError, KeyError, TypeError, OSError) as e:
+            # The pre-load check passed, so what fails here is TensorFlow reading damaged files
+            # (variables cut short with the hash check off, a SignatureDef naming no tensor...).
+            self.session.close()
+            raise invalid_parameter_value(
+                f"TensorFlow cannot load the SavedModel at {saved_model_dir!r}: "
+                f"{tensorflow_error_text(e)}. Its files are damaged or do not belong together: "
+                "download or copy the model again (load it with verify_integrity on to find a "
+                "changed file), or re-log it."
+            ) from None
         _logger.debug("Loaded %s on %s", saved_model_dir, self.device)
 
     def predict(self, inputs, signature_name=None):

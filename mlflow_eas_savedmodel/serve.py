@@ -5,7 +5,9 @@
 127. This command runs exactly MLflow's server (``python -m mlflow models serve``, the same
 scoring protocol, the same ``--env-manager`` semantics) with this interpreter's ``bin`` folder
 first on ``PATH``, where those programs are installed next to it. Nothing of the serving itself
-is reimplemented: the answers are MLflow's.
+is reimplemented: the answers are MLflow's. The model gets the pre-load check of every entry
+point first (:mod:`.artifact_check`), so a refused model ends in one ``Error:`` line before any
+server starts (MLflow's server then loads it through pyfunc, which checks it again).
 
 ``-h`` is help here, as in every command of this CLI; the interface is ``--host`` (default
 127.0.0.1: nothing is exposed to the network unless asked).
@@ -57,6 +59,10 @@ def serve_command(model_uri, port, host, workers, env_manager):
 
     Example: mlflow-eas-savedmodel serve -m models:/mnist@champion -p 5001
     """
+    from mlflow_eas_savedmodel.artifact_check import check_model_uri
+
+    # Refused here with one Error: line, before MLflow's server starts (its load checks again).
+    check_model_uri(model_uri)
     argv, env = serve_command_line(model_uri, port, host, workers, env_manager, given_store_uris())
     sys.stdout.flush()
     sys.stderr.flush()

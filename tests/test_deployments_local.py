@@ -50,14 +50,16 @@ def registry(tmp_path_factory, tf):
         yield {"uri": uri, "root": root, "handle": handle}
 
 
-def _run_local(registry, version, tmp_path, name="svc"):
+def _run_local(registry, version, tmp_path, name="svc", token=None):
     port = free_port()
     command = mlflow_command(
         "deployments", "run-local", "-t", "eas", "--name", name, "-m", "models:/demo@champion",
         "-C", f"processor=tensorflow_cpu_{version}", "-C", f"port={port}",
+        *(["-C", f"token={token}"] if token else []),
     )
     env = server_env(MLFLOW_TRACKING_URI=registry["uri"], MLFLOW_REGISTRY_URI=registry["uri"])
-    return ServerProcess(command, f"http://127.0.0.1:{port}/api/predict/{name}",
+    # The readiness probe: it answers once the model is loaded and warmed up, token or not.
+    return ServerProcess(command, f"http://127.0.0.1:{port}/ping",
                          log_path=tmp_path / "run-local.log", env=env, timeout=240)
 
 
@@ -68,6 +70,14 @@ def _feed(name, array, code):
     return [name, list(np.shape(array)), code, values]
 
 
+def _get(url, headers=None):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 def _array(tensor):
     values = tensor["values"]
     if tensor["dtype"] == protocol.DT_STRING:
@@ -76,9 +86,10 @@ def _array(tensor):
     return np.array(values, dtype=dtype).reshape(tensor["shape"])
 
 
-def _post(url, body):
+def _post(url, body, headers=None):
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as resp:
+        request = urllib.request.Request(url, data=body, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=30) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -89,10 +100,20 @@ def _post(url, body):
 @pytest.mark.parametrize("version", VERSIONS)
 def test_run_local_answers_the_official_client_from_the_old_runtime(registry, version, tmp_path):
     handle = registry["handle"]
-    server = _run_local(registry, version, tmp_path)
+    # One runtime runs with -C token: EAS's gateway check (401 without Authorization: <token>).
+    token = "s3cret" if version == VERSIONS[-1] else None
+    auth = {"Authorization": token} if token else {}
+    server = _run_local(registry, version, tmp_path, token=token)
     with server:
         url = server.url("/api/predict/svc")
-        with urllib.request.urlopen(url, timeout=30) as resp:
+        assert [_get(server.url(p))[0] for p in ("/ping", "/health")] == [200, 200]  # no token needed
+        if token:
+            unauthorized = b"Authorization failed: send the service token in the Authorization header"
+            for headers in ({}, {"Authorization": "wrong"}):
+                assert _get(url, headers)[0] == 401
+                status, text = _post(url, protocol.encode_request({"x": X}), headers)
+                assert status == 401 and unauthorized in text, text
+        with urllib.request.urlopen(urllib.request.Request(url, headers=auth), timeout=30) as resp:
             described = json.load(resp)
         assert described == {
             "signature_name": "serving_default",
@@ -101,10 +122,11 @@ def test_run_local_answers_the_official_client_from_the_old_runtime(registry, ve
                         {"name": "y", "shape": [-1, 2], "type": "DT_FLOAT"}],
             "tensorflow_version": {"1.12": "1.12.0", "1.14": "1.14.0"}.get(version, version + ".0"),
         }
-        with urllib.request.urlopen(url + "?signature_name=lookup", timeout=30) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url + "?signature_name=lookup", headers=auth),
+                                    timeout=30) as resp:
             assert json.load(resp)["inputs"] == [{"name": "s", "shape": [-1], "type": "DT_STRING"}]
 
-        base = {"op": "predict", "endpoint": server.url()[len("http://"):], "service": "svc"}
+        base = {"op": "predict", "endpoint": server.url()[len("http://"):], "service": "svc", "token": token}
         default, lookup, filtered, by_tensor_name, unknown, wrong_dtype = run_client_ops([
             {**base, "signature_name": "serving_default", "feeds": [_feed("x", X, protocol.DT_FLOAT)]},
             {**base, "signature_name": "lookup", "feeds": [_feed("s", WORDS, protocol.DT_STRING)]},
@@ -130,7 +152,7 @@ def test_run_local_answers_the_official_client_from_the_old_runtime(registry, ve
         answers = [None] * len(batches)
 
         def call(i):
-            answers[i] = protocol.decode_response(_post(url, protocol.encode_request({"x": batches[i]}))[1])
+            answers[i] = protocol.decode_response(_post(url, protocol.encode_request({"x": batches[i]}), auth)[1])
 
         threads = [threading.Thread(target=call, args=(i,)) for i in range(len(batches))]
         for t in threads:
@@ -140,7 +162,7 @@ def test_run_local_answers_the_official_client_from_the_old_runtime(registry, ve
         for batch, got in zip(batches, answers):
             np.testing.assert_allclose(got["y"], handle.predict({"x": batch})["y"], rtol=1e-6)
 
-        status, text = _post(url, b"\xff\xff\xff")
+        status, text = _post(url, b"\xff\xff\xff", auth)
         assert status == 400 and b"The body is not a serialized EAS PredictRequest" in text
         status, text = _post(server.url("/api/predict/other"), protocol.encode_request({"x": X}))
         assert status == 404 and b"this endpoint serves /api/predict/svc" in text

@@ -18,6 +18,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from mlflow.exceptions import MlflowException
 from multi_signature import EAS_EXAMPLE
 
 import mlflow_eas_savedmodel as mes
@@ -165,11 +166,50 @@ def test_concurrent_requests_each_get_their_own_answer(endpoint, handle):
         np.testing.assert_array_equal(got, handle.predict({"x": batch})["y"])
 
 
+def _get(url, headers=None):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_token_is_checked_as_eas_does_and_readiness_needs_none(eas_session_model, handle):
+    """With a token, /api/predict/<name> answers 401 unless ``Authorization`` is exactly it
+    (the official client's ``set_token``); /ping and /health answer 200 without it."""
+    with serve_eas(eas_session_model, "guarded", token="s3cret") as ep:
+        body = protocol.encode_request({"x": X})
+        unauthorized = "Authorization failed: send the service token in the Authorization header"
+        for headers in ({}, {"Authorization": "wrong"}, {"Authorization": "Bearer s3cret"}):
+            request = urllib.request.Request(ep.url, data=body, headers=headers)
+            try:
+                urllib.request.urlopen(request, timeout=30)
+                raise AssertionError(f"{headers} was let in")
+            except urllib.error.HTTPError as e:
+                assert (e.code, unauthorized in e.read().decode()) == (401, True), headers
+            assert _get(ep.url, headers)[0] == 401  # the description too
+        for path in ("/ping", "/health"):
+            assert _get(f"http://{ep.endpoint}{path}") == (200, "\n")
+        assert _get(ep.url, {"Authorization": "s3cret"})[0] == 200
+        base = {"op": "predict", "endpoint": ep.endpoint, "service": "guarded", "signature_name": "",
+                "feeds": [_feed("x", X, protocol.DT_FLOAT)]}
+        # The official client signs each request with the token (Authorization: EAS <HMAC>).
+        with_token, wrong, without = run_client_ops(
+            [{**base, "token": "s3cret"}, {**base, "token": "wrong"}, base])
+        np.testing.assert_allclose(_array(with_token["outputs"]["y"]), handle.predict({"x": X})["y"], rtol=1e-6)
+        assert wrong["error_code"] == 401 and unauthorized in wrong["error"]
+        assert without["error_code"] == 401 and unauthorized in without["error"]
+    with serve_eas(eas_session_model, "open") as ep:  # no token: every request is served, as before
+        assert _get(f"http://{ep.endpoint}/ping")[0] == 200 and _get(ep.url)[0] == 200
+    with pytest.raises(MlflowException, match="The token must be a non-empty string"):
+        serve_eas(eas_session_model, "svc", token=" ")
+
+
 def test_serve_eas_cli(eas_session_model, handle, tmp_path):
     script = os.path.join(os.path.dirname(sys.executable), "mlflow-eas-savedmodel")
     stderr = open(tmp_path / "stderr.txt", "w")
     proc = subprocess.Popen(
-        [script, "serve-eas", eas_session_model, "--name", "cli_demo", "--port", "0"],
+        [script, "serve-eas", eas_session_model, "--name", "cli_demo", "--port", "0", "--token", "t0ken"],
         stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
@@ -180,7 +220,10 @@ def test_serve_eas_cli(eas_session_model, handle, tmp_path):
         match = re.search(r"at (http://127\.0\.0\.1:\d+/api/predict/cli_demo)", line)
         assert match, (line, proc.poll(), (tmp_path / "stderr.txt").read_text()[-2000:])
         body = protocol.encode_request({"s": WORDS}, signature_name="lookup", output_filter=["ids"])
-        with urllib.request.urlopen(urllib.request.Request(match.group(1), data=body), timeout=60) as resp:
+        assert _post(match.group(1), body)[0] == 401
+        assert _get(match.group(1).split("/api/")[0] + "/ping")[0] == 200
+        request = urllib.request.Request(match.group(1), data=body, headers={"Authorization": "t0ken"})
+        with urllib.request.urlopen(request, timeout=60) as resp:
             got = protocol.decode_response(resp.read())
         np.testing.assert_array_equal(got["ids"], handle.predict({"s": WORDS}, signature_name="lookup")["ids"])
     finally:

@@ -18,7 +18,11 @@ of the SignatureDef's tensors. ``POST /api/predict/<name>`` answers a ``PredictR
 ``GET /api/predict/<name>`` the JSON description of the default SignatureDef (or
 ``?signature_name=``) plus ``"tensorflow_version"``. Each request's latency is logged on
 stderr; SIGINT and SIGTERM stop the server and close the session. A line ``READY <url>`` on
-stdout says the model is loaded and warmed up.
+stdout says the model is loaded and warmed up; so does ``GET /ping`` (and ``/health``), which
+answers 200 from then on, as MLflow's scoring server does, without the token. With a
+``token`` in the spec, ``/api/predict/<name>`` answers 401 unless the ``Authorization`` header
+carries it as EAS's gateway takes it: the token itself, or the ``eas-prediction`` client's
+``EAS <HMAC-SHA1 signature>`` (the same rule as :mod:`mlflow_eas_savedmodel.eas.endpoint`).
 
 Layout: ``Model`` (the C API session), ``Codec`` (wire <-> numpy), ``Server`` (a threading
 ``HTTPServer`` carrying the model, the codec and the TF version) and the module-level ``Handler``
@@ -29,6 +33,8 @@ from __future__ import print_function
 
 import base64
 import ctypes
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -54,6 +60,9 @@ from google.protobuf.message import DecodeError  # noqa: E402
 _logger = logging.getLogger("eas-local")
 PREDICT_PATH = "/api/predict/"
 MAX_BODY_BYTES = 1 << 30
+READINESS_PATHS = ("/ping", "/health")
+UNAUTHORIZED = ("Authorization failed: send the service token in the Authorization header "
+                "(eas-prediction: client.set_token(token)).")
 _TF_INVALID_ARGUMENT = 3
 
 
@@ -246,12 +255,30 @@ class Server(ThreadingMixIn, HTTPServer):
     allow_reuse_address = True
     request_queue_size = 128  # socketserver's 5 resets connections of a burst of clients
 
-    def __init__(self, address, service, model, codec, tf_version):
+    def __init__(self, address, service, model, codec, tf_version, token=None):
         self.predict_path = PREDICT_PATH + service
         self.model = model
         self.codec = codec
         self.tf_version = tf_version
+        self.token = token.encode("utf-8") if token is not None else None
         HTTPServer.__init__(self, address, Handler)
+
+    def authorized(self, headers, method, body):
+        """The token itself, or the eas-prediction client's signature keyed with it."""
+        if self.token is None:
+            return True
+        header = (headers.get("Authorization") or "").encode("utf-8", "replace")
+        if hmac.compare_digest(header, self.token):
+            return True
+        if not header.startswith(b"EAS "):
+            return False
+        content_md5 = hashlib.md5(body).hexdigest()
+        if headers.get("Content-MD5") != content_md5:
+            return False
+        signed = "\n".join((method, content_md5, headers.get("Content-Type") or "",
+                            headers.get("Date") or "", self.predict_path)).strip()
+        digest = hmac.new(self.token, signed.encode("utf-8"), hashlib.sha1).digest()
+        return hmac.compare_digest(header, b"EAS " + base64.b64encode(digest))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -271,16 +298,23 @@ class Handler(BaseHTTPRequestHandler):
     def _text(self, status, message):
         self._send(status, message.encode("utf-8"), "text/plain; charset=utf-8")
 
-    def _route(self):
+    def _route(self, body=b""):
         path = self.server.predict_path
         parts = urlsplit(self.path)
         if parts.path.rstrip("/") != path:
             self._text(404, "No service at %s; this endpoint serves %s." % (parts.path, path))
             return None
+        if not self.server.authorized(self.headers, self.command, body):
+            self._text(401, UNAUTHORIZED)
+            return None
         return parts
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         start = time.time()
+        if urlsplit(self.path).path in READINESS_PATHS:
+            self._text(200, "\n")  # the server listens only once the model is loaded and warm
+            self._log(start, "ready")
+            return
         parts = self._route()
         if parts is not None:
             query = parse_qs(parts.query)
@@ -300,7 +334,7 @@ class Handler(BaseHTTPRequestHandler):
         fits = well_formed and int(length) <= MAX_BODY_BYTES
         body = self.rfile.read(int(length)) if fits else b""
         signature = "-"
-        if self._route() is not None:
+        if self._route(body) is not None:
             if not fits:
                 self.close_connection = True
                 self._text(413 if well_formed else 400, "Send the PredictRequest bytes with a "
@@ -366,7 +400,7 @@ def main(argv):
 
     try:
         server = Server((spec["host"], spec["port"]), spec["service_name"], model, codec,
-                        tf.__version__)
+                        tf.__version__, token=spec.get("token"))
     except socket.error as e:
         sys.stderr.write("eas-local: cannot listen on %s:%s: %s\n" % (spec["host"], spec["port"], e))
         return 4

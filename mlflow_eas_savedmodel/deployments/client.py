@@ -142,6 +142,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
 
     def _upload_and_configure(self, name, model, conf, bucket, prefix, options, credentials):
         """Exports, writes the warm-up request, uploads both; returns the EAS service JSON."""
+        from mlflow_eas_savedmodel.artifact_check import check_model_folder
         from mlflow_eas_savedmodel.deployments.cloud import OssUploader
         from mlflow_eas_savedmodel.eas.mlmodel import download_model
         from mlflow_eas_savedmodel.eas.package import MANIFEST_SUFFIX, write_eas_package
@@ -150,6 +151,7 @@ class PluginDeploymentClient(BaseDeploymentClient):
         uploader = OssUploader(options["region"], credentials, bucket, endpoint=options["oss_endpoint"])
         with tempfile.TemporaryDirectory(prefix="eas-deploy-") as tmp:
             local, _, _ = download_model(model.pinned_uri, dst_path=_new_dir(tmp, "model"))
+            check_model_folder(local, where=model.pinned_uri)  # before any upload
             exported = write_eas_package(local, os.path.join(tmp, "savedmodel"))
             label = f"v{model.version}" if model.registered else "sha-" + _content_hash(exported["files"])
             base = f"{prefix}{name}/{label}/"

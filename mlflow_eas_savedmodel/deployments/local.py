@@ -41,7 +41,8 @@ def wire_spec():
 
 
 def prepare(name, model_uri, config, workdir):
-    """Downloads the model and writes the server's spec; returns ``(runtime env, spec path)``."""
+    """Downloads and checks the model, writes the server's spec; returns ``(runtime env, spec path)``."""
+    from mlflow_eas_savedmodel.artifact_check import check_model_folder
     from mlflow_eas_savedmodel.eas.mlmodel import download_model
     from mlflow_eas_savedmodel.eas.service_config import check_processor
     from mlflow_eas_savedmodel.eas.warmup import write_eas_warmup_files
@@ -56,6 +57,8 @@ def prepare(name, model_uri, config, workdir):
     processor = require(options, "processor", "tensorflow_cpu_1.15")
     os.makedirs(os.path.join(workdir, "model"))
     local, _, conf = download_model(model_uri, dst_path=os.path.join(workdir, "model"))
+    # What load_model refuses is never handed to the old runtime either.
+    check_model_folder(local, conf, where=model_uri)
     version = check_processor(conf, processor, model_uri)
     env = ensure_runtime(version)
     warmup_files = []
@@ -73,6 +76,7 @@ def prepare(name, model_uri, config, workdir):
         default_signature=conf.default_signature,
         warmup_files=warmup_files,
         warm_up_count=options["warm_up_count"] or 1,
+        token=options["token"],  # the spec lives in a 0700 temporary folder
         runner_dir=os.path.dirname(RUNNER_PATH),
     )
     spec_path = os.path.join(workdir, "spec.json")
@@ -87,7 +91,8 @@ def run_local(name, model_uri, flavor=None, config=None):
     Blocks until SIGINT/SIGTERM (both stop the replica cleanly) or until the replica fails.
     ``mlflow deployments run-local -t eas --name svc -m models:/m@champion
     -C processor=tensorflow_cpu_1.15 -C port=8080``; the official ``eas-prediction`` client
-    then reaches it as ``PredictClient("127.0.0.1:8080", "svc")``.
+    then reaches it as ``PredictClient("127.0.0.1:8080", "svc")``. With ``-C token=T`` requests
+    need ``Authorization: T`` (else 401), as on EAS; ``GET /ping`` answers 200 once it serves.
 
     Raises:
         MlflowException: a bad option, a processor the model does not claim, or a replica that

@@ -106,10 +106,12 @@ OPTIONS = (
     Option("warm_up_count", "int", None, "create, update, run-local",
            "Times the warm-up request is replayed (default: EAS's own; 1 in run-local).",
            field="metadata.rpc.warm_up_count_per_file"),
-    Option("token", "str", None, "create",
+    Option("token", "str", None, "create, run-local",
            "Service token: at create, the token EAS sets for the service (default: EAS generates "
-           "one). predict sends $EAS_SERVICE_TOKEN if set, else the service's AccessToken from "
-           "DescribeService. Never written to MLflow tags.", field="token"),
+           "one); in run-local, requests without `Authorization: <token>` get 401, as on EAS "
+           "(default: none needed; GET /ping never needs it). predict sends $EAS_SERVICE_TOKEN "
+           "if set, else the service's AccessToken from DescribeService. Never written to MLflow "
+           "tags.", field="token"),
     Option("require_check", "bool", False, "create, update",
            "Refuse a model version without a passing check-runtime for the processor (its "
            "model-version tag eas.check.<processor> must start with 'passed')."),

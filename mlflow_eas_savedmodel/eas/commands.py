@@ -96,12 +96,19 @@ def eas_config_command(model_uri, processor, model_path, warm_up_path, name, ins
 @click.option("-p", "--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="0 picks a free port.")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--token", default=None,
+              help="Answer 401 unless a request's Authorization header is this token, as EAS "
+                   "does (GET /ping and /health answer without it).")
 @user_errors
-def serve_eas_command(model_uri, name, host, port, device):
-    """Answer EAS TensorFlow-processor requests for MODEL_URI locally (smoke tests)."""
+def serve_eas_command(model_uri, name, host, port, device, token):
+    """Answer EAS TensorFlow-processor requests for MODEL_URI locally (smoke tests).
+
+    TensorFlow 2.21 in this process: fast to start. To answer from the processor's own old
+    runtime, use `mlflow deployments run-local -t eas`. GET /ping answers 200 once it serves.
+    """
     from mlflow_eas_savedmodel.eas.endpoint import serve_eas
 
-    endpoint = serve_eas(model_uri, name, host=host, port=port, device=device)
+    endpoint = serve_eas(model_uri, name, host=host, port=port, device=device, token=token)
     click.echo(f"Serving {model_uri} at {endpoint.url} (Ctrl-C stops)")
     sys.stdout.flush()
     endpoint.serve_forever()

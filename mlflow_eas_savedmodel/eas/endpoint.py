@@ -13,7 +13,19 @@ rank). ``?signature_name=<name>`` describes another SignatureDef; that query par
 our addition, EAS documents only the default description.
 
 Bad requests (not a PredictRequest, unknown signature or output, wrong keys, dtypes or
-shapes) get ``400`` with a plain-text message that says what to fix; a wrong path ``404``.
+shapes) get ``400`` with a plain-text message that says what to fix; a wrong path ``404``; a
+model that fails on a request for reasons of its own ``500``.
+
+With a ``token`` (``serve-eas --token``), ``/api/predict/<name>`` answers ``401`` unless the
+request's ``Authorization`` header carries it as EAS's gateway takes it: the token itself (what
+EAS's curl examples and the ``eas-prediction`` client with a custom URL send), or the
+``eas-prediction`` client's signature ``EAS <base64 HMAC-SHA1>`` keyed with the token over
+``POST``, ``Content-MD5`` (checked against the body), ``Content-Type``, ``Date`` and
+``/api/predict/<name>`` (what its ``set_token`` sends; ``Date`` is not checked for freshness
+here). ``GET /ping`` and
+``GET /health`` answer ``200`` as MLflow's scoring server does, without the token (a
+readiness probe carries none, and they tell nothing about the model): the endpoint listens
+only once the model is loaded, so an answer means it is ready.
 The server is stdlib ``ThreadingHTTPServer`` (one thread per connection; the model handle's
 ``Session.run`` is thread-safe) and binds the loopback interface unless told otherwise.
 
@@ -23,6 +35,9 @@ it; the module-level ``_EasRequestHandler`` reads it as ``self.server.endpoint``
 HTTP to those calls and their errors to status codes.
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -30,6 +45,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, ErrorCode
 
 from mlflow_eas_savedmodel.eas import protocol
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
@@ -37,6 +53,28 @@ from mlflow_eas_savedmodel.errors import invalid_parameter_value
 _logger = logging.getLogger(__name__)
 PREDICT_PATH = "/api/predict/"
 MAX_BODY_BYTES = 1 << 30  # EAS's own gateway limit is far lower; this only guards memory
+READINESS_PATHS = ("/ping", "/health")  # MLflow's scoring server's probes
+UNAUTHORIZED = (
+    "Authorization failed: send the service token in the Authorization header "
+    "(eas-prediction: client.set_token(token))."
+)
+
+
+def token_matches(token, headers, method, path, body):
+    """Whether ``headers["Authorization"]`` carries ``token`` (bytes) as EAS takes it."""
+    header = (headers.get("Authorization") or "").encode("utf-8", "replace")
+    if hmac.compare_digest(header, token):
+        return True
+    if not header.startswith(b"EAS "):
+        return False
+    content_md5 = hashlib.md5(body).hexdigest()
+    if headers.get("Content-MD5") != content_md5:
+        return False
+    signed = "\n".join(
+        (method, content_md5, headers.get("Content-Type") or "", headers.get("Date") or "", path)
+    ).strip()
+    digest = hmac.new(token, signed.encode("utf-8"), hashlib.sha1).digest()
+    return hmac.compare_digest(header, b"EAS " + base64.b64encode(digest))
 
 
 def describe_signature(signature_name, description):
@@ -59,13 +97,19 @@ class EasEndpoint:
         endpoint: ``host:port``, what ``PredictClient(endpoint, name)`` takes.
     """
 
-    def __init__(self, handle, name, host="127.0.0.1", port=0):
+    def __init__(self, handle, name, host="127.0.0.1", port=0, token=None):
         if not name or "/" in name:
             raise invalid_parameter_value(
                 f"Service name {name!r} must be non-empty and contain no '/'."
             )
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise invalid_parameter_value(
+                "The token must be a non-empty string (what clients send in the Authorization "
+                "header); leave it out to serve without one."
+            )
         self.handle = handle
         self.name = name
+        self._token = token.encode("utf-8") if token is not None else None
         self._output_keys = {
             sig: {**{t["name"]: k for k, t in d["outputs"].items()}, **{k: k for k in d["outputs"]}}
             for sig, d in handle.signatures.items()
@@ -94,6 +138,12 @@ class EasEndpoint:
                 )
             outputs = {known[o]: outputs[known[o]] for o in output_filter}
         return protocol.encode_response(outputs)
+
+    def authorized(self, headers, method, path, body=b""):
+        """Whether a request with these headers (a mapping) may use the model (see the module)."""
+        if self._token is None:
+            return True
+        return token_matches(self._token, headers, method, path, body)
 
     def describe(self, signature_name=None):
         name = signature_name or self.handle.default_signature
@@ -161,7 +211,7 @@ class _EasRequestHandler(BaseHTTPRequestHandler):
     def _text(self, status, message):
         self._send(status, message.encode("utf-8"), "text/plain; charset=utf-8")
 
-    def _route(self):
+    def _route(self, body=b""):
         name = self.server.endpoint.name
         parts = urlsplit(self.path)
         if parts.path.rstrip("/") != PREDICT_PATH + name:
@@ -171,9 +221,15 @@ class _EasRequestHandler(BaseHTTPRequestHandler):
                 f"{PREDICT_PATH}{name}.",
             )
             return None
+        if not self.server.endpoint.authorized(self.headers, self.command, PREDICT_PATH + name, body):
+            self._text(401, UNAUTHORIZED)
+            return None
         return parts
 
     def do_GET(self):  # noqa: N802 - http.server's naming
+        if urlsplit(self.path).path in READINESS_PATHS:
+            self._text(200, "\n")  # listening means loaded: see the module docstring
+            return
         parts = self._route()
         if parts is None:
             return
@@ -190,7 +246,7 @@ class _EasRequestHandler(BaseHTTPRequestHandler):
         well_formed = length is not None and length.isdigit()
         fits = well_formed and int(length) <= MAX_BODY_BYTES
         body = self.rfile.read(int(length)) if fits else b""
-        if self._route() is None:
+        if self._route(body) is None:
             return
         if not fits:
             self.close_connection = True
@@ -204,7 +260,7 @@ class _EasRequestHandler(BaseHTTPRequestHandler):
         try:
             answer = endpoint.predict_bytes(body)
         except MlflowException as e:
-            self._text(400, e.message)
+            self._text(500 if e.error_code == ErrorCode.Name(INTERNAL_ERROR) else 400, e.message)
             return
         except Exception as e:  # noqa: BLE001 - sorted below into the client's or ours
             if _is_input_error(e):
@@ -219,7 +275,7 @@ class _EasRequestHandler(BaseHTTPRequestHandler):
         _logger.debug("%s - %s", self.address_string(), format % args)
 
 
-def serve_eas(model_uri, name, host="127.0.0.1", port=0, device="cpu"):
+def serve_eas(model_uri, name, host="127.0.0.1", port=0, device="cpu", token=None):
     """Loads ``model_uri`` and serves it as EAS service ``name`` on a background thread.
 
     Args:
@@ -228,6 +284,7 @@ def serve_eas(model_uri, name, host="127.0.0.1", port=0, device="cpu"):
         host: the interface to bind (loopback by default; ``0.0.0.0`` exposes it).
         port: the TCP port (``0``: a free one, see ``.port``).
         device: where the model runs (``"cpu"``, ``"gpu"``...).
+        token: when set, requests must carry it as their ``Authorization`` header (else 401).
 
     Returns:
         A running :class:`EasEndpoint`.
@@ -248,4 +305,4 @@ def serve_eas(model_uri, name, host="127.0.0.1", port=0, device="cpu"):
     """
     from mlflow_eas_savedmodel.load import load_model
 
-    return EasEndpoint(load_model(model_uri, device=device), name, host=host, port=port)
+    return EasEndpoint(load_model(model_uri, device=device), name, host=host, port=port, token=token)

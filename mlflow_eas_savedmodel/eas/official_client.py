@@ -106,6 +106,8 @@ def run(op):
         client = PredictClient(op["endpoint"], op["service"])
         client.set_retry_count(1)
         client.set_timeout(30000)
+        if op.get("token"):
+            client.set_token(op["token"])
         client.init()
         try:
             if "data" in op:  # a raw request body, e.g. a warm-up file's bytes

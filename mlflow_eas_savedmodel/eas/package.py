@@ -42,6 +42,7 @@ import tempfile
 import zipfile
 
 from mlflow_eas_savedmodel import integrity
+from mlflow_eas_savedmodel.artifact_check import check_model_folder
 from mlflow_eas_savedmodel.eas.mlmodel import download_model
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
@@ -169,6 +170,8 @@ def _verified_saved_model(model_uri, local, conf):
         "model with this version of mlflow_eas_savedmodel.",
     )
     verified = conf.file_sha256  # verify just read every file and matched these
+    # The pre-load check's other parts (ops policy, MLmodel vs graph): never upload what no load accepts.
+    check_model_folder(local, conf, verify_integrity=False, where=model_uri)
     members = list(_files_under(source))
     if not any(rel == "saved_model.pb" for rel, _ in members):
         raise invalid_parameter_value(

@@ -25,6 +25,7 @@ import os
 import tempfile
 import time
 
+from mlflow_eas_savedmodel.artifact_check import check_model_folder
 from mlflow_eas_savedmodel.comparison import ATOL, RTOL, compare
 from mlflow_eas_savedmodel.eas.mlmodel import download_model
 from mlflow_eas_savedmodel.eas.inputs import resolve_inputs
@@ -223,8 +224,9 @@ def check_runtime(
         tags (``report.recorded_tags``, see :mod:`mlflow_eas_savedmodel.registry_tags`).
 
     Raises:
-        MlflowException: an unknown processor, or no interpreter for a runtime's wheel (the
-            message has the install command).
+        MlflowException: a model the pre-load check refuses (:mod:`..artifact_check`: nothing
+            of it runs anywhere), an unknown processor, or no interpreter for a runtime's wheel
+            (the message has the install command).
 
     Example:
         >>> import keras, numpy as np, mlflow_eas_savedmodel as mes
@@ -251,6 +253,8 @@ def check_runtime(
         local, mlmodel, conf = download_model(
             target.uri if target else model_uri, dst_path=_empty_dir(tmp, "model")
         )
+        # Refused here, before any runtime (or TF 2.21) runs a graph of it.
+        check_model_folder(local, conf, where=model_uri)
         claimed = list(conf.eas_processors)
         versions = _runtimes_to_check(processor, all_runtimes, claimed)
         signature_defs = conf.signature_defs
