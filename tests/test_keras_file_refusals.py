@@ -220,3 +220,19 @@ def test_a_keras3_h5_keras3_cannot_read_does_not_fall_back(tf, tmp_path):
 def test_a_truncated_h5_is_named_as_such(tmp_path):
     (tmp_path / "cut.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20)
     _refused(tmp_path / "cut.h5", tmp_path / "m", "is not a readable HDF5 file", "truncated")
+
+
+def test_keras3_own_vocabulary_refusal_is_named_as_a_vocabulary(tf, tmp_path):
+    """Should the config check miss a lookup, Keras 3's own refusal is not called 'Python code'."""
+    import keras
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    from mlflow_eas_savedmodel.sources.keras import _safe_mode_refusal
+
+    (tmp_path / "v.txt").write_text("a\n")
+    with SafeModeScope(True), pytest.raises(ValueError) as raised:
+        keras.layers.StringLookup(vocabulary=str(tmp_path / "v.txt"))
+    message = _safe_mode_refusal("m.keras", raised.value).message
+    assert "names a vocabulary file outside the model file" in message, message
+    assert "holds Python code" not in message
+    assert "save_model(..., safe_mode=False)" in message

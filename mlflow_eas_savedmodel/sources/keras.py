@@ -37,6 +37,12 @@ _SAFE_MODE_FIX = "or, only for a file you trust, pass `save_model(..., safe_mode
 
 def _safe_mode_refusal(path, error):
     """The error for a file Keras' safe mode refused (a Lambda or other layer holding code)."""
+    if "vocabulary file" in str(error):  # Keras 3's IndexLookup, should _check_config miss one
+        return invalid_parameter_value(
+            f"Keras model file {path!r} names a vocabulary file outside the model file, which "
+            f"Keras' safe mode refused to read: {error}. Save the model with the vocabulary "
+            f"inside it (as a list, or `adapt` then save as .keras), {_SAFE_MODE_FIX}."
+        )
     return invalid_parameter_value(
         f"Keras model file {path!r} holds Python code (a Lambda layer or another layer stored "
         f"as bytecode), which Keras' safe mode refused to load: {error}. Loading it would run "
