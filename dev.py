@@ -28,7 +28,13 @@ STAMP = os.path.join(VENV, ".mlflow-eas-savedmodel-installed")
 # These depend on the full `tensorflow` wheel, which would download a second, GPU-capable
 # TensorFlow next to tensorflow-cpu: installed without their dependencies, which
 # tensorflow-cpu already provides.
-NO_DEPS = ["tf-keras==2.21.0", "tensorflow-serving-api==2.21.0"]
+NO_DEPS = [
+    "tf-keras==2.21.0",
+    "tensorflow-serving-api==2.21.0",
+    # Recommender models the tests convert (tests/test_recsys_models.py); test-only.
+    "tensorflow-recommenders==0.7.7",
+    "keras-rs==0.4.0",
+]
 EXTRAS = "cpu,dev"
 
 

@@ -18,6 +18,8 @@ be frozen, so they are re-created as ``HashTableV2`` plus an ``InitializeTableV2
 order); a key that is another tensor's name is refused, since Keras orders dict tensors by name.
 """
 
+import inspect
+
 import numpy as np
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
@@ -71,7 +73,13 @@ def keras_model_to_serving_graph(
         tf.TensorSpec(shape, dtype, name=edit.unique_name(sanitize_node_name(key), taken))
         for key, (_, shape, dtype, _) in zip(input_keys, model_inputs)
     ]
-    concrete, traced_struct = _trace(model, structure, [item[0] for item in model_inputs], specs)
+    # Keras 3 records only the shapes of a subclassed model's first call: its dtypes are guessed.
+    guessed = input_example is None and not _symbolic(model, "inputs") and hasattr(
+        model, "_build_shapes_dict"
+    )
+    concrete, traced_struct = _trace(
+        model, structure, [item[0] for item in model_inputs], specs, guessed
+    )
     struct = traced_struct or getattr(model, "_outputs_struct", None)
     out_items = [(k, None, None, t) for k, t in zip(
         _model_output_keys(model, len(concrete.outputs), struct),
@@ -99,7 +107,7 @@ def keras_model_to_serving_graph(
     )
 
 
-def _trace(model, structure, default_keys, specs):
+def _trace(model, structure, default_keys, specs, guessed=False):
     """``(concrete function, {output key: None} or None)``: ``model`` traced on ``specs``.
 
     The traced function returns a flat list (its outputs' order is the one the model's dict
@@ -125,7 +133,19 @@ def _trace(model, structure, default_keys, specs):
 
     try:
         concrete = tf.function(call).get_concrete_function(*specs)
+        if guessed:
+            # A guessed dtype can trace and still fail at run time (a float input cast to
+            # string by a StringLookup): run one batch of zeros to know before it is saved.
+            concrete(*[tf.zeros([1] + [d or 1 for d in s.shape[1:]], s.dtype) for s in specs])
     except Exception as e:  # noqa: BLE001 - tracing surfaces any layer error
+        if guessed:
+            raise invalid_parameter_value(
+                f"Tracing the subclassed Keras model {model.name!r} failed: {e}. Keras 3 records "
+                "only the input shapes of its first call, so the inputs were traced as "
+                f"{[(s.name, s.shape, s.dtype.name) for s in specs]} (dtype `model.input_dtype`). "
+                "Pass `input_example=` with a batch of the real inputs (e.g. a dict of string "
+                "or int arrays) so their dtypes are known."
+            ) from e
         raise invalid_parameter_value(
             f"Tracing the Keras model with inputs {[(s.name, s.shape, s.dtype.name) for s in specs]} "
             f"failed: {e}. Check the input shapes/dtypes (or pass `input_example=`)."
@@ -134,13 +154,17 @@ def _trace(model, structure, default_keys, specs):
 
 
 def _model_inputs(model, input_example):
-    """``(structure, [(default_key, shape, dtype, keras_tensor_or_None)])`` of the model's inputs."""
+    """``(structure, [(default_key, shape, dtype, keras_tensor_or_None)])`` of the model's inputs.
+
+    A functional or Sequential model has symbolic inputs. A subclassed one (Keras 3 or tf_keras,
+    e.g. tensorflow-recommenders' models) has none (tf_keras' ``model.inputs`` is ``None``): its
+    inputs come from ``input_example`` (a batch, or a dict of batches), else from what its first
+    call recorded: tf_keras' ``save_spec`` (shapes and dtypes), Keras 3's build shapes (dtypes
+    are ``model.input_dtype``, as ``model.export`` takes them).
+    """
     tf = import_tensorflow()
     struct = getattr(model, "_inputs_struct", None)
-    try:
-        tensors = list(model.inputs)
-    except (AttributeError, ValueError):
-        tensors = None
+    tensors = _symbolic(model, "inputs")
     if tensors:
         if isinstance(struct, dict):
             keys = list(struct.keys())
@@ -155,23 +179,128 @@ def _model_inputs(model, input_example):
         return structure, [
             (k, tuple(t.shape), tf.as_dtype(t.dtype), t) for k, t in zip(keys, tensors)
         ]
-    # Subclassed models have no symbolic inputs: use what they were built with, or the example.
+    n_arguments = _required_call_arguments(model)
+    if n_arguments > 1:
+        _refuse_several_arguments(model, n_arguments)
     if input_example is not None:
-        if isinstance(input_example, dict):
-            items = [(k, np.asarray(v)) for k, v in input_example.items()]
-            return "dict", [
-                (k, (None,) + a.shape[1:], tf.as_dtype(a.dtype), None) for k, a in items
-            ]
-        a = np.asarray(input_example)
-        return "single", [("inputs", (None,) + a.shape[1:], tf.as_dtype(a.dtype), None)]
-    shapes = getattr(model, "_build_shapes_dict", None) or {}
-    if len(shapes) == 1 and getattr(model, "built", False):
-        shape = tuple(next(iter(shapes.values())))
-        dtype = tf.as_dtype(getattr(model, "input_dtype", None) or "float32")
-        return "single", [("inputs", (None,) + shape[1:], dtype, None)]
+        return _example_inputs(model, input_example)
+    recorded = _recorded_inputs(model)
+    if recorded is not None:
+        return recorded
     raise invalid_parameter_value(
         f"The Keras model {model.name!r} has no defined inputs. Build it with `keras.Input(...)`, "
-        "call it once on a batch, or pass `input_example=` so the input shapes and dtypes are known."
+        "call it once on a batch, or pass `input_example=` (a batch, or a dict of batches for a "
+        f"model taking a dict) so the input shapes and dtypes are known: this "
+        f"{type(model).__name__} was not built on `keras.Input(...)` (a subclassed model) and "
+        "was never called."
+    )
+
+
+def _symbolic(model, what):
+    """The model's symbolic ``inputs``/``outputs`` as a list, or None (a subclassed model)."""
+    try:
+        tensors = getattr(model, what)
+    except (AttributeError, ValueError):  # Keras 3 raises for a model never called
+        return None
+    return list(tensors) if tensors else None
+
+
+def _example_dtype(array):
+    tf = import_tensorflow()
+    if array.dtype.kind in "USO":  # numpy str/bytes/object: Keras' string inputs
+        return tf.string
+    try:
+        return tf.as_dtype(array.dtype)
+    except TypeError as e:
+        raise invalid_parameter_value(
+            f"`input_example=` holds an array of dtype {array.dtype}, which TensorFlow has no "
+            "dtype for. Pass numbers, strings or booleans."
+        ) from e
+
+
+def _example_inputs(model, input_example):
+    def item(key, value):
+        array = np.asarray(value)
+        if array.ndim == 0:
+            raise invalid_parameter_value(
+                f"`input_example=` for {key!r} is a scalar; the model {model.name!r} needs a "
+                "batch. Pass an array whose first dimension is the batch (e.g. `x[:2]`)."
+            )
+        return (key, (None,) + array.shape[1:], _example_dtype(array), None)
+
+    if isinstance(input_example, dict):
+        return "dict", [item(k, v) for k, v in input_example.items()]
+    if isinstance(input_example, (list, tuple)) and len(input_example) > 1 and not np.isscalar(
+        input_example[0]
+    ):
+        return "list", [item(f"inputs_{i}", v) for i, v in enumerate(input_example)]
+    return "single", [item("inputs", input_example)]
+
+
+def _recorded_inputs(model):
+    """The inputs a subclassed model's first call recorded, or None if it records none."""
+    tf = import_tensorflow()
+    save_spec = getattr(model, "save_spec", None)  # tf_keras: TensorSpecs of the first call
+    if callable(save_spec) and not hasattr(model, "_build_shapes_dict"):
+        spec = save_spec(dynamic_batch=True)
+        if not spec:
+            return None
+        args, kwargs = spec
+        if len(args) != 1 or kwargs:
+            _refuse_several_arguments(model, len(args) + len(kwargs))
+        return _spec_inputs(model, args[0], lambda s: (tuple(s.shape), tf.as_dtype(s.dtype)))
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    if not shapes or not getattr(model, "built", False):
+        return None
+    if len(shapes) != 1:
+        _refuse_several_arguments(model, len(shapes))
+    dtype = tf.as_dtype(getattr(model, "input_dtype", None) or "float32")
+    return _spec_inputs(
+        model, next(iter(shapes.values())), lambda shape: ((None,) + tuple(shape)[1:], dtype)
+    )
+
+
+def _spec_inputs(model, spec, shape_dtype):
+    """One recorded argument (a dict, list or single spec) -> ``_model_inputs``' form."""
+
+    def is_leaf(value):
+        return not isinstance(value, (dict, list, tuple)) or all(
+            isinstance(d, (int, type(None))) for d in value
+        )
+
+    if isinstance(spec, dict) and all(is_leaf(v) for v in spec.values()):
+        return "dict", [(k, *shape_dtype(v), None) for k, v in spec.items()]
+    if is_leaf(spec):
+        return "single", [("inputs", *shape_dtype(spec), None)]
+    if isinstance(spec, (list, tuple)) and all(is_leaf(v) for v in spec):
+        return "list", [(f"inputs_{i}", *shape_dtype(v), None) for i, v in enumerate(spec)]
+    raise invalid_parameter_value(
+        f"The Keras model {model.name!r} was called with nested inputs, which a SignatureDef "
+        "cannot hold. Make `call` take one tensor, a list of tensors or a flat dict of tensors."
+    )
+
+
+def _required_call_arguments(model):
+    """How many arguments a subclassed model's ``call`` requires (``training``/``mask`` aside)."""
+    try:
+        parameters = inspect.signature(model.call).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    return sum(
+        1
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        and p.default is p.empty
+        and p.name not in ("training", "mask")
+    )
+
+
+def _refuse_several_arguments(model, n):
+    raise invalid_parameter_value(
+        f"The subclassed Keras model {model.name!r} takes its inputs as {n} arguments of "
+        "`call`; a SignatureDef is traced from one. Make `call` take one tensor, a list or a "
+        "dict of tensors (e.g. `def call(self, features): features['a'] ...`), or wrap the "
+        "model in a functional one built on `keras.Input(...)`s."
     )
 
 
@@ -305,10 +434,7 @@ def _lookup_tables(model):
 
 
 def _symbolic_outputs(model, n):
-    try:
-        outs = list(model.outputs)
-    except (AttributeError, ValueError):
-        outs = None
+    outs = _symbolic(model, "outputs")
     struct = getattr(model, "_outputs_struct", None)
     if isinstance(struct, dict):
         outs = list(struct.values())
