@@ -11,6 +11,8 @@ and the values never enter the ``GraphDef``; :mod:`.variables` turns those const
 returned here.
 """
 
+import numpy as np
+
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph import weights as _weights
@@ -58,9 +60,10 @@ def _converter_classes():
                 ):
                     value = _weights.EagerTensorValue(external)
                 else:
-                    data = external.numpy()
+                    # The dtype is the tensor's: ``numpy()`` of a 0-d string is ``bytes``, which
+                    # has none, and numpy's ``S``/object dtypes do not say ``tf.string`` alike.
                     self._tensor_data[name] = ctc._TensorData(
-                        numpy=data, dtype=tf.as_dtype(data.dtype).as_datatype_enum, index=idx
+                        numpy=np.asarray(external.numpy()), dtype=external.dtype.as_datatype_enum, index=idx
                     )
                     continue
                 self.values[name] = value

@@ -129,6 +129,9 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
 
 
 def _prefix_nodes(graph_def, prefix):
+    # Colocation hints name nodes too: left unprefixed, the merged graph does not import
+    # (Keras' export() colocates the input's Identity with the input placeholder).
+    edit.rename_colocations(graph_def, lambda name: prefix + name)
     for node in graph_def.node:
         node.name = prefix + node.name
         for i, inp in enumerate(node.input):
