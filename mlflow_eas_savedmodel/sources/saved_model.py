@@ -12,8 +12,11 @@ re-exported through the one pipeline, keeping every SignatureDef's name, keys an
   are read from the folder's ``variables/`` bundle a piece at a time during the export, never
   all at once (restored into the session only if the main op needs them or the Saver renamed
   them).
-* TF2-style variables are restored by ``tf.saved_model.load`` (once, all of them) and streamed
-  from there.
+* TF2-style variables are read from ``variables/`` the same way: the functions are loaded with
+  the variables created uninitialized (``experimental_skip_checkpoint``) and each variable is
+  matched to its checkpoint key through the checkpoint's object graph. Only a folder whose
+  checkpoint holds more than variables (a mutable table's contents) is restored whole by
+  ``tf.saved_model.load``; the conversion notes say which happened.
 * TF2-style (``tf.saved_model.save`` of a ``tf.Module``, Keras ``model.export``): loaded with
   ``tf.saved_model.load``; each function of ``.signatures`` is traced and frozen on its own, and
   the frozen graphs are merged into one, each under its signature's name as a node-name prefix
@@ -313,10 +316,110 @@ def _load_error(path, error, tf2=False):
     )
 
 
+_OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+_VARIABLE_VALUE = "VARIABLE_VALUE"
+
+
+def _checkpoint_object_graph(prefix):
+    """The ``TrackableObjectGraph`` of the bundle ``prefix`` and its reader, or ``None``."""
+    tf = import_tensorflow()
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        graph = trackable_object_graph_pb2.TrackableObjectGraph()
+        graph.ParseFromString(reader.get_tensor(_OBJECT_GRAPH_KEY))
+    except Exception:  # noqa: BLE001 - no bundle, or one without an object graph: not streamed
+        return None
+    return graph, reader
+
+
+def _streamable(object_graph):
+    """Why the bundle's values cannot all be read as variables' tensors, or ``None``.
+
+    Anything else the checkpoint restores (a mutable table's contents, a custom saveable)
+    needs the loader's own restore.
+    """
+    for node in object_graph.nodes:
+        for attribute in node.attributes:
+            if attribute.name != _VARIABLE_VALUE:
+                return f"the checkpoint restores {attribute.name!r} ({attribute.checkpoint_key!r}), not a variable"
+        if node.registered_saver.name:
+            return f"the checkpoint uses the registered saver {node.registered_saver.name!r}"
+    return None
+
+
+def _bundle_values(root, object_graph, reader, prefix, names):
+    """``{variable name: BundleValue}`` for every variable of ``root`` named in ``names``.
+
+    The loaded objects are matched to the checkpoint's object graph by their child names from
+    the root, as ``tf.train.Checkpoint.restore`` matches them; ``None`` when a variable has no
+    tensor of its own shape and dtype there.
+    """
+    tf = import_tensorflow()
+    from mlflow_eas_savedmodel.graph.weights import BundleValue
+
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    keys, seen, pending = {}, set(), [(root, 0)]
+    while pending:
+        obj, node_id = pending.pop()
+        if node_id in seen:
+            continue
+        seen.add(node_id)
+        node = object_graph.nodes[node_id]
+        if isinstance(obj, tf.Variable):
+            for attribute in node.attributes:
+                if attribute.name == _VARIABLE_VALUE:
+                    keys[id(obj.handle)] = (obj, attribute.checkpoint_key)
+        children = {c.local_name: c.node_id for c in node.children}
+        for local_name, child in tf.train.TrackableView.children(obj).items():
+            if local_name in children:
+                pending.append((child, children[local_name]))
+    values = {}
+    for handle_id, name in names.items():
+        if handle_id not in keys:
+            return None
+        variable, key = keys[handle_id]
+        shape = variable.shape
+        if (
+            key not in shapes or dtypes[key] != variable.dtype.base_dtype
+            or not shape.is_fully_defined() or shape.as_list() != list(shapes[key])
+        ):
+            return None
+        values[name] = BundleValue(prefix, key, shapes[key], dtypes[key])
+    return values
+
+
+def _load_tf2(path, tags):
+    """``(loaded root, {variable name: BundleValue} or None, why not streamed or None)``.
+
+    Where every value the checkpoint holds is a variable's, the functions are loaded with
+    ``experimental_skip_checkpoint``: the variables are created uninitialized (no memory for
+    their values) and the export reads each from the folder's ``variables/`` bundle a piece at
+    a time, as for checkpoints and TF1 folders. Otherwise ``tf.saved_model.load`` restores all
+    of them once.
+    """
+    tf = import_tensorflow()
+    prefix = os.path.join(path, "variables", "variables")
+    found = _checkpoint_object_graph(prefix)
+    why = "no object graph in variables/" if found is None else _streamable(found[0])
+    if why is None:
+        loaded = tf.saved_model.load(
+            path, tags=tags, options=tf.saved_model.LoadOptions(experimental_skip_checkpoint=True)
+        )
+        values = _bundle_values(loaded, found[0], found[1], prefix, variable_names(loaded))
+        if values is not None:
+            return loaded, values, None
+        why = "a variable does not match its tensor in variables/"
+        del loaded
+    return tf.saved_model.load(path, tags=tags), None, why
+
+
 def _from_tf2_saved_model(path, meta_graph, default_signature):
     tf = import_tensorflow()
+    tags = list(meta_graph.meta_info_def.tags)
     try:
-        loaded = tf.saved_model.load(path, tags=list(meta_graph.meta_info_def.tags))
+        loaded, streamed, not_streamed = _load_tf2(path, tags)
     except Exception as e:  # noqa: BLE001 - the TF2 loader raises many types
         raise _load_error(path, e, tf2=True) from e
     functions = {}
@@ -331,6 +434,14 @@ def _from_tf2_saved_model(path, meta_graph, default_signature):
     serving_graph = concrete_functions_to_serving_graph(
         functions, variable_names(loaded), default_signature=default_signature
     )
+    if streamed is not None:
+        # The uninitialized variables' readers are replaced by the bundle's: never read whole.
+        serving_graph.weight_values.update(
+            {name: streamed[name] for name in serving_graph.weight_values if name in streamed}
+        )
+        serving_graph.notes.append("weights streamed from the source's variables/ bundle")
+    else:
+        serving_graph.notes.append(f"weights restored whole by tf.saved_model.load ({not_streamed})")
     serving_graph.reference = reference.tf2_saved_model_reference(
         path, list(meta_graph.meta_info_def.tags), {n: (f[1], f[2]) for n, f in functions.items()}
     )
