@@ -176,12 +176,16 @@ def _module_with_example_signature(tf, tmp_path):
 
 
 KERAS_SIGNATURES = ["serve", "serving_default"]
+STREAMED = ("weights streamed from the source's variables/ bundle",)
 
 EXPORT_FOLDER_CASES = [
-    Case("keras_export_embedding", _embedding, signatures=KERAS_SIGNATURES, variables_v2=True),
-    Case("keras_export_cnn_batch_norm", _cnn_batch_norm, signatures=KERAS_SIGNATURES, variables_v2=True),
-    Case("keras_export_string_lookup", _string_lookup, signatures=KERAS_SIGNATURES),
-    Case("keras_export_two_tower", _two_tower, signatures=KERAS_SIGNATURES, variables_v2=True),
+    Case("keras_export_embedding", _embedding, signatures=KERAS_SIGNATURES, variables_v2=True, notes=STREAMED),
+    Case(
+        "keras_export_cnn_batch_norm", _cnn_batch_norm, signatures=KERAS_SIGNATURES, variables_v2=True,
+        notes=STREAMED,
+    ),
+    Case("keras_export_string_lookup", _string_lookup, signatures=KERAS_SIGNATURES, notes=STREAMED),
+    Case("keras_export_two_tower", _two_tower, signatures=KERAS_SIGNATURES, variables_v2=True, notes=STREAMED),
     Case(
         "tf2_module_example_and_tensor_signatures",
         _module_with_example_signature,
@@ -190,6 +194,7 @@ EXPORT_FOLDER_CASES = [
             "matrix_prefix", "scalar_prefix", "scores", "vector_prefix",
         ]},
         variables_v2=True,
+        notes=STREAMED,
     ),
 ]
 
