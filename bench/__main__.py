@@ -30,9 +30,17 @@ MODES = {
                  growth=[1 * MB, 100 * MB, 1024 * MB]),
     "export": dict(kinds=[], batch_sizes=[], rounds=0, serving=None, cold_repeats=0,
                    import_repeats=0, log_repeats=0, growth=[1 * MB, 100 * MB, 1024 * MB]),
+    "folders": dict(kinds=[], batch_sizes=[], rounds=0, serving=None, cold_repeats=0,
+                    import_repeats=0, log_repeats=0, growth=[]),
 }
 # --large: the export rows also for a model above protobuf's 2 GiB (needs ~10 GiB free).
 LARGE_GROWTH = 3 * 1024 * MB
+# --folders: save_model of Keras model.export() folders (TF2 SavedModels) of these sizes, with
+# verify='static' (what a folder above the 1 GiB verification limit gets by default); --large
+# adds the 2.3 GiB folder of issue 21 (needs ~8 GiB free).
+FOLDERS_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS-folders.md")
+FOLDER_SIZES = [100 * MB, 512 * MB]
+LARGE_FOLDER = 2355 * MB
 PREDICT_TARGETS = {1: "<= 1.10", 1024: "<= 1.05"}
 
 
@@ -212,6 +220,35 @@ def _growth_rows(workdir, sizes, details):
     return rows
 
 
+def _folder_rows(workdir, sizes, details):
+    rows, lines = [], [
+        "| weights | variables/ | save_model | peak RSS | RSS before | extra | artifact | streamed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    b = lambda v: report.format_value(v, "bytes")  # noqa: E731
+    for size in sizes:
+        folder_dir = os.path.join(workdir, f"folder-{size}")
+        os.makedirs(folder_dir)
+        _progress(f"TF2 folder: exporting {b(size)} of weights")
+        built = run_worker("export_folder", {"workdir": folder_dir, "weight_bytes": size}, timeout=1800)
+        _progress(f"TF2 folder: save_model of {b(built['weights_bytes'])} of weights")
+        r = run_worker("folder_save_peak", {"folder": built["folder"], "workdir": folder_dir, "verify": "static"},
+                       timeout=1800)
+        shutil.rmtree(folder_dir, ignore_errors=True)
+        weights = built["weights_bytes"]
+        lines.append(
+            f"| {b(weights)} | {b(built['variables_bytes'])} | {r['seconds']:.2f} s | {b(r['peak_rss_bytes'])} | {b(r['rss_before_bytes'])} | "
+            f"{b(r['extra_memory_bytes'])} | {b(r['artifact_bytes'])} | {r['streamed']} |"
+        )
+        rows.append(report.Row(
+            f"model.export() folder {b(weights)}: save_model extra memory", "peak RSS - RSS before",
+            r["extra_memory_bytes"], "weights", weights, "bytes",
+            "<= 0.5" if weights >= 64 * MB else "", group="memory", extra_check=r["streamed"],
+        ))
+    details.append(("TF2 SavedModel folders (Keras model.export()) as sources, verify='static'", "\n".join(lines)))
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
@@ -219,15 +256,17 @@ def main(argv=None):
     mode.add_argument("--smoke", action="store_const", dest="mode", const="smoke")
     mode.add_argument("--export", action="store_const", dest="mode", const="export",
                       help="only the export rows (1 MiB, 100 MiB, 1 GiB); writes bench/RESULTS-export.md")
+    mode.add_argument("--folders", action="store_const", dest="mode", const="folders",
+                      help="only the TF2 folder rows (100 MiB, 512 MiB); writes bench/RESULTS-folders.md")
     parser.add_argument("--large", action="store_true", help="add a 3 GiB model to the export rows")
     parser.add_argument("--output", help="the Markdown file (default: bench/RESULTS.md; none in --smoke)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (models, server logs)")
     args = parser.parse_args(argv)
     mode = args.mode or "full"
     settings = MODES[mode]
-    if args.large:
+    if args.large and mode != "folders":
         settings = dict(settings, growth=settings["growth"] + [LARGE_GROWTH])
-    default_output = EXPORT_OUTPUT if mode == "export" else DEFAULT_OUTPUT
+    default_output = {"export": EXPORT_OUTPUT, "folders": FOLDERS_OUTPUT}.get(mode, DEFAULT_OUTPUT)
     output = args.output or (None if mode == "smoke" else default_output)
     command = "python -m bench" + (f" --{mode}" if mode != "full" else "") + (" --large" if args.large else "")
 
@@ -250,6 +289,8 @@ def main(argv=None):
             rows += _import_rows(settings["import_repeats"])
         if settings["growth"]:
             rows += _growth_rows(workdir, settings["growth"], details)
+        if mode == "folders":
+            rows += _folder_rows(workdir, FOLDER_SIZES + ([LARGE_FOLDER] if args.large else []), details)
     finally:
         if args.keep:
             _progress(f"work folder kept: {workdir}")

@@ -13,6 +13,8 @@ TASKS = {
     "log_model": "bench.logging_cost:log_once",
     "export_growth": "bench.logging_cost:export_growth",
     "load_peak": "bench.logging_cost:load_peak",
+    "export_folder": "bench.folder_export:export_folder",
+    "folder_save_peak": "bench.folder_export:folder_save_peak",
 }
 
 

@@ -23,9 +23,10 @@ asked for, :func:`write_saved_model`, :func:`check_layout`, the SHA-256 of every
 
 import dataclasses
 import os
+import re
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-from mlflow_eas_savedmodel.errors import invalid_parameter_value
+from mlflow_eas_savedmodel.errors import invalid_parameter_value, pipeline_stage
 from mlflow_eas_savedmodel import integrity, runtimes, tensor_bundle
 from mlflow_eas_savedmodel.graph import ops_policy, rewrite
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG, node_name
@@ -110,17 +111,22 @@ def export(
         serving_graph.graph_def, f"The {serving_graph.source} model", allow_file_ops,
         allow_ops=allow_ops,
     )
-    meta_graph_def, values = build_meta_graph(serving_graph)
-    compatible, problems = runtimes.check_all(meta_graph_def.graph_def)
-    serving_graph.notes.extend(semantic.rule_notes(problems))
+    every = sorted(serving_graph.signatures)
+    # Any error but an MlflowException names its stage and the SignatureDefs it concerns.
+    with pipeline_stage("rewrite", _signatures_of_failing_node(serving_graph)):
+        meta_graph_def, values = build_meta_graph(serving_graph)
+        compatible, problems = runtimes.check_all(meta_graph_def.graph_def)
+        serving_graph.notes.extend(semantic.rule_notes(problems))
     _check_processors(eas_processor, compatible, problems)
-    written = write_saved_model(export_dir, meta_graph_def, values)
-    check_layout(export_dir)
-    file_sha256 = integrity.hash_tree_reusing(export_dir, written)
+    with pipeline_stage("write", every):
+        written = write_saved_model(export_dir, meta_graph_def, values)
+        check_layout(export_dir)
+        file_sha256 = integrity.hash_tree_reusing(export_dir, written)
     del values  # the weights' readers: the verification loads the weights once more
-    verification = verify_saved_model(
-        export_dir, meta_graph_def, reference=serving_graph.reference, example=example, mode=verify
-    )
+    with pipeline_stage("verify", every):
+        verification = verify_saved_model(
+            export_dir, meta_graph_def, reference=serving_graph.reference, example=example, mode=verify
+        )
     return Exported(
         source=serving_graph.source,
         signature_defs=metadata.describe_signature_defs(meta_graph_def),
@@ -134,6 +140,29 @@ def export(
         file_sha256=file_sha256,
         verification=verification,
     )
+
+
+def _signatures_of_failing_node(serving_graph):
+    """``error -> names``: the SignatureDefs whose outputs need a node the error message names
+    (every SignatureDef when it names none), read off the graph as it is when the error came."""
+
+    def signatures(error):
+        quoted = set(re.findall(r"[\w./-]+", str(error)))  # the words that may be node names
+        by_name = {n.name: n for n in serving_graph.graph_def.node}
+        hit = []
+        for name, spec in sorted(serving_graph.signatures.items()):
+            seen, pending = set(), [node_name(t) for t in spec.outputs.values()]
+            while pending:
+                current = pending.pop()
+                if current in seen or current not in by_name:
+                    continue
+                seen.add(current)
+                pending.extend(node_name(i.lstrip("^")) for i in by_name[current].input)
+            if quoted & seen:
+                hit.append(name)
+        return hit or sorted(serving_graph.signatures)
+
+    return signatures
 
 
 def _check_processors(eas_processor, compatible, problems):
@@ -151,9 +180,8 @@ def _check_processors(eas_processor, compatible, problems):
                 )
             )
     elif not compatible:
-        lines = "\n  ".join(
-            f"TF {v}: {runtimes.summarize(ps, limit=3)}" for v, ps in problems.items()
-        )
+        # Each problem already starts with its runtime ("TF 1.12: node ...").
+        lines = "\n  ".join(runtimes.summarize(ps, limit=3) for ps in problems.values())
         raise invalid_parameter_value(
             "No EAS TensorFlow processor (TF 1.12-2.7) can run this model:\n  "
             f"{lines}\nReplace these ops with ones older TensorFlow versions have."
@@ -181,12 +209,9 @@ def build_meta_graph(serving_graph):
 
     graph = tf.Graph()
     with graph.as_default():
-        try:
-            tf.compat.v1.import_graph_def(graph_def, name="")
-        except (ValueError, tf.errors.OpError) as e:
-            raise invalid_parameter_value(
-                f"The serving graph does not import into TensorFlow: {e}"
-            ) from e
+        # A graph that does not import fails the rewrite stage (see export()), naming the
+        # SignatureDefs that need the node TensorFlow names.
+        tf.compat.v1.import_graph_def(graph_def, name="")
         signature_defs = {
             name: _signature_def(graph, name, spec) for name, spec in serving_graph.signatures.items()
         }

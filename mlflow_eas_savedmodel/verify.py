@@ -179,8 +179,10 @@ def run_saved_model(export_dir, feeds):
 
 
 def _first_line(error):
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:500]
+    from mlflow_eas_savedmodel.errors import error_text
+
+    # Not "Graph execution error:" alone: the reason TensorFlow gives is on a later line.
+    return error_text(error, limit=500) or type(error).__name__
 
 
 def verify_saved_model(

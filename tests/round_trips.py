@@ -74,6 +74,9 @@ class Export:
     pyfunc: Sequence[PyfuncPredict] = ()
     tensor_runs: Sequence[TensorRun] = ()
     after_save: Optional[Callable[[], None]] = None  # e.g. deletes a file EAS will not have
+    # Every ``predicts`` call again in TF's TF1 loader, fed and fetched by the tensor names the
+    # saved SignatureDef gives (what EAS does when the names are not the user's own).
+    predicts_in_tf1_loader: bool = False
     # (conf, saved_model_dir, handle) -> None: assertions only this case makes
     checks: Optional[Callable[[dict, str, Any], None]] = None
 
@@ -211,6 +214,9 @@ def _check(case, source_kind, export, model_uri, local, tf):
             kwargs = {} if call.signature is None else {"params": {"signature_name": call.signature}}
             _assert_close(pyfunc_model.predict(call.inputs, **kwargs), call.expected, call.rtol)
 
+    if export.predicts_in_tf1_loader:
+        _check_predicts_in_tf1_loader(export.predicts, saved_model_dir, tf)
+
     if export.tensor_runs:
         with tf.compat.v1.Session(graph=tf.Graph()) as sess:
             meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], saved_model_dir)
@@ -218,6 +224,23 @@ def _check(case, source_kind, export, model_uri, local, tf):
                 assert sorted(meta.signature_def) == list(case.signatures)
             for run_ in export.tensor_runs:
                 _assert_close(sess.run(run_.fetch, run_.feeds), run_.expected, run_.rtol)
+
+
+def _check_predicts_in_tf1_loader(predicts, saved_model_dir, tf):
+    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], saved_model_dir)
+        for call in predicts:
+            signature_def = meta.signature_def[call.signature or "serving_default"]
+            if isinstance(call.inputs, dict):
+                feeds = {signature_def.inputs[k].name: v for k, v in call.inputs.items()}
+            else:
+                (only,) = signature_def.inputs.values()
+                feeds = {only.name: call.inputs}
+            for key, expected in call.outputs.items():
+                if key is None:
+                    (key,) = signature_def.outputs
+                actual = sess.run(signature_def.outputs[key].name, feeds)
+                _assert_close(actual, expected, call.rtol, call.atol, err_msg=f"TF1 loader {call.signature}/{key}")
 
 
 def _check_predict(handle, call):

@@ -23,11 +23,53 @@ def rename_inputs(graph_def, renamed):
 
 
 def rename_node(graph_def, old, new):
-    """Renames node ``old`` to ``new`` and every reference to it."""
+    """Renames node ``old`` to ``new`` and every reference to it (inputs and colocations)."""
     for node in graph_def.node:
         if node.name == old:
             node.name = new
     rename_inputs(graph_def, {old: new})
+    rename_colocations(graph_def, lambda name: new if name == old else name)
+
+
+COLOCATION_ATTR = "_class"
+_COLOCATION_PREFIX = b"loc:@"
+
+
+def rename_colocations(graph_def, rename):
+    """Applies ``rename`` (old node name -> new) to every ``_class: loc:@node`` colocation hint.
+
+    TensorFlow refuses to import a graph whose node asks to be colocated with a node it does
+    not have, so a hint must follow its node whenever nodes are renamed.
+    """
+    for node in graph_def.node:
+        if COLOCATION_ATTR not in node.attr:
+            continue
+        hints = node.attr[COLOCATION_ATTR].list.s
+        for i, hint in enumerate(hints):
+            if hint.startswith(_COLOCATION_PREFIX):
+                name = hint[len(_COLOCATION_PREFIX):].decode()
+                hints[i] = _COLOCATION_PREFIX + rename(name).encode()
+
+
+def drop_dangling_colocations(graph_def):
+    """Drops every colocation hint naming a node ``graph_def`` lacks; returns how many."""
+    names = {n.name for n in graph_def.node}
+    dropped = 0
+    for node in graph_def.node:
+        if COLOCATION_ATTR not in node.attr:
+            continue
+        hints = node.attr[COLOCATION_ATTR].list.s
+        kept = [
+            h for h in hints
+            if not h.startswith(_COLOCATION_PREFIX) or h[len(_COLOCATION_PREFIX):].decode() in names
+        ]
+        dropped += len(hints) - len(kept)
+        if not kept:
+            del node.attr[COLOCATION_ATTR]
+        elif len(kept) != len(hints):
+            del hints[:]
+            hints.extend(kept)
+    return dropped
 
 
 def unique_name(base, taken):

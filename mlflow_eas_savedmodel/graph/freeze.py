@@ -11,8 +11,10 @@ and the values never enter the ``GraphDef``; :mod:`.variables` turns those const
 returned here.
 """
 
+import numpy as np
+
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-from mlflow_eas_savedmodel.errors import invalid_parameter_value
+from mlflow_eas_savedmodel.errors import invalid_parameter_value, pipeline_stage
 from mlflow_eas_savedmodel.graph import weights as _weights
 from mlflow_eas_savedmodel.graph.serving_graph import node_name
 
@@ -58,9 +60,10 @@ def _converter_classes():
                 ):
                     value = _weights.EagerTensorValue(external)
                 else:
-                    data = external.numpy()
+                    # The dtype is the tensor's: ``numpy()`` of a 0-d string is ``bytes``, which
+                    # has none, and numpy's ``S``/object dtypes do not say ``tf.string`` alike.
                     self._tensor_data[name] = ctc._TensorData(
-                        numpy=data, dtype=tf.as_dtype(data.dtype).as_datatype_enum, index=idx
+                        numpy=np.asarray(external.numpy()), dtype=external.dtype.as_datatype_enum, index=idx
                     )
                     continue
                 self.values[name] = value
@@ -111,12 +114,13 @@ def _converter_classes():
     return FunctionStandIns, SessionStandIns
 
 
-def freeze_concrete_function(concrete_fn, variable_names):
+def freeze_concrete_function(concrete_fn, variable_names, signatures=None):
     """Freezes a ``ConcreteFunction`` with control flow lowered to v1 ops, weights as stand-ins.
 
     Args:
         concrete_fn: the traced function; its flat outputs are the serving outputs.
         variable_names: ``id(resource handle)`` -> checkpoint name for the variables it captures.
+        signatures: the SignatureDef names it serves, for the error a failure raises.
 
     Returns:
         ``(graph_def, input_tensor_names, output_tensor_names, weights, values, tables)`` where
@@ -132,8 +136,9 @@ def freeze_concrete_function(concrete_fn, variable_names):
     function_stand_ins, _ = _converter_classes()
     # The two steps of convert_variables_to_constants_v2_as_graph without its third, which
     # imports the frozen GraphDef back into a new ConcreteFunction that we would throw away.
-    converter_data = function_stand_ins(func=concrete_fn, lower_control_flow=True, aggressive_inlining=True)
-    graph_def, _ = convert_to_constants._replace_variables_by_constants(converter_data=converter_data)
+    with pipeline_stage("freeze", signatures):
+        converter_data = function_stand_ins(func=concrete_fn, lower_control_flow=True, aggressive_inlining=True)
+        graph_def, _ = convert_to_constants._replace_variables_by_constants(converter_data=converter_data)
     captured = {id(internal): external for external, internal in concrete_fn.graph.captures}
     weights, values, tables = {}, {}, []
     for external, internal in concrete_fn.graph.captures:
@@ -157,13 +162,14 @@ def freeze_concrete_function(concrete_fn, variable_names):
     return graph_def, inputs, outputs, weights, values, tables
 
 
-def freeze_session(sess, output_node_names, on_error):
+def freeze_session(sess, output_node_names, on_error, signatures=None):
     """Freezes the part of ``sess.graph`` that ``output_node_names`` need, reading no variable.
 
     Args:
         sess: the live session.
         output_node_names: the nodes to keep (with everything they depend on).
         on_error: ``OpError -> exception``, for reads of the variables that fail later.
+        signatures: the SignatureDef names it serves, for the error a failure raises.
 
     Returns:
         ``(graph_def, weights, values)``: each variable (``VariableV2`` or resource) becomes a
@@ -177,7 +183,8 @@ def freeze_session(sess, output_node_names, on_error):
     _, session_stand_ins = _converter_classes()
     graph_def = sess.graph.as_graph_def()
     converter_data = session_stand_ins(sess, graph_def, list(output_node_names), on_error)
-    frozen, _ = convert_to_constants._replace_variables_by_constants(converter_data=converter_data)
+    with pipeline_stage("freeze", signatures):
+        frozen, _ = convert_to_constants._replace_variables_by_constants(converter_data=converter_data)
     weights = {name: name for name in converter_data.values}
     return frozen, weights, dict(converter_data.values)
 

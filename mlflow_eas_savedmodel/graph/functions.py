@@ -11,7 +11,7 @@ The reference of the result runs the traced functions themselves (:mod:`.referen
 """
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
-from mlflow_eas_savedmodel.errors import invalid_parameter_value
+from mlflow_eas_savedmodel.errors import pipeline_stage
 from mlflow_eas_savedmodel.graph import edit, reference
 from mlflow_eas_savedmodel.graph.freeze import freeze_concrete_function
 from mlflow_eas_savedmodel.graph.serving_graph import (
@@ -89,13 +89,11 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
     signatures, weights, weight_values, init_ops = {}, {}, {}, []
     prefixes = set()
     for name, (concrete, input_keys, output_keys, method) in functions.items():
-        try:
-            graph_def, in_names, out_names, frozen_weights, values, tables = freeze_concrete_function(
-                concrete, variables
-            )
-        except Exception as e:  # noqa: BLE001 - the converter raises many types
-            raise invalid_parameter_value(f"Freezing signature {name!r} failed: {e}") from e
-        table_inits = recreate_tables(graph_def, tables, _live_tables(graph_def, tables)) if tables else []
+        graph_def, in_names, out_names, frozen_weights, values, tables = freeze_concrete_function(
+            concrete, variables, signatures=[name]
+        )
+        with pipeline_stage("freeze", [name]):
+            table_inits = recreate_tables(graph_def, tables, _live_tables(graph_def, tables)) if tables else []
         out_names = edit.name_outputs(graph_def, out_names, output_keys)
         prefix = "" if len(functions) == 1 else edit.unique_name(sanitize_node_name(name), prefixes) + "/"
         if prefix:
@@ -129,6 +127,9 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
 
 
 def _prefix_nodes(graph_def, prefix):
+    # Colocation hints name nodes too: left unprefixed, the merged graph does not import
+    # (Keras' export() colocates the input's Identity with the input placeholder).
+    edit.rename_colocations(graph_def, lambda name: prefix + name)
     for node in graph_def.node:
         node.name = prefix + node.name
         for i, inp in enumerate(node.input):

@@ -88,7 +88,7 @@ def keras_model_to_serving_graph(
     output_keys = _resolve_keys(outputs, "outputs", out_items, "output")
 
     graph_def, in_names, out_names, weights, values, tables = freeze_concrete_function(
-        concrete, _variable_names(model)
+        concrete, _variable_names(model), signatures=[signature_name]
     )
     init_ops = recreate_tables(graph_def, tables, _lookup_tables(model)) if tables else []
     out_names = edit.name_outputs(graph_def, out_names, output_keys)

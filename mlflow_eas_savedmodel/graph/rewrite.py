@@ -89,8 +89,11 @@ def _static_tensors(graph_def):
     """tensor name (``"node:0"``) -> ``(dtype, TensorShape)`` from a throwaway import.
 
     The import fills default attrs into ``graph_def``; harmless, the export strips them again.
+    Colocation hints naming nodes the graph lacks (renamed or spliced out) are dropped first:
+    TensorFlow refuses to import them, and the export drops every hint anyway.
     """
     tf = import_tensorflow()
+    edit.drop_dangling_colocations(graph_def)
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")

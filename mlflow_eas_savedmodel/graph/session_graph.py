@@ -84,7 +84,7 @@ def serving_graph_from_session(
     keep.update(op.name for op in init_ops)
     try:
         graph_def, weights, values = freeze_session(
-            model, sorted(keep), lambda e: _uninitialized_error(model, e)
+            model, sorted(keep), lambda e: _uninitialized_error(model, e), signatures=sorted(specs)
         )
     except tf.errors.OpError as e:
         raise _uninitialized_error(model, e) from e

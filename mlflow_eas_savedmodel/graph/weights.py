@@ -25,7 +25,9 @@ it would re-implement the freezer's function inlining, control-flow lowering and
 propagation, which differ between every kind of op the freezer knows.
 """
 
+import functools
 import math
+import os
 
 import numpy as np
 
@@ -195,16 +197,28 @@ class SessionVariableValue(WeightValue):
 class BundleValue(WeightValue):
     """A tensor (or a slice of one: a partition) of a checkpoint / ``variables/`` bundle.
 
-    Read with ``RestoreV2`` and a slice spec, so only the rows asked for leave the file.
+    A whole numeric tensor's rows are read straight from its ``.data`` shard
+    (:mod:`.bundle_index`: ``RestoreV2`` would read the whole tensor to slice it); anything
+    else with ``RestoreV2`` and a slice spec.
     """
 
     def __init__(self, prefix, key, shape, dtype, full_shape=None, offset=None):
         self.prefix, self.key, self.shape, self.dtype = prefix, key, tuple(shape), dtype
         self.full_shape = tuple(full_shape) if full_shape is not None else None
         self.offset = tuple(offset) if offset is not None else None
+        self._direct = None
 
     def read(self, start, stop):
         tf = import_tensorflow()
+        if self.full_shape is None:
+            if self._direct is None:
+                from mlflow_eas_savedmodel.graph import bundle_index
+
+                self._direct = bundle_index.BundleFile.of(
+                    self.prefix, _bundle_index(self.prefix), self.key, self.shape, self.dtype
+                ) or False
+            if self._direct:
+                return self._direct.read(start, stop)
         if self.full_shape is None and self.is_whole(start, stop):
             spec = ""
         else:
@@ -220,6 +234,22 @@ class BundleValue(WeightValue):
             prefix=self.prefix, tensor_names=[self.key], shape_and_slices=[spec], dtypes=[self.dtype]
         )
         return value
+
+
+def _bundle_index(prefix):
+    """The parsed ``.index`` of ``prefix`` (:func:`.bundle_index.read_index`), parsed once per file state."""
+    try:
+        stat = os.stat(prefix + ".index")
+    except OSError:
+        return None
+    return _cached_index(prefix, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_index(prefix, size, mtime_ns):
+    from mlflow_eas_savedmodel.graph.bundle_index import read_index
+
+    return read_index(prefix)
 
 
 def slice_spec(full_shape, starts, lengths):

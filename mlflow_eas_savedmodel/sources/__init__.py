@@ -18,7 +18,7 @@ takes. The modules know nothing of MLflow, pyfunc or the SavedModel layout.
 import dataclasses
 import os
 
-from mlflow_eas_savedmodel.errors import invalid_parameter_value
+from mlflow_eas_savedmodel.errors import invalid_parameter_value, pipeline_stage
 from mlflow_eas_savedmodel.graph.keras_model import is_keras_model
 
 SUPPORTED = (
@@ -44,7 +44,8 @@ def source_kind(model):
         if path.endswith((".keras", ".h5", ".hdf5")):
             return "keras"
         if os.path.isdir(path) and any(
-            os.path.exists(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")
+            os.path.exists(os.path.join(path, f))
+            for f in ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb")
         ):
             return "saved_model"
         _refuse_session_bundle(path)
@@ -146,4 +147,16 @@ def to_serving_graph(model, options):
         )
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
-    return convert(model, options)
+    # What a source raises unforeseen (a TensorFlow error while reading or tracing it) names
+    # the stage; the freeze stage inside names itself.
+    with pipeline_stage("trace", _signature_names(kind, options)):
+        return convert(model, options)
+
+
+def _signature_names(kind, options):
+    """The SignatureDefs the user asked for (``None`` for a folder, which names its own)."""
+    if kind == "saved_model":
+        return None
+    if options.signatures:
+        return sorted(options.signatures)
+    return [options.signature_name or "serving_default"]
