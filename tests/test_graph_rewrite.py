@@ -232,6 +232,25 @@ def test_sparse_segment_ops_on_int64_segment_ids_cast_them_to_int32(tf, op):
     np.testing.assert_array_equal(_run(tf, graph_def, inputs, outputs, [data, indices, segment_ids])[0], expected)
 
 
+@pytest.mark.parametrize("segment_dtype,how", [("int32", "on int32 indices"), ("int64", "on int32 indices and segment ids")])
+def test_sparse_segment_mean_on_int64_indices_casts_them_to_int32(tf, segment_dtype, how):
+    """TF 1.12-1.15 register no kernel for int64 indices (the differential table found it: the
+    registry check passes, the C++ loader refuses); the cast makes the graph load there."""
+    data = _f32(6, 3)
+    indices = np.array([0, 5, 2, 2, 4], np.int64)
+    segment_ids = np.array([0, 0, 1, 3, 3], segment_dtype)
+    graph_def, inputs, outputs = _frozen(
+        tf, lambda d, i, s: tf.raw_ops.SparseSegmentMean(data=d, indices=i, segment_ids=s),
+        [tf.TensorSpec((None, 3)), tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), segment_dtype)],
+    )
+    expected = _run(tf, graph_def, inputs, outputs, [data, indices, segment_ids])[0]
+    notes = rewrite.rewrite_for_old_runtimes(graph_def)
+    assert notes == [f"SparseSegmentMean rewritten for TF 1.12: 1 {how}"]
+    (node,) = [n for n in graph_def.node if n.op == "SparseSegmentMean"]
+    assert "Tidx" not in node.attr or node.attr["Tidx"].type == tf.int32.as_datatype_enum
+    np.testing.assert_array_equal(_run(tf, graph_def, inputs, outputs, [data, indices, segment_ids])[0], expected)
+
+
 def test_sparse_segment_op_on_int32_segment_ids_is_untouched(tf):
     graph_def, _, _ = _frozen(
         tf, lambda d, i, s: tf.raw_ops.SparseSegmentMean(data=d, indices=i, segment_ids=s),

@@ -372,22 +372,32 @@ _SPARSE_SEGMENT_OPS = ("SparseSegmentSum", "SparseSegmentMean", "SparseSegmentSq
 
 
 def _rewrite_int64_segment_ids(graph_def, node, tensors, taken):
-    """``SparseSegment{Sum,Mean,SqrtN}`` on int64 segment ids -> the same op on ``Cast`` int32.
+    """``SparseSegment{Sum,Mean,SqrtN}`` on int64 segment ids or indices -> the same op on
+    ``Cast`` int32.
 
     TF 1.x's kernels take int32 segment ids only (``Tsegmentids`` came in 2.3), and
     ``embedding_lookup_sparse`` (every ``embedding_column``) feeds them the int64 row numbers of
     a ``SparseTensor``. Segment ids index the output's rows, so they fit in int32 for any output
     that fits in memory: the cast is exact and the sums are the same.
     """
-    if node.attr["Tsegmentids"].type != import_tensorflow().int64.as_datatype_enum:
+    int64 = import_tensorflow().int64.as_datatype_enum
+    ids64 = node.attr["Tsegmentids"].type == int64
+    # TF 1.12-1.15 register these kernels for int32 indices only too (measured: "No OpKernel
+    # was registered ... Tidx=DT_INT64" at load); the same argument makes that cast exact.
+    indices64 = node.attr["Tidx"].type == int64
+    if not ids64 and not indices64:
         return None  # int32 already: every runtime has it
     op = getattr(import_tensorflow().raw_ops, node.op)
 
     def build(tf, data, indices, segment_ids):
-        return op(data=data, indices=indices, segment_ids=tf.cast(segment_ids, tf.int32))
+        return op(
+            data=data, indices=tf.cast(indices, tf.int32) if indices64 else indices,
+            segment_ids=tf.cast(segment_ids, tf.int32) if ids64 else segment_ids,
+        )
 
     _splice(graph_def, node, build, _input_tensors(node, tensors), taken)
-    return "on int32 segment ids"
+    return "on int32 segment ids" if not indices64 else (
+        "on int32 indices and segment ids" if ids64 else "on int32 indices")
 
 
 # --------------------------------------------------------------------------- Einsum
