@@ -61,9 +61,14 @@ def registered_version(model_uri, client=None):
 
 def tag_registered_version(client, name, version, flavor_conf):
     """Sets ``eas.processors`` and ``eas.tf_version`` on a version from its
-    :class:`~mlflow_eas_savedmodel.flavor_conf.FlavorConf`."""
+    :class:`~mlflow_eas_savedmodel.flavor_conf.FlavorConf`, and the ``eas.check.<processor>``
+    tags of a ``verify="runtimes"`` save."""
     client.set_model_version_tag(name, str(version), PROCESSORS_TAG, ",".join(flavor_conf.eas_processors))
     client.set_model_version_tag(name, str(version), TF_VERSION_TAG, str(flavor_conf.tensorflow_version or ""))
+    from mlflow_eas_savedmodel.verify_runtimes import check_tags  # save_model(verify="runtimes")
+
+    for key, value in check_tags(flavor_conf).items():
+        client.set_model_version_tag(name, str(version), key, value)
 
 
 def check_value(runtime_result):
