@@ -220,6 +220,12 @@ ROWS = [
         _session_row(_variables_from_variables_graph, {"x": _f32(3, 2)})),
     Row("legacy_init_op + asset vocabulary", "converted", _estimator_folder("legacy_init_op")),
     Row("main_op + asset vocabulary", "converted", _estimator_folder("main_op")),
+    # Estimators trained and exported by the old runtimes themselves (tests/old_runtime_models.py)
+    *[
+        Row(f"Estimator {name} (TF {version} export)", "converted", _old(version, name))
+        for version in ("1.15", "1.12")
+        for name in ("wide_deep", "linear_raw", "dnn_shared_embeddings", "regressor_raw")
+    ],
     # rewrites (graph/rewrite.py)
     Row("rewrite SelectV2 (known rank)", "converted", _raw_graph(
         _select_unknown_rank, {"c": ("bool", [None, 1]), "t": ("float32", [None, 3]), "e": ("float32", [])},

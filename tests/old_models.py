@@ -51,7 +51,8 @@ def build_old_models(tf_version, names):
     if missing:
         os.makedirs(folder, exist_ok=True)
         env = ensure_runtime(tf_version)
-        environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        # TF2_BEHAVIOR=1 is set by importing TF 2.21 here; it would make TF 1.15 eager.
+        environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "TF2_BEHAVIOR")}
         environ.update(CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="3", PYTHONNOUSERSITE="1")
         proc = subprocess.run(
             [env.python, SCRIPT, folder, *missing], capture_output=True, text=True, env=environ,

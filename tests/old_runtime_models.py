@@ -193,12 +193,13 @@ def _feeds(export, rows, n=6):
 
 
 def _raw_receiver(keys):
-    placeholders = {
-        "x": tf.placeholder(tf.float32, [None, 2], name="x"),
-        "color": tf.placeholder(tf.string, [None], name="color"),
-        "size": tf.placeholder(tf.string, [None], name="size"),
-        "tag": tf.placeholder(tf.string, [None], name="tag"),
-    }
+    with tf.Graph().as_default():  # only their dtypes and shapes are used
+        placeholders = {
+            "x": tf.placeholder(tf.float32, [None, 2], name="x"),
+            "color": tf.placeholder(tf.string, [None], name="color"),
+            "size": tf.placeholder(tf.string, [None], name="size"),
+            "tag": tf.placeholder(tf.string, [None], name="tag"),
+        }
     return tf.estimator.export.build_raw_serving_input_receiver_fn({k: placeholders[k] for k in keys})
 
 

@@ -195,7 +195,9 @@ def _write_inputs(path, feeds):
 
 def _runner_environment():
     """This process's environment, minus what would let the old interpreter import ours."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    # TF2_BEHAVIOR: importing TF 2.x sets it to 1 in this process; inherited, it would turn the
+    # old runtime's v2 behaviour on (eager execution in 1.15), which no EAS processor runs with.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "TF2_BEHAVIOR")}
     env.update(
         TF_CPP_MIN_LOG_LEVEL="3",
         PYTHONWARNINGS="ignore",
