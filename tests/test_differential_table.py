@@ -11,7 +11,8 @@ rows run in ONE runtime process (:func:`run_many_in_runtime`), and each row must
   like TF 2.21 elsewhere.
 
 So the next difference between TF 2.21 and an old runtime shows up as a failing row. By default
-TF 1.12, 1.15 and 2.3 run the table; ``MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES=1`` runs all six.
+TF 1.12, 1.15 and 2.3 run the table; ``MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES=1`` runs all six and
+adds TF 1.12's own Estimator exports (TF 1.15's are default rows).
 ``pytest -s`` prints the table.
 """
 
