@@ -74,8 +74,11 @@ def registered_version(model_uri, client=None):
 
 def tag_registered_version(client, name, version, flavor_conf):
     """Sets ``eas.processors`` and ``eas.tf_version`` on a version from its
-    :class:`~mlflow_eas_savedmodel.flavor_conf.FlavorConf`."""
-    for key, value in version_tags(flavor_conf).items():
+    :class:`~mlflow_eas_savedmodel.flavor_conf.FlavorConf`, and the ``eas.check.<processor>``
+    tags of a ``verify="runtimes"`` save."""
+    from mlflow_eas_savedmodel.verify_runtimes import check_tags  # save_model(verify="runtimes")
+
+    for key, value in {**version_tags(flavor_conf), **check_tags(flavor_conf)}.items():
         client.set_model_version_tag(name, str(version), key, value)
 
 

@@ -163,6 +163,9 @@ def save_model(
             example (or synthesised inputs), compared with the source model's own outputs;
             the run is skipped above 1 GiB of variables (``$MLFLOW_EAS_SAVEDMODEL_VERIFY_MAX_BYTES``).
             ``"static"``: the checks without the run. ``False``: neither. See :mod:`.verify`.
+            ``"runtimes"`` (or ``$MLFLOW_EAS_SAVEDMODEL_SAVE_VERIFY=runtimes``): also run the
+            saved model in the real runtime of every claimed processor and drop the claims
+            that fail, with the runtime's error (see :mod:`.verify_runtimes`).
         allow_file_ops: keep ops that read or write files or the network (``ReadFile``,
             ``WriteFile``, ``MatchingFiles``, ...) in the model; by default such a model is
             refused before anything of it runs (see docs/security.md). Python ops
@@ -189,6 +192,7 @@ def save_model(
     from mlflow_eas_savedmodel import sources
     from mlflow_eas_savedmodel.eas.inputs import load_input_example
     from mlflow_eas_savedmodel.verify import check_mode
+    from mlflow_eas_savedmodel.verify_runtimes import verify_in_runtimes
 
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
@@ -218,6 +222,10 @@ def save_model(
             example=load_input_example(mlflow_model, tmp) if input_example is not None else None,
         )
         del serving_graph  # consumed: its GraphDef was rewritten in place
+        exported = verify_in_runtimes(  # verify="runtimes": the claims run in the real runtimes
+            exported, os.path.join(tmp, SAVED_MODEL_DIR), verify, processor=processor,
+            example=load_input_example(mlflow_model, tmp) if input_example is not None else None,
+        )
         mlflow_model.signature = signature or mlflow_signature(
             exported.signature_defs, exported.default_signature
         )

@@ -32,7 +32,7 @@ from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG, node_name
 
 DEFAULT_MAX_RUN_BYTES = 1024**3
 MAX_BYTES_ENV = "MLFLOW_EAS_SAVEDMODEL_VERIFY_MAX_BYTES"
-MODES = (True, False, "static")
+MODES = (True, False, "static", "runtimes")  # "runtimes": True, then .verify_runtimes
 _VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
 _ASSIGN_OPS = ("Assign", "AssignVariableOp")
 
@@ -44,7 +44,8 @@ def check_mode(verify):
     if verify not in MODES or isinstance(verify, int) and not isinstance(verify, bool):
         raise invalid_parameter_value(
             f"verify={verify!r} is not valid. Use True (check and run the saved model, the "
-            "default), 'static' (check variables and SignatureDefs without running) or False."
+            "default), 'runtimes' (also run it in the real runtime of every claimed EAS "
+            "processor), 'static' (check variables and SignatureDefs without running) or False."
         )
 
 

@@ -129,6 +129,57 @@ def test_select_v2_on_strings_is_rewritten(tf):
     assert "SelectV2" not in ops
 
 
+UNKNOWN_RANK_SELECT_CASES = [
+    # feed shapes of (condition, t, e); the specs have unknown rank (TensorSpec(None))
+    [(4,), (4,), ()],
+    [(3, 1), (3, 5), (5,)],
+    [(), (2, 3), (2, 3)],
+    [(0, 2), (0, 2), ()],
+    [(2, 1, 3), (4, 1), (1,)],
+]
+
+
+@pytest.mark.parametrize("feed_shapes", UNKNOWN_RANK_SELECT_CASES, ids=str)
+def test_select_v2_of_unknown_rank_is_broadcast_at_run_time(tf, feed_shapes):
+    """TF 1.15 Estimators' vocabulary lookups: no rank is known until the graph runs."""
+    specs = [tf.TensorSpec(None, tf.bool), tf.TensorSpec(None), tf.TensorSpec(None)]
+    feeds = [RNG.random(feed_shapes[0]) > 0.5, _f32(*feed_shapes[1]), _f32(*feed_shapes[2])]
+    notes, ops = _round_trip(tf, lambda c, t, e: tf.where(c, t, e), specs, feeds)
+    assert "SelectV2" not in ops and "Select" in ops
+    assert notes == ["SelectV2 rewritten for TF 1.12: 1 with inputs broadcast at run time (unknown rank)"]
+
+
+def _batch_norm_v3(tf, is_training=False, data_format="NHWC"):
+    def fn(x):
+        channels = 3
+        return tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=tf.constant([1.5, 0.5, 2.0]), offset=tf.constant([0.1, -0.2, 0.0]),
+            mean=tf.constant([0.3, 0.1, -0.4]) if not is_training else tf.zeros([0]),
+            variance=tf.constant([0.9, 1.2, 0.5]) if not is_training else tf.zeros([0]),
+            epsilon=1e-3, data_format=data_format, is_training=is_training,
+        )[0] * float(channels)
+
+    return fn
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_fused_batch_norm_v3_at_inference_becomes_v2(tf, data_format):
+    spec = tf.TensorSpec((None, 4, 4, 3) if data_format == "NHWC" else (None, 3, 4, 4))
+    feed = _f32(2, 4, 4, 3) if data_format == "NHWC" else _f32(2, 3, 4, 4)
+    notes, ops = _round_trip(tf, _batch_norm_v3(tf, data_format=data_format), [spec], [feed])
+    assert "FusedBatchNormV3" not in ops and "FusedBatchNormV2" in ops
+    assert notes == ["FusedBatchNormV3 rewritten for TF 1.12: 1 as FusedBatchNormV2"]
+
+
+def test_fused_batch_norm_v3_in_training_mode_is_kept_and_named(tf):
+    graph_def, _, _ = _frozen(tf, _batch_norm_v3(tf, is_training=True), [tf.TensorSpec((None, 4, 4, 3))])
+    notes = rewrite.rewrite_for_old_runtimes(graph_def)
+    assert "FusedBatchNormV3" in _ops(graph_def)
+    assert len(notes) == 1 and notes[0].startswith("FusedBatchNormV3 kept (no exact rewrite):")
+    assert "is_training=True" in notes[0]
+    assert any("op FusedBatchNormV3 does not exist in TF 1.12" in p.reason for p in check_graph(graph_def, "1.12"))
+
+
 def test_rewrite_inside_a_lowered_while_loop_keeps_frames(tf):
     """Constants a splice adds must live in the loop's frame, or the graph does not run."""
 
@@ -178,6 +229,25 @@ def test_sparse_segment_ops_on_int64_segment_ids_cast_them_to_int32(tf, op):
     notes = rewrite.rewrite_for_old_runtimes(graph_def)
     assert notes == [f"{op} rewritten for TF 1.12: 1 on int32 segment ids"]
     assert check_graph(graph_def, "1.12") == [] and check_graph(graph_def, "1.15") == []
+    np.testing.assert_array_equal(_run(tf, graph_def, inputs, outputs, [data, indices, segment_ids])[0], expected)
+
+
+@pytest.mark.parametrize("segment_dtype,how", [("int32", "on int32 indices"), ("int64", "on int32 indices and segment ids")])
+def test_sparse_segment_mean_on_int64_indices_casts_them_to_int32(tf, segment_dtype, how):
+    """TF 1.12-1.15 register no kernel for int64 indices (the differential table found it: the
+    registry check passes, the C++ loader refuses); the cast makes the graph load there."""
+    data = _f32(6, 3)
+    indices = np.array([0, 5, 2, 2, 4], np.int64)
+    segment_ids = np.array([0, 0, 1, 3, 3], segment_dtype)
+    graph_def, inputs, outputs = _frozen(
+        tf, lambda d, i, s: tf.raw_ops.SparseSegmentMean(data=d, indices=i, segment_ids=s),
+        [tf.TensorSpec((None, 3)), tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), segment_dtype)],
+    )
+    expected = _run(tf, graph_def, inputs, outputs, [data, indices, segment_ids])[0]
+    notes = rewrite.rewrite_for_old_runtimes(graph_def)
+    assert notes == [f"SparseSegmentMean rewritten for TF 1.12: 1 {how}"]
+    (node,) = [n for n in graph_def.node if n.op == "SparseSegmentMean"]
+    assert "Tidx" not in node.attr or node.attr["Tidx"].type == tf.int32.as_datatype_enum
     np.testing.assert_array_equal(_run(tf, graph_def, inputs, outputs, [data, indices, segment_ids])[0], expected)
 
 

@@ -267,25 +267,24 @@ def feature_column_export(tmp_path_factory, tf):
 
 
 FEATURE_COLUMN_SIGNATURES = {"serving_default": "inputs", "regression": "inputs", "predict": "examples"}
-# The SelectV2 of the vocabulary lookup has an input of unknown rank: no exact 1.12 rewrite.
-FEATURE_COLUMN_PROCESSORS = [p for p in runtimes.PROCESSORS if runtimes.processor_version(p) != "1.12"]
+# The SelectV2 of the vocabulary lookup has an input of unknown rank: broadcast at run time.
+FEATURE_COLUMN_PROCESSORS = list(runtimes.PROCESSORS)
 
 
 @pytest.mark.runtime
-def test_feature_column_dnn_runs_where_claimed_and_is_refused_where_not(tmp_path, tf, feature_column_export):
-    """The claim is evidence: 1.15 and 2.3 run all three SignatureDefs, 1.12 (not claimed) refuses."""
+def test_feature_column_dnn_runs_where_claimed(tmp_path, tf, feature_column_export):
+    """The claim is evidence: 1.12 (SelectV2 of unknown rank rewritten), 1.15 and 2.3 run all
+    three SignatureDefs."""
     from estimator_models import feature_column_examples
 
     path = str(tmp_path / "m")
     mes.save_model(feature_column_export, path)
     examples = feature_column_examples(tf)
-    for processor in ("tensorflow_cpu_1.15", "tensorflow_cpu_2.3"):
+    for processor in ("tensorflow_cpu_1.12", "tensorflow_cpu_1.15", "tensorflow_cpu_2.3"):
         claimed = mes.check_runtime(path, processor, inputs=examples, timeout=600)
         assert claimed.ok, claimed.format()
+        assert claimed.runtimes[0].claimed
         assert {s.name for s in claimed.runtimes[0].signatures} == set(FEATURE_COLUMN_SIGNATURES)
-    (result,) = mes.check_runtime(path, "tensorflow_cpu_1.12", inputs=examples, timeout=600).runtimes
-    assert not result.claimed and result.verdict == "refused to load"
-    assert "Op type not registered 'SelectV2'" in result.c_api_error
 
 
 @contextlib.contextmanager
@@ -408,17 +407,18 @@ SAVED_MODEL_CASES = [
         notes=("ParseExampleV2 rewritten for TF 1.12: 1 as ParseExample",),
     ),
     Case(
-        "feature_column_dnn_answers_exactly_and_claims_1_14_on",
+        "feature_column_dnn_answers_exactly_and_claims_1_12_on",
         _feature_column_dnn,
         fixtures=("feature_column_export",),
         # embedding_lookup_sparse's int64 segment ids (TF 2.3+) are cast to int32 for 1.x.
         notes=(
+            "SelectV2 rewritten for TF 1.12: 1 with inputs broadcast at run time (unknown rank)",
             "SparseSegmentMean rewritten for TF 1.12: 1 on int32 segment ids",
             "SparseSegmentSqrtN rewritten for TF 1.12: 1 on int32 segment ids",
         ),
         conf={
             ("eas_processors",): FEATURE_COLUMN_PROCESSORS,
-            ("eas_incompatibilities",): {"1.12": ["op SelectV2 does not exist in TF 1.12"]},
+            ("eas_incompatibilities",): {},
         },
     ),
     Case(

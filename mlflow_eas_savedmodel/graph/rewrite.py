@@ -4,7 +4,9 @@ Keras 3 on TF 2.21 emits four ops that old EAS runtimes lack (measured, see the 
 reference): ``SelectV2`` (TF 1.13+; ``Embedding``, masking), ``BatchMatMulV2`` (1.13+; dense
 layers on 3-D inputs, attention), ``Einsum`` (1.15+; attention scores) and ``LeakyRelu`` (1.13+;
 Keras ``LeakyReLU``). Estimator-era ``embedding_column``\s add ``SparseSegmentMean``/``SqrtN``/``Sum``
-on int64 segment ids (TF 2.3+), which a cast to int32 makes 1.x-loadable. Each has an exact
+on int64 segment ids (TF 2.3+), which a cast to int32 makes 1.x-loadable; TF 1.15's own
+exports add ``FusedBatchNormV3`` (``tf.layers``/contrib batch norm), which at inference is
+``FusedBatchNormV2`` plus a training-only output. Each has an exact
 equivalent in ops that TF 1.12 registers, so rewriting them lets a model that is otherwise
 1.12-clean run on every processor.
 
@@ -17,8 +19,10 @@ Python API would emit the V2 op; ``Tile`` rather than ``BroadcastTo`` for broadc
 ``tests/test_keras_architectures.py`` checks the rewritten graphs against the 1.12 registry.
 
 A node that needs no rewrite is left alone (``SelectV2`` whose inputs have one static shape is
-only renamed), and a node that cannot be rewritten exactly (unknown rank, an ``Einsum`` with
-repeated labels or more than two operands) is kept and reported in the notes: the runtime check
+only renamed; one whose inputs' ranks are unknown is broadcast at run time), and a node that
+cannot be rewritten exactly (``BatchMatMulV2`` of unknown rank, an ``Einsum`` with repeated
+labels or more than two operands, ``FusedBatchNormV3`` in training mode) is kept and reported
+in the notes: the runtime check
 still decides compatibility afterwards, so nothing is claimed that the graph cannot do.
 """
 
@@ -51,6 +55,7 @@ def _rewrite_ops(graph_def):
         "Einsum": _rewrite_einsum,
         "LeakyRelu": _rewrite_leaky_relu,
         "ParseExampleV2": _rewrite_parse_example_v2,
+        "FusedBatchNormV3": _rewrite_fused_batch_norm_v3,
         **{op: _rewrite_int64_segment_ids for op in _SPARSE_SEGMENT_OPS},
     }
     targets = [node for node in graph_def.node if node.op in rewrites]
@@ -239,26 +244,58 @@ def _known_rank(shape, what):
 
 
 def _rewrite_select_v2(graph_def, node, tensors, taken):
-    """``SelectV2`` (broadcasting) -> ``Select`` (equal shapes) with inputs tiled to one shape."""
+    """``SelectV2`` (broadcasting) -> ``Select`` (equal shapes) with inputs tiled to one shape.
+
+    With every rank known the tiling is built for that rank; an input of unknown rank (TF 1.15
+    Estimators' vocabulary lookups) is reshaped to the broadcast shape's rank at run time
+    (``Fill`` of ones before its shape), which is what broadcasting does.
+    """
     inputs = _input_tensors(node, tensors)
     shapes = [shape for _, shape in inputs]
     if all(s.is_fully_defined() for s in shapes) and shapes[0] == shapes[1] == shapes[2]:
         _rename_op(node, "Select")
         return "renamed"
-    rank = max(_known_rank(s, "an input") for s in shapes)
+    known = all(s.rank is not None for s in shapes)
+    rank = max(s.rank for s in shapes) if known else None
 
     def build(tf, condition, t, e):
         target = tf.raw_ops.BroadcastArgs(
             s0=tf.raw_ops.BroadcastArgs(s0=tf.shape(condition), s1=tf.shape(t)), s1=tf.shape(e)
         )
+        tile = functools.partial(_broadcast, rank=rank) if known else _broadcast_any_rank
         return tf.raw_ops.Select(
-            condition=_broadcast(tf, condition, target, rank),
-            x=_broadcast(tf, t, target, rank),
-            y=_broadcast(tf, e, target, rank),
+            condition=tile(tf, condition, target), x=tile(tf, t, target), y=tile(tf, e, target)
         )
 
     _splice(graph_def, node, build, inputs, taken)
-    return "with inputs broadcast"
+    return "with inputs broadcast" if known else "with inputs broadcast at run time (unknown rank)"
+
+
+def _broadcast_any_rank(tf, x, target_shape):
+    """:func:`_broadcast` for an ``x`` whose rank is only known at run time."""
+    ones = tf.fill(tf.expand_dims(tf.size(target_shape) - tf.rank(x), 0), 1)
+    x = tf.reshape(x, tf.concat([ones, tf.shape(x)], 0))
+    multiples = tf.math.floordiv(target_shape, tf.maximum(tf.shape(x), 1))
+    return tf.tile(x, multiples)
+
+
+# --------------------------------------------------------------------------- FusedBatchNormV3
+
+
+def _rewrite_fused_batch_norm_v3(graph_def, node, tensors, taken):
+    """``FusedBatchNormV3`` (TF 1.14+; 1.15's ``tf.layers``/contrib batch norm) at inference ->
+    ``FusedBatchNormV2``, which 1.12 has: the same kernel but for ``reserve_space_3``, a
+    training-only output that nothing may read. ``is_training=True`` (batch statistics, and a
+    moving-average factor V2 lacks) is kept."""
+    if "is_training" not in node.attr or node.attr["is_training"].b:
+        raise _Skip("is_training=True")
+    if "exponential_avg_factor" in node.attr and node.attr["exponential_avg_factor"].f != 1.0:
+        raise _Skip("exponential_avg_factor != 1")
+    for other in graph_def.node:
+        if any(i.lstrip("^") == f"{node.name}:5" for i in other.input):
+            raise _Skip(f"reserve_space_3 is read by {other.name!r}")
+    _rename_op(node, "FusedBatchNormV2")
+    return "as FusedBatchNormV2"
 
 
 # --------------------------------------------------------------------------- BatchMatMulV2
@@ -338,22 +375,32 @@ _SPARSE_SEGMENT_OPS = ("SparseSegmentSum", "SparseSegmentMean", "SparseSegmentSq
 
 
 def _rewrite_int64_segment_ids(graph_def, node, tensors, taken):
-    """``SparseSegment{Sum,Mean,SqrtN}`` on int64 segment ids -> the same op on ``Cast`` int32.
+    """``SparseSegment{Sum,Mean,SqrtN}`` on int64 segment ids or indices -> the same op on
+    ``Cast`` int32.
 
     TF 1.x's kernels take int32 segment ids only (``Tsegmentids`` came in 2.3), and
     ``embedding_lookup_sparse`` (every ``embedding_column``) feeds them the int64 row numbers of
     a ``SparseTensor``. Segment ids index the output's rows, so they fit in int32 for any output
     that fits in memory: the cast is exact and the sums are the same.
     """
-    if node.attr["Tsegmentids"].type != import_tensorflow().int64.as_datatype_enum:
+    int64 = import_tensorflow().int64.as_datatype_enum
+    ids64 = node.attr["Tsegmentids"].type == int64
+    # TF 1.12-1.15 register these kernels for int32 indices only too (measured: "No OpKernel
+    # was registered ... Tidx=DT_INT64" at load); the same argument makes that cast exact.
+    indices64 = node.attr["Tidx"].type == int64
+    if not ids64 and not indices64:
         return None  # int32 already: every runtime has it
     op = getattr(import_tensorflow().raw_ops, node.op)
 
     def build(tf, data, indices, segment_ids):
-        return op(data=data, indices=indices, segment_ids=tf.cast(segment_ids, tf.int32))
+        return op(
+            data=data, indices=tf.cast(indices, tf.int32) if indices64 else indices,
+            segment_ids=tf.cast(segment_ids, tf.int32) if ids64 else segment_ids,
+        )
 
     _splice(graph_def, node, build, _input_tensors(node, tensors), taken)
-    return "on int32 segment ids"
+    return "on int32 segment ids" if not indices64 else (
+        "on int32 indices and segment ids" if ids64 else "on int32 indices")
 
 
 # --------------------------------------------------------------------------- Einsum

@@ -13,7 +13,13 @@ every variable is initialised, a few small ops are added to the session's graph 
 
 Lookup tables: a table filled from a vocabulary file (``index_table_from_file``) would look for
 that file, by its absolute path, on the EAS machine; its contents are read from the live session
-instead and the table is re-created with ``InitializeTableV2`` from constants.
+instead and the table is re-created with ``InitializeTableV2`` from constants. Tables that share
+a ``shared_name`` (TF1's ``index_table_from_file`` names every table after its file, so a wide &
+deep model's two parts hold one table twice) are ONE resource at load; TF 1.12 and 1.14 refuse
+a second ``InitializeTableV2`` of a filled table ("Table already initialized", where the text
+file initializer they replace tolerated it), so only the first initializer of each shared table
+is kept and the others become ``NoOp``\s that wait for it (measured in the differential table,
+``tests/test_differential_table.py``).
 """
 
 import logging
@@ -36,6 +42,8 @@ _logger = logging.getLogger(__name__)
 # Ops that (re)write a variable: an init op reaching them would overwrite the restored weights.
 _VARIABLE_WRITE_OPS = ("Assign", "AssignVariableOp")
 _FILE_TABLE_INIT_OPS = ("InitializeTableFromTextFileV2", "InitializeTableFromTextFile")
+_TABLE_INIT_OPS = ("InitializeTableV2", "InitializeTable", "LookupTableImportV2", "LookupTableImport")
+_SHARED_TABLE_OPS = ("HashTableV2", "HashTable")
 
 
 def serving_graph_from_session(
@@ -98,6 +106,7 @@ def serving_graph_from_session(
 
     notes = list(init_notes)
     notes.extend(_replace_file_tables(model, graph_def))
+    notes.extend(one_initializer_per_shared_table(graph_def))
     if any(graph.get_operation_by_name(name).type == "VarHandleOp" for name in weights):
         notes.append("resource variables -> VariableV2")
     if any(n.device for n in graph_def.node):
@@ -263,3 +272,55 @@ def _replace_file_tables(sess, graph_def):
         )
         changed.append(table_node.name)
     return [f"vocabulary-file tables {changed} -> InitializeTableV2 from constants"] if changed else []
+
+
+def one_initializer_per_shared_table(graph_def):
+    """Keeps one initializer per shared ``HashTable(V2)`` resource; the others wait for it.
+
+    Two table nodes with one non-empty ``(container, shared_name)`` are one resource in the
+    session, so every initializer after the first fills a table that is already full: TF 1.15+
+    accept that when the entries are the same, TF 1.12 and 1.14 fail the whole init op. In the
+    source session the tables were that one resource too, so the entries are the first
+    initializer's in every runtime. The others keep their names (``legacy_init_op`` groups
+    name them) as ``NoOp``\s with a control edge to the first; their constants are dropped.
+    """
+    tables = {}
+    for node in graph_def.node:
+        if node.op in _SHARED_TABLE_OPS and node.attr["shared_name"].s:
+            tables[node.name] = (node.attr["container"].s, node.attr["shared_name"].s)
+    if len(set(tables.values())) == len(tables):
+        return []
+    first, merged, orphans = {}, [], set()
+    for node in graph_def.node:
+        if node.op not in _TABLE_INIT_OPS or not node.input:
+            continue
+        key = tables.get(node.input[0].split(":")[0].lstrip("^"))
+        if key is None:
+            continue
+        if key not in first:
+            first[key] = node.name
+            continue
+        controls = [i for i in node.input if i.startswith("^")]
+        orphans.update(i.split(":")[0] for i in node.input[1:] if not i.startswith("^"))
+        name = node.name
+        node.Clear()
+        node.name, node.op = name, "NoOp"
+        node.input.extend([f"^{first[key]}", *controls])
+        merged.append(name)
+    if not merged:
+        return []
+    _drop_unused_constants(graph_def, orphans)
+    return [
+        f"tables sharing a shared_name: one initializer each, {sorted(merged)[:5]} wait for it "
+        "(TF 1.12/1.14 refuse a second initialization)"
+    ]
+
+
+def _drop_unused_constants(graph_def, candidates):
+    """Drops the ``Const`` nodes of ``candidates`` (the merged initializers' keys and values)
+    that nothing reads any more."""
+    used = {i.lstrip("^").split(":")[0] for n in graph_def.node for i in n.input}
+    for index in reversed(range(len(graph_def.node))):
+        node = graph_def.node[index]
+        if node.op == "Const" and node.name in candidates and node.name not in used:
+            del graph_def.node[index]

@@ -6,6 +6,11 @@ imports nothing from this project.  Usage::
 
     python _runner.py SAVED_MODEL_DIR INPUTS.npz OUTPUTS.npz [--c-api-outputs C.npz]
                       [--report REPORT.json] [--tags serve]
+    python _runner.py --batch JOBS.json [--tags serve]
+
+``--batch`` runs several SavedModels one after the other in this one process (each with its own
+graphs and sessions), so a table of small models costs one interpreter and one TensorFlow
+import per runtime; each job names its own inputs, outputs and report files.
 
 ``INPUTS.npz`` holds one array per ``<signature_name>/<input_key>``, both percent-encoded
 (``urllib.parse.quote(..., safe="")``) because SignatureDef names such as
@@ -375,22 +380,9 @@ def _save_npz(path, arrays):
             np.savez(fh, **pack_arrays(arrays))
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description="Run a SavedModel in this TensorFlow runtime")
-    p.add_argument("saved_model_dir")
-    p.add_argument("inputs")
-    p.add_argument("outputs")
-    p.add_argument("--c-api-outputs", default=None)
-    p.add_argument("--report", default=None)
-    p.add_argument("--tags", default="serve", help="comma-separated MetaGraph tags")
-    p.add_argument("--skip-c-api", action="store_true")
-    p.add_argument("--skip-python", action="store_true")
-    args = p.parse_args(argv)
-
-    saved_model_dir = os.path.abspath(args.saved_model_dir)
-    tags = [t for t in args.tags.split(",") if t]
+def _read_requested(inputs_path):
     requested = {}
-    with np.load(args.inputs, allow_pickle=False) as data:
+    with np.load(inputs_path, allow_pickle=False) as data:
         arrays = unpack_arrays(data)
     for name, value in arrays.items():
         if name == SIGNATURES_ARRAY:  # every requested signature, those without inputs too
@@ -399,20 +391,23 @@ def main(argv=None):
             continue
         sig, key = split_array_name(name)
         requested.setdefault(sig, {})[key] = value
+    return requested
 
-    report = {"python": platform.python_version(), "saved_model_dir": saved_model_dir,
-              "tags": tags, "requested_signatures": sorted(requested)}
-    _report_write(report, args.report)
-    import tensorflow as tf
 
+def run_one(tf, meta_cls, saved_model_dir, inputs, outputs, c_api_outputs=None, report_path=None,
+            tags=("serve",), skip_c_api=False, skip_python=False):
+    """Both loaders on one SavedModel; returns the report (also written to ``report_path``)."""
+    saved_model_dir = os.path.abspath(saved_model_dir)
+    tags = list(tags)
+    requested = _read_requested(inputs)
     version_mod = getattr(tf, "version", None)
-    report["tensorflow"] = tf.__version__
-    report["git_version"] = getattr(version_mod, "GIT_VERSION", None) or getattr(tf, "GIT_VERSION", "")
-    v1 = getattr(getattr(tf, "compat", None), "v1", None)
-    meta_cls = getattr(v1, "MetaGraphDef", None) or tf.MetaGraphDef
-    _report_write(report, args.report)
+    report = {"python": platform.python_version(), "saved_model_dir": saved_model_dir,
+              "tags": tags, "requested_signatures": sorted(requested),
+              "tensorflow": tf.__version__,
+              "git_version": getattr(version_mod, "GIT_VERSION", None) or getattr(tf, "GIT_VERSION", "")}
+    _report_write(report, report_path)
 
-    if not args.skip_c_api:
+    if not skip_c_api:
         try:
             rep, outs, meta = run_c_api(tf, saved_model_dir, tags, requested, meta_cls)
         except Exception as e:  # noqa: BLE001 - reported
@@ -420,18 +415,56 @@ def main(argv=None):
         report["c_api"] = rep
         if meta is not None:
             report["signatures_available"] = sorted(meta.signature_def)
-        _save_npz(args.c_api_outputs, outs)
-        _report_write(report, args.report)
+        _save_npz(c_api_outputs, outs)
+        _report_write(report, report_path)
 
-    if not args.skip_python:
+    if not skip_python:
         try:
             rep, outs = run_python_loader(tf, saved_model_dir, tags, requested)
         except Exception as e:  # noqa: BLE001 - reported
             rep, outs = _stage_report(_runner_error(e)), {}
         report["python_loader"] = rep
-        _save_npz(args.outputs, outs)
-        _report_write(report, args.report)
+        _save_npz(outputs, outs)
+        _report_write(report, report_path)
+    return report
 
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Run a SavedModel in this TensorFlow runtime")
+    p.add_argument("saved_model_dir", nargs="?")
+    p.add_argument("inputs", nargs="?")
+    p.add_argument("outputs", nargs="?")
+    p.add_argument("--c-api-outputs", default=None)
+    p.add_argument("--report", default=None)
+    p.add_argument("--tags", default="serve", help="comma-separated MetaGraph tags")
+    p.add_argument("--skip-c-api", action="store_true")
+    p.add_argument("--skip-python", action="store_true")
+    p.add_argument("--batch", default=None,
+                   help="a JSON list of {saved_model_dir, inputs, outputs, c_api_outputs, report}: "
+                        "every SavedModel is run in this one process, one after the other")
+    args = p.parse_args(argv)
+    tags = [t for t in args.tags.split(",") if t]
+    if args.batch is None and not (args.saved_model_dir and args.inputs and args.outputs):
+        p.error("SAVED_MODEL_DIR INPUTS OUTPUTS are required without --batch")
+
+    if args.report and args.batch is None:
+        _report_write({"python": platform.python_version(),
+                       "saved_model_dir": os.path.abspath(args.saved_model_dir), "tags": tags}, args.report)
+    import tensorflow as tf
+
+    v1 = getattr(getattr(tf, "compat", None), "v1", None)
+    meta_cls = getattr(v1, "MetaGraphDef", None) or tf.MetaGraphDef
+    if args.batch is not None:
+        with open(args.batch) as fh:
+            jobs = json.load(fh)
+        for job in jobs:
+            run_one(tf, meta_cls, job["saved_model_dir"], job["inputs"], job["outputs"],
+                    job.get("c_api_outputs"), job.get("report"), tags, args.skip_c_api, args.skip_python)
+        sys.stdout.write(json.dumps({"batch": len(jobs), "tensorflow": tf.__version__}) + "\n")
+        sys.stdout.flush()
+        return 0
+    report = run_one(tf, meta_cls, args.saved_model_dir, args.inputs, args.outputs,
+                     args.c_api_outputs, args.report, tags, args.skip_c_api, args.skip_python)
     sys.stdout.write(json.dumps(report, sort_keys=True) + "\n")
     sys.stdout.flush()
     return 0

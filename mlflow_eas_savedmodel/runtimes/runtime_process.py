@@ -35,7 +35,7 @@ from mlflow_eas_savedmodel.runtimes._npz_format import (
 )
 from mlflow_eas_savedmodel.runtimes.environments import ensure_runtime
 
-__all__ = ["RuntimeRun", "run_in_runtime", "RUNNER_PATH"]
+__all__ = ["RuntimeRun", "run_in_runtime", "run_many_in_runtime", "RUNNER_PATH"]
 
 RUNNER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_runner.py")
 DEFAULT_TIMEOUT = 300.0
@@ -133,6 +133,56 @@ def run_in_runtime(
         shutil.rmtree(files.folder, ignore_errors=True)
 
 
+def run_many_in_runtime(
+    models: Mapping[str, tuple],
+    tf_version: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    tags: Sequence[str] = ("serve",),
+) -> dict[str, RuntimeRun]:
+    """:func:`run_in_runtime` for several SavedModels in ONE runtime process.
+
+    ``models`` maps a key of the caller's choosing -> ``(saved_model_dir, feeds)``; the result
+    maps the same keys -> :class:`RuntimeRun`. One interpreter start and one TensorFlow import
+    serve them all (each model gets its own graphs and sessions); ``seconds`` of each run is
+    the whole batch's wall time. ``timeout`` bounds the whole batch.
+    """
+    for saved_model_dir, _ in models.values():
+        if not os.path.isdir(saved_model_dir):
+            raise invalid_parameter_value(
+                f"SavedModel directory {saved_model_dir!r} does not exist. Pass the folder that "
+                "holds saved_model.pb."
+            )
+    env = ensure_runtime(tf_version)
+    root = tempfile.mkdtemp(prefix=f"eas-runtime-{env.tf_version}-batch-")
+    try:
+        jobs, files = [], {}
+        for i, (key, (saved_model_dir, feeds)) in enumerate(models.items()):
+            folder = os.path.join(root, str(i))
+            os.mkdir(folder)
+            files[key] = _RunnerFiles(folder)
+            _write_inputs(files[key].inputs, feeds)
+            jobs.append({
+                "saved_model_dir": os.path.abspath(saved_model_dir), "inputs": files[key].inputs,
+                "outputs": files[key].outputs, "c_api_outputs": files[key].c_api_outputs,
+                "report": files[key].report,
+            })
+        manifest = os.path.join(root, "jobs.json")
+        with open(manifest, "w") as fh:
+            json.dump(jobs, fh)
+        cmd = [env.python, RUNNER_PATH, "--batch", manifest, "--tags", ",".join(tags)]
+        start = time.monotonic()
+        returncode, _, stderr = _run_runner(
+            cmd, _RunnerFiles(root), timeout, f"{len(jobs)} SavedModels", env.tf_version
+        )
+        seconds = time.monotonic() - start
+        return {
+            key: _runtime_run(env, f, _read_json(f.report) or {}, returncode, stderr, seconds)
+            for key, f in files.items()
+        }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def _write_inputs(path, feeds):
     # SignatureDefs without inputs have no array: the runner learns of them from this list.
     arrays = {SIGNATURES_ARRAY: np.array([quote(s, safe="").encode() for s in feeds], dtype=bytes)}
@@ -145,7 +195,9 @@ def _write_inputs(path, feeds):
 
 def _runner_environment():
     """This process's environment, minus what would let the old interpreter import ours."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    # TF2_BEHAVIOR: importing TF 2.x sets it to 1 in this process; inherited, it would turn the
+    # old runtime's v2 behaviour on (eager execution in 1.15), which no EAS processor runs with.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "TF2_BEHAVIOR")}
     env.update(
         TF_CPP_MIN_LOG_LEVEL="3",
         PYTHONWARNINGS="ignore",
