@@ -5,10 +5,15 @@
 
 ``predict(data, params)`` accepts:
 
-* a numpy array (or list) for a SignatureDef with one input;
+* a numpy array (or a list of lists) for a SignatureDef with one input;
 * a dict ``{input key: array-like}``;
 * a pandas DataFrame: columns named after the input keys (cells may hold lists/arrays, one row
-  per example), or, for a one-input SignatureDef, any columns, taken as the rows of that input.
+  per example), or, for a one-input SignatureDef, any numeric columns, taken in column order as
+  the rows of that input (what ``text/csv`` requests and ``mlflow models predict --content-type
+  csv`` become). For such a *tabular* input (shape ``(-1, n)`` or ``(-1,)``) the MLflow signature
+  has no input schema, so MLflow passes these forms through unchanged (see
+  :func:`.metadata.mlflow_signature`); every input is checked against its SignatureDef here and
+  in :class:`.model.SignatureRunner`, with one-line errors.
 
 ``params={"signature_name": ...}`` picks the SignatureDef per call; without it (or with
 ``None``/``""``) predict uses ``model_config["signature_name"]``, which
@@ -22,7 +27,9 @@ default would always beat ``model_config``.
 It returns a numpy array when the SignatureDef has one output, else ``{output key: array}``.
 With ``output="labels"`` (``model_config`` or ``params``) a one-output classifier returns the
 class indices instead (argmax of the last axis; ``score >= 0.5`` for one sigmoid unit), the
-layout ``mlflow.models.evaluate(model_type="classifier")`` compares with the targets.
+layout ``mlflow.models.evaluate(model_type="classifier")`` compares with the targets; with
+``output="values"`` a one-output regressor's ``(batch, 1)`` predictions come back as ``(batch,)``,
+what ``mlflow.models.evaluate(model_type="regressor")`` takes.
 """
 
 import inspect
@@ -31,21 +38,66 @@ import numpy as np
 import pandas as pd
 
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
-from mlflow_eas_savedmodel.metadata import OUTPUT_LABELS, OUTPUT_PARAM, SIGNATURE_NAME_PARAM
+from mlflow_eas_savedmodel.metadata import (
+    OUTPUT_CHOICES,
+    OUTPUT_LABELS,
+    OUTPUT_PARAM,
+    OUTPUT_VALUES,
+    SIGNATURE_NAME_PARAM,
+)
+
+_MAX_LISTED_COLUMNS = 8
 
 
-def dataframe_to_inputs(df, input_keys):
-    """A pandas DataFrame -> ``{key: array}`` for a SignatureDef with ``input_keys``."""
+def dataframe_to_inputs(df, input_keys, description=None):
+    """A pandas DataFrame -> ``{key: array}`` for a SignatureDef with ``input_keys``.
+
+    ``description`` (the SignatureDef's metadata) lets a wrong DataFrame fail naming the input's
+    shape and what the DataFrame holds.
+    """
     if set(input_keys) <= set(df.columns):
         return {k: _column_to_array(df[k], k) for k in input_keys}
     if len(input_keys) == 1:
+        key = input_keys[0]
         if len(df.columns) == 1:
-            return {input_keys[0]: _column_to_array(df[df.columns[0]], input_keys[0])}
-        return {input_keys[0]: df.to_numpy()}
+            return {key: _column_to_array(df[df.columns[0]], key)}
+        return {key: _rows_of_columns(df, key, description)}
     raise invalid_parameter_value(
-        f"The DataFrame has columns {list(df.columns)} but the signature takes inputs "
+        f"The DataFrame has columns {_columns(df)} but the signature takes inputs "
         f"{list(input_keys)}. Name the columns after the inputs."
     )
+
+
+def _columns(df):
+    names = [str(c) for c in df.columns[:_MAX_LISTED_COLUMNS]]
+    more = f" and {len(df.columns) - _MAX_LISTED_COLUMNS} more" if len(df.columns) > _MAX_LISTED_COLUMNS else ""
+    return f"{names}{more}"
+
+
+def _rows_of_columns(df, key, description):
+    """A DataFrame of numeric columns, in column order, as the rows of the one input ``key``."""
+    tensor = (description or {}).get("inputs", {}).get(key, {})
+    shape = tensor.get("shape")
+    expected = f"{key!r} of shape {tuple(None if d == -1 else d for d in shape)}" if shape else repr(key)
+    non_numeric = [str(c) for c, dtype in df.dtypes.items() if dtype.kind not in "fiub"]
+    if non_numeric:
+        raise invalid_parameter_value(
+            f"The model takes one input {expected}; the DataFrame's columns {_columns(df)} are "
+            f"taken as its values in column order, but {non_numeric[:_MAX_LISTED_COLUMNS]} are "
+            "not numeric. Pass numeric columns only, or one column named "
+            f"{key!r} holding each row's values."
+        )
+    if shape is not None and (len(shape) != 2 or shape[1] not in (-1, len(df.columns))):
+        width = "one value" if len(shape) == 1 else (
+            f"{shape[1]} values" if len(shape) == 2 else f"values of shape {tuple(shape[1:])}"
+        )
+        raise invalid_parameter_value(
+            f"The model takes one input {expected}, {width} per row, but the DataFrame has "
+            f"{len(df.columns)} columns {_columns(df)}. Pass "
+            + (f"{shape[1]} numeric columns in the model's order, or " if len(shape) == 2 else "")
+            + f"one column named {key!r} holding each row's values."
+        )
+    return df.to_numpy()
 
 
 def _column_to_array(series, key):
@@ -78,11 +130,14 @@ class _EasSavedModelWrapper:
         params = params or {}
         name = params.get(SIGNATURE_NAME_PARAM) or self.signature_name
         runner = self.handle.signature_runner(name)
-        inputs = self._to_inputs(data, runner.input_keys)
+        inputs = self._to_inputs(data, runner)
         outputs = runner(inputs)
         output = params.get(OUTPUT_PARAM)
-        if (_check_output(output, "params") if output else self.output) == OUTPUT_LABELS:
+        output = _check_output(output, "params") if output else self.output
+        if output == OUTPUT_LABELS:
             return _labels(runner, outputs)
+        if output == OUTPUT_VALUES:
+            return _values(runner, outputs)
         if len(outputs) == 1:
             return next(iter(outputs.values()))
         return outputs
@@ -92,11 +147,12 @@ class _EasSavedModelWrapper:
     predict.__signature__ = inspect.signature(predict)
 
     @staticmethod
-    def _to_inputs(data, input_keys):
+    def _to_inputs(data, runner):
+        input_keys = runner.input_keys
         if isinstance(data, dict):
             return data
         if isinstance(data, pd.DataFrame):
-            return dataframe_to_inputs(data, input_keys)
+            return dataframe_to_inputs(data, input_keys, runner.description)
         if isinstance(data, (np.ndarray, list, tuple)) or np.isscalar(data):
             if len(input_keys) != 1:
                 raise invalid_parameter_value(
@@ -111,11 +167,31 @@ class _EasSavedModelWrapper:
 
 
 def _check_output(output, where):
-    if output in (None, "", OUTPUT_LABELS):
+    if output in (None, "", *OUTPUT_CHOICES):
         return output or None
     raise invalid_parameter_value(
-        f"Unknown {OUTPUT_PARAM}={output!r} in {where}. Use {OUTPUT_PARAM}={OUTPUT_LABELS!r} for "
-        f"class indices, or leave it out for the model's outputs."
+        f"Unknown {OUTPUT_PARAM}={output!r:.60} in {where}. Use {OUTPUT_PARAM}={OUTPUT_LABELS!r} "
+        f"for class indices, {OUTPUT_PARAM}={OUTPUT_VALUES!r} for one value per example (a "
+        "regressor's (batch, 1) output as (batch,)), or leave it out for the model's outputs."
+    )
+
+
+def _values(runner, outputs):
+    """A regressor's one output of shape ``(batch, 1)`` (or ``(batch,)``) as ``(batch,)``."""
+    if len(outputs) != 1:
+        raise invalid_parameter_value(
+            f"{OUTPUT_PARAM}={OUTPUT_VALUES!r} needs a SignatureDef with one output; "
+            f"{runner.name!r} has {runner.output_keys}. Pick one with signature_name=..."
+        )
+    (key, values), = outputs.items()
+    if values.ndim == 2 and values.shape[1] == 1:
+        return values[:, 0]
+    if values.ndim == 1:
+        return values
+    raise invalid_parameter_value(
+        f"{OUTPUT_PARAM}={OUTPUT_VALUES!r} needs one value per example, an output of shape "
+        f"(batch, 1) or (batch,); output {key!r} of {runner.name!r} is "
+        f"{values.dtype}{list(values.shape)}. For class scores use {OUTPUT_PARAM}={OUTPUT_LABELS!r}."
     )
 
 
