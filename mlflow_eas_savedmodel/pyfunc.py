@@ -30,9 +30,18 @@ class indices instead (argmax of the last axis; ``score >= 0.5`` for one sigmoid
 layout ``mlflow.models.evaluate(model_type="classifier")`` compares with the targets; with
 ``output="values"`` a one-output regressor's ``(batch, 1)`` predictions come back as ``(batch,)``,
 what ``mlflow.models.evaluate(model_type="regressor")`` takes.
+
+Loads through ``mlflow.pyfunc`` share a process-level cache of loaded handles
+(:class:`_HandleCache`): ``spark_udf`` on a local master loads the model for every task, and a
+cache hit costs one ``lstat`` per file of the model folder instead of hashing, checking and
+restoring it again.
 """
 
 import inspect
+import os
+import threading
+import time
+from collections import OrderedDict
 
 import numpy as np
 import pandas as pd
@@ -46,6 +55,8 @@ from mlflow_eas_savedmodel.metadata import (
     SIGNATURE_NAME_PARAM,
 )
 
+LOAD_CACHE_ENV = "MLFLOW_EAS_SAVEDMODEL_LOAD_CACHE"
+_DEFAULT_CACHED_HANDLES = 2
 _MAX_LISTED_COLUMNS = 8
 
 
@@ -213,15 +224,94 @@ def _labels(runner, outputs):
     return np.argmax(scores, axis=1)
 
 
+class _HandleCache:
+    """Loaded handles of this process, each kept with the content facts of its model folder.
+
+    ``spark_udf`` on a local master calls ``mlflow.pyfunc.load_model`` for every task (each
+    partition), and each load of a 128 MB model costs ~0.25 s (hashes, ops policy, restore).
+    A handle is reused when every entry of the model folder (``lstat``: mode, size, inode, mtime,
+    ctime, the same entries) is what it was when the handle was loaded and every check passed:
+    then every check would pass again, on the same bytes. Any change, added file or symlink
+    makes a full load. Only folders whose entries had settled before the load began are kept
+    (:func:`.integrity.settled`), and at most ``$MLFLOW_EAS_SAVEDMODEL_LOAD_CACHE`` handles
+    (default 2; ``0`` turns the cache off), the least recently used dropped first. A handle whose
+    session was closed (``get_raw_model().close()``) is loaded again.
+    """
+
+    def __init__(self):
+        self._entries = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def capacity():
+        value = os.environ.get(LOAD_CACHE_ENV, "").strip()
+        try:
+            return max(int(value), 0) if value else _DEFAULT_CACHED_HANDLES
+        except ValueError:
+            raise invalid_parameter_value(
+                f"{LOAD_CACHE_ENV}={value!r:.40} is not a number. Set it to how many loaded "
+                "models each process keeps for reuse (0 turns the cache off), or unset it."
+            ) from None
+
+    def load(self, saved_model_dir, load, **options):
+        capacity = self.capacity()
+        if not capacity:
+            return load()
+        model_dir = os.path.dirname(os.path.abspath(saved_model_dir))
+        key = (os.path.abspath(saved_model_dir), tuple(sorted(options.items(), key=str)))
+        started = time.time_ns()
+        facts, all_settled = _folder_facts(model_dir, started)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] == facts and not entry[1].session._closed:
+                self._entries.move_to_end(key)
+                return entry[1]
+        handle = load()
+        if all_settled and _folder_facts(model_dir, started)[0] == facts:
+            with self._lock:
+                self._entries[key] = (facts, handle)
+                self._entries.move_to_end(key)
+                while len(self._entries) > capacity:
+                    self._entries.popitem(last=False)
+        return handle
+
+    def clear(self):
+        with self._lock:
+            self._entries.clear()
+
+
+def _folder_facts(root, since_ns):
+    """``lstat`` facts of every entry under ``root`` (and itself), and whether all had settled."""
+    from mlflow_eas_savedmodel.integrity import content_facts, settled
+
+    facts, all_settled = [], True
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in (".", *sorted(dirs), *sorted(names)):
+            stat = os.lstat(os.path.join(folder, name))
+            facts.append((os.path.relpath(os.path.join(folder, name), root), stat.st_mode,
+                          *content_facts(stat)))
+            all_settled = all_settled and settled(stat, since_ns)
+    return tuple(facts), all_settled
+
+
+_handles = _HandleCache()
+
+
 def _load_pyfunc(path, model_config=None):
     """Called by ``mlflow.pyfunc.load_model``; ``path`` is the flavor's SavedModel folder."""
+    from mlflow_eas_savedmodel.integrity import should_verify
     from mlflow_eas_savedmodel.load import load_handle
+    from mlflow_eas_savedmodel.model import DEVICE_ENV
 
     model_config = model_config or {}
-    handle = load_handle(
+    device = model_config.get("device")
+    verify_integrity = model_config.get("verify_integrity")
+    handle = _handles.load(
         path,
-        device=model_config.get("device"),
-        verify_integrity=model_config.get("verify_integrity"),
+        lambda: load_handle(path, device=device, verify_integrity=verify_integrity),
+        device=device if device is not None else ("env", os.environ.get(DEVICE_ENV)),
+        verified=should_verify(verify_integrity),
     )
     return _EasSavedModelWrapper(
         handle, model_config.get(SIGNATURE_NAME_PARAM), model_config.get(OUTPUT_PARAM)
