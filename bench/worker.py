@@ -13,6 +13,7 @@ TASKS = {
     "log_model": "bench.logging_cost:log_once",
     "export_growth": "bench.logging_cost:export_growth",
     "load_peak": "bench.logging_cost:load_peak",
+    "spark_udf": "bench.spark_udf:measure",
 }
 
 
