@@ -4,6 +4,8 @@ Modes: full (default; writes ``bench/RESULTS.md``), ``--quick`` (fewer repetitio
 model), ``--smoke`` (one model, a few iterations, no serving, cold start or big models; for
 CI, writes only where ``--output`` says) and ``--export`` (only the export rows, written to
 ``bench/RESULTS-export.md``). ``--large`` adds a 3 GiB model to the export rows.
+``--spark-rows 200000,1000000`` sets the row counts of the ``spark_udf`` rows (default 20000 in
+full and quick mode; ``0`` leaves them out); they need pyspark and Java and are skipped without.
 """
 
 import argparse
@@ -21,18 +23,21 @@ EXPORT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULT
 MB = 1 << 20
 MODES = {
     "smoke": dict(kinds=["mlp"], batch_sizes=[1, 32], rounds=3, serving=None, cold_repeats=0,
-                  import_repeats=1, log_repeats=0, growth=[]),
+                  import_repeats=1, log_repeats=0, growth=[], spark_rows=[]),
     "quick": dict(kinds=["mlp", "cnn"], batch_sizes=[1, 32, 1024], rounds=15,
                   serving=(300, 40, 3), cold_repeats=3, import_repeats=3, log_repeats=1,
-                  growth=[1 * MB, 100 * MB]),
+                  growth=[1 * MB, 100 * MB], spark_rows=[20_000]),
     "full": dict(kinds=["mlp", "cnn"], batch_sizes=[1, 32, 1024], rounds=30,
                  serving=(600, 60, 5), cold_repeats=5, import_repeats=5, log_repeats=3,
-                 growth=[1 * MB, 100 * MB, 1024 * MB]),
+                 growth=[1 * MB, 100 * MB, 1024 * MB], spark_rows=[20_000]),
     "export": dict(kinds=[], batch_sizes=[], rounds=0, serving=None, cold_repeats=0,
-                   import_repeats=0, log_repeats=0, growth=[1 * MB, 100 * MB, 1024 * MB]),
+                   import_repeats=0, log_repeats=0, growth=[1 * MB, 100 * MB, 1024 * MB],
+                   spark_rows=[]),
     "folders": dict(kinds=[], batch_sizes=[], rounds=0, serving=None, cold_repeats=0,
-                    import_repeats=0, log_repeats=0, growth=[]),
+                    import_repeats=0, log_repeats=0, growth=[], spark_rows=[]),
 }
+# spark_udf against the hand-written iterator pandas_udf, at the sizes of issue 22 item 9.
+SPARK_TARGET_ROWS = 200_000
 # --large: the export rows also for a model above protobuf's 2 GiB (needs ~10 GiB free).
 LARGE_GROWTH = 3 * 1024 * MB
 # --folders: save_model of Keras model.export() folders (TF2 SavedModels) of these sizes, with
@@ -171,6 +176,40 @@ def _cold_start_rows(paths, repeats, details):
     return rows
 
 
+def _spark_rows(workdir, rows, details):
+    from bench.spark_udf import ROWS_PER_TASK
+
+    _progress(f"spark_udf on local[2]: {rows} rows")
+    folder = os.path.join(workdir, "spark")
+    os.makedirs(folder)
+    r = run_worker("spark_udf", {"workdir": folder, "rows": rows}, timeout=3600)
+    if "skipped" in r:
+        details.append(("spark_udf (local[2])", f"skipped: {r['skipped']}"))
+        return []
+    ours, handwritten = "ours", "hand-written pandas_udf"
+    lines = ["| rows | tasks | " + " | ".join(next(iter(r["rows"].values()))) + " |"]
+    lines.append("|---" * (len(lines[0].split("|")) - 2) + "|")
+    rows_out = []
+    for n, seconds in r["rows"].items():
+        lines.append(f"| {n} | {r['tasks'][n]} | " + " | ".join(f"{v:.2f} s" for v in seconds.values()) + " |")
+        label = f"spark_udf mlp 16-64-64-1, {int(n):,} rows ({r['tasks'][n]} tasks)"
+        rows_out += [
+            report.Row(label, ours, seconds[ours], handwritten, seconds[handwritten], "s",
+                       "<= 1.10" if int(n) >= SPARK_TARGET_ROWS else "",
+                       extra_check=r["bit_identical"][ours], group="spark_udf"),
+            report.Row(label, ours, seconds[ours], "mlflow.tensorflow", seconds["mlflow.tensorflow"], "s"),
+            report.Row(label, ours, seconds[ours], "ours, no load cache", seconds["ours, no load cache"], "s"),
+        ]
+    diffs = ", ".join(f"{k}: {v:.3g}{' (bit-identical)' if r['bit_identical'][k] else ''}"
+                      for k, v in r["max_abs_diff"].items())
+    details.append((
+        f"spark_udf on local[2] (noop sink, one task per {ROWS_PER_TASK} rows; Python workers "
+        "started untimed first); max abs diff to the hand-written UDF: " + diffs,
+        "\n".join(lines),
+    ))
+    return rows_out
+
+
 def _import_rows(repeats):
     from bench import startup
 
@@ -259,6 +298,7 @@ def main(argv=None):
     mode.add_argument("--folders", action="store_const", dest="mode", const="folders",
                       help="only the TF2 folder rows (100 MiB, 512 MiB); writes bench/RESULTS-folders.md")
     parser.add_argument("--large", action="store_true", help="add a 3 GiB model to the export rows")
+    parser.add_argument("--spark-rows", help="comma-separated row counts of the spark_udf rows, e.g. 200000,1000000 (0: none)")
     parser.add_argument("--output", help="the Markdown file (default: bench/RESULTS.md; none in --smoke)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (models, server logs)")
     args = parser.parse_args(argv)
@@ -266,9 +306,12 @@ def main(argv=None):
     settings = MODES[mode]
     if args.large and mode != "folders":
         settings = dict(settings, growth=settings["growth"] + [LARGE_GROWTH])
+    if args.spark_rows is not None:
+        settings = dict(settings, spark_rows=[int(n) for n in args.spark_rows.split(",") if int(n) > 0])
     default_output = {"export": EXPORT_OUTPUT, "folders": FOLDERS_OUTPUT}.get(mode, DEFAULT_OUTPUT)
     output = args.output or (None if mode == "smoke" else default_output)
     command = "python -m bench" + (f" --{mode}" if mode != "full" else "") + (" --large" if args.large else "")
+    command += f" --spark-rows {args.spark_rows}" if args.spark_rows is not None else ""
 
     started = time.perf_counter()
     workdir = tempfile.mkdtemp(prefix="mlflow-eas-bench-")
@@ -291,6 +334,8 @@ def main(argv=None):
             rows += _growth_rows(workdir, settings["growth"], details)
         if mode == "folders":
             rows += _folder_rows(workdir, FOLDER_SIZES + ([LARGE_FOLDER] if args.large else []), details)
+        if settings["spark_rows"]:
+            rows += _spark_rows(workdir, settings["spark_rows"], details)
     finally:
         if args.keep:
             _progress(f"work folder kept: {workdir}")

@@ -15,6 +15,7 @@ TASKS = {
     "load_peak": "bench.logging_cost:load_peak",
     "export_folder": "bench.folder_export:export_folder",
     "folder_save_peak": "bench.folder_export:folder_save_peak",
+    "spark_udf": "bench.spark_udf:measure",
 }
 
 

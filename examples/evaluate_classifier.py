@@ -3,7 +3,9 @@
 MLflow's classifier evaluator compares ``predict``'s output with the targets label by label, so
 it needs class labels, not the (batch, classes) probabilities a softmax model returns. The
 flavor's ``output="labels"`` option (``model_config`` at load, or ``params`` per call) makes
-predict return the class indices (argmax); ``evaluate`` passes ``model_config`` through.
+predict return the class indices (argmax); ``evaluate`` passes ``model_config`` through. The
+data may be a DataFrame with a column named after the input, a DataFrame of numeric feature
+columns, or plain arrays.
 
     .venv/bin/python examples/evaluate_classifier.py [WORK_DIR]
 
@@ -41,21 +43,30 @@ def main(work_dir):
 
     mlflow.set_tracking_uri(f"sqlite:///{os.path.join(work_dir, 'mlflow.db')}")
     mlflow.set_experiment("evaluate")
+    results = {}
     with mlflow.start_run():
         info = mes.log_model(model, name="classifier", input_example=x[:2])
-        # One column per model input, named after it (MLflow checks the names against the
-        # signature); each cell holds one example's feature vector.
+        # One column named after the model's input, each cell one example's feature vector.
         data = pd.DataFrame({"features": list(x), "label": y})
-        result = mlflow.models.evaluate(
+        results["named column"] = mlflow.models.evaluate(
             info.model_uri, data, targets="label", model_type="classifier",
             evaluators=["default"], model_config={"output": "labels"},
         )
+    for form, features in (("feature columns", pd.DataFrame(x, columns=list("abcd"))), ("arrays", x)):
+        with mlflow.start_run():
+            # A DataFrame of numeric feature columns (in the model's order), or a plain array.
+            data, targets = (features.assign(label=y), "label") if form != "arrays" else (x, y)
+            results[form] = mlflow.models.evaluate(
+                info.model_uri, data, targets=targets, model_type="classifier",
+                evaluators=["default"], model_config={"output": "labels"},
+            )
 
     expected = float(np.mean(np.argmax(model(x).numpy(), axis=1) == y))
-    accuracy = result.metrics["accuracy_score"]
-    print(f"accuracy_score {accuracy:.4f} (from the Keras model: {expected:.4f})")
-    if abs(accuracy - expected) > 1e-9:
-        sys.exit("evaluate's accuracy differs from the Keras model's")
+    for form, result in results.items():
+        accuracy = result.metrics["accuracy_score"]
+        print(f"{form}: accuracy_score {accuracy:.4f} (from the Keras model: {expected:.4f})")
+        if abs(accuracy - expected) > 1e-9:
+            sys.exit(f"evaluate's accuracy on {form} differs from the Keras model's")
     # params per call give the same labels, and leaving the option out gives the probabilities.
     pyfunc_model = mlflow.pyfunc.load_model(info.model_uri)
     labels = pyfunc_model.predict(x[:5], params={"output": "labels"})

@@ -16,6 +16,15 @@ large models the check can be skipped:
 * ``mlflow.pyfunc.load_model(uri, model_config={"verify_integrity": False})``;
 * ``MLFLOW_EAS_SAVEDMODEL_VERIFY=0`` in the environment (e.g. of ``mlflow models serve``).
 
+Each process remembers the digest of every file it hashed, keyed by the file's content facts
+(device, inode, size, mtime and ctime, in nanoseconds): checking an unchanged file again costs
+one ``stat``. Writing to a file, or resetting its mtime with ``os.utime``, sets its ctime to
+the current time, which no call can set back, so a changed file never matches. A digest is
+remembered only when the file's ctime and mtime are :data:`SETTLED_SECONDS` older than the moment
+its reading started (as git treats "racily clean" files): timestamps are coarse (a kernel
+tick; one second on some filesystems), and a file changed within the same tick as its last
+change would otherwise keep its facts.
+
 Example:
     >>> import os
     >>> from mlflow_eas_savedmodel import integrity
@@ -33,23 +42,69 @@ Example:
 
 import hashlib
 import os
+import threading
+import time
 
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 VERIFY_ENV = "MLFLOW_EAS_SAVEDMODEL_VERIFY"
+# How much older than the start of its reading a file's last change must be for its digest to
+# be remembered: above the coarsest timestamp granularity of the filesystems models live on.
+SETTLED_SECONDS = 2.0
 _BLOCK_BYTES = 1024 * 1024
 _FALSE_WORDS = ("0", "false", "no", "off")
 _MAX_LISTED = 10
+_MAX_REMEMBERED = 65536
+_digests = {}  # content facts -> hex SHA-256, for this process
+_digests_lock = threading.Lock()
+
+
+def content_facts(stat):
+    """What identifies a file's content without reading it: device, inode, size, mtime, ctime."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def settled(stat, since_ns):
+    """Whether ``stat``'s last change is :data:`SETTLED_SECONDS` older than ``since_ns``.
+
+    Only then do its timestamps tell every later change apart (see the module docstring).
+    """
+    return max(stat.st_ctime_ns, stat.st_mtime_ns) <= since_ns - int(SETTLED_SECONDS * 1e9)
 
 
 def sha256_file(path):
-    """The hex SHA-256 of the file at ``path``, read in 1 MiB blocks."""
+    """The hex SHA-256 of the file at ``path``, read in 1 MiB blocks.
+
+    A file this process hashed before and that has not changed since (same content facts) is
+    not read again (see the module docstring).
+    """
+    facts = content_facts(os.stat(path))
+    remembered = _digests.get(facts)
+    if remembered is not None:
+        return remembered
+    started = time.time_ns()
+    with open(path, "rb", buffering=0) as f:
+        before = os.fstat(f.fileno())
+        digest = _read_sha256(f)
+        after = os.fstat(f.fileno())
+    if (
+        content_facts(before) == content_facts(after) == facts
+        and before.st_ino != 0  # some FUSE filesystems report no inodes: nothing to key on
+        and settled(before, started)
+    ):
+        with _digests_lock:
+            if len(_digests) >= _MAX_REMEMBERED:
+                _digests.clear()
+            _digests[facts] = digest
+    return digest
+
+
+def _read_sha256(f):
     digest = hashlib.sha256()
     buffer = bytearray(_BLOCK_BYTES)
     view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buffer):
-            digest.update(view[:n])
+    while n := f.readinto(buffer):
+        digest.update(view[:n])
     return digest.hexdigest()
 
 

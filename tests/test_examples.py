@@ -1,5 +1,5 @@
-"""The runnable examples: each ``examples/guide_*.py`` (the guide's scenarios) and
-``examples/evaluate_classifier.py`` exits 0 in CI."""
+"""The runnable examples: each ``examples/guide_*.py`` (the guide's scenarios),
+``examples/evaluate_classifier.py`` and ``examples/evaluate_regressor.py`` exits 0 in CI."""
 
 import glob
 import os
@@ -12,6 +12,7 @@ import pytest
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 GUIDE_EXAMPLES = sorted(glob.glob(os.path.join(EXAMPLES_DIR, "guide_*.py")))
 EVALUATE_EXAMPLE = os.path.join(EXAMPLES_DIR, "evaluate_classifier.py")
+EVALUATE_REGRESSOR_EXAMPLE = os.path.join(EXAMPLES_DIR, "evaluate_regressor.py")
 TIMEOUT_S = 300
 
 
@@ -19,7 +20,7 @@ TIMEOUT_S = 300
 def finished_examples(tmp_path_factory):
     """Runs every guide example at once (they are independent) in its own work folder."""
     running = {}
-    for script in GUIDE_EXAMPLES + [EVALUATE_EXAMPLE]:
+    for script in GUIDE_EXAMPLES + [EVALUATE_EXAMPLE, EVALUATE_REGRESSOR_EXAMPLE]:
         work_dir = tmp_path_factory.mktemp(os.path.basename(script)[:-3])
         running[script] = subprocess.Popen(
             [sys.executable, script, str(work_dir)],
@@ -61,3 +62,15 @@ def test_evaluate_example_gets_the_keras_models_accuracy(finished_examples):
     assert returncode == 0, output
     # The example exits 1 unless evaluate's accuracy equals the Keras model's own.
     assert re.search(r"accuracy_score (0\.\d+) \(from the Keras model: \1\)", output), output
+    for form in ("named column", "feature columns", "arrays"):
+        assert re.search(rf"{form}: accuracy_score (0\.\d+) \(from the Keras model: \1\)", output), output
+
+
+def test_evaluate_regressor_example_gets_the_keras_models_error(finished_examples):
+    returncode, output = finished_examples[EVALUATE_REGRESSOR_EXAMPLE]
+    assert returncode == 0, output
+    # The example exits 1 unless evaluate's mean absolute error equals the Keras model's own
+    # (within 1e-5 relative: evaluate averages in float64, the check in float32).
+    for form in ("DataFrame", "arrays"):
+        assert re.search(rf"{form}: mean_absolute_error \d+\.\d+ \(from the Keras model: \d+\.\d+\)", output), output
+    assert "predict shapes: (5, 1) by default, (5,) with output='values'" in output, output

@@ -224,3 +224,67 @@ def test_sha256_streams_large_files_fast(tmp_path):
     print(f"\nSHA-256 of {size >> 20} MiB in 1 MiB blocks: {seconds:.2f} s, {mb_per_s:.0f} MB/s")
     # ~10x below what SHA-256 does on any current CPU: fails only if streaming is broken.
     assert mb_per_s > 50
+
+
+# --- The per-process memo: an unchanged file is not hashed again ------------------------------
+
+
+@pytest.fixture
+def quick_settle(monkeypatch):
+    """Files count as settled 0.2 s after their last change (2 s by default) to keep this fast."""
+    monkeypatch.setattr(integrity, "SETTLED_SECONDS", 0.2)
+    reads = []
+    real = integrity._read_sha256
+    monkeypatch.setattr(integrity, "_read_sha256", lambda f: reads.append(f.name) or real(f))
+    return reads
+
+
+def _settled_file(tmp_path, content=b"weights " * 1000):
+    path = tmp_path / "variables.data"
+    path.write_bytes(content)
+    time.sleep(0.3)
+    return path
+
+
+def test_an_unchanged_settled_file_is_hashed_once(tmp_path, quick_settle):
+    path = _settled_file(tmp_path)
+    digest = integrity.sha256_file(path)
+    assert integrity.sha256_file(path) == digest == integrity.hash_tree(tmp_path)["variables.data"]
+    assert quick_settle == [str(path)]  # read once, then one stat per check
+
+
+def test_a_file_changed_in_place_with_size_and_mtime_kept_is_hashed_again(tmp_path, quick_settle):
+    path = _settled_file(tmp_path)
+    expected = integrity.hash_tree(tmp_path)
+    before = os.stat(path)
+    with open(path, "r+b") as f:
+        f.write(b"W")  # same size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime put back
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    assert after.st_ctime_ns != before.st_ctime_ns  # what os.utime cannot reset
+    with pytest.raises(MlflowException, match=r"file 'variables.data' was changed or truncated"):
+        integrity.verify(tmp_path, expected)
+    assert len(quick_settle) == 2
+
+
+def test_a_file_replaced_by_another_of_the_same_size_and_mtime_is_hashed_again(tmp_path, quick_settle):
+    path = _settled_file(tmp_path)
+    expected = integrity.hash_tree(tmp_path)
+    before = os.stat(path)
+    other = tmp_path / "other"
+    other.write_bytes(b"Weights " * 1000)
+    os.utime(other, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(other, path)
+    with pytest.raises(MlflowException, match=r"file 'variables.data' was changed or truncated"):
+        integrity.verify(tmp_path, expected)
+
+
+def test_a_file_changed_moments_ago_is_not_remembered(tmp_path, quick_settle):
+    path = tmp_path / "fresh"
+    path.write_bytes(b"just written")
+    integrity.sha256_file(path)
+    integrity.sha256_file(path)
+    # Its ctime is within SETTLED_SECONDS: a change within the same timestamp tick would keep
+    # every fact the same, so it is read every time until it has settled.
+    assert quick_settle == [str(path)] * 2

@@ -1,9 +1,10 @@
 """``mlflow models serve -m models:/NAME@champion --env-manager local`` as a real process.
 
-Two servers, one per module: ``mnist`` (a Keras MLP: its MLflow signature has an input schema,
-so MLflow itself checks keys, dtypes and shapes first) and ``multi`` (a TF1 session with two
-SignatureDefs of different inputs: no input schema, so this flavor checks each request against
-the SignatureDef it names). Expected values come from the original model or from numpy.
+Two servers, one per module: ``mnist`` (a Keras MLP with one tabular input ``image`` (-1, 4))
+and ``multi`` (a TF1 session with two SignatureDefs of different inputs). Neither MLflow
+signature has an input schema (a tabular input's would refuse DataFrames of feature columns and
+CSV, see ``metadata.mlflow_signature``), so this flavor checks each request against the
+SignatureDef it names. Expected values come from the original model or from numpy.
 """
 
 import os
@@ -113,9 +114,10 @@ def test_keras_model_answers_every_request_format(mnist_server, mlp, body):
 @pytest.mark.parametrize(
     "body, message",
     [
-        ({"inputs": {"imag": X.tolist()}}, r"Model is missing inputs \['image'\]. Note that there were extra inputs: \['imag'\]"),
-        ({"inputs": X[:, :3].tolist()}, r"Shape of input \(3, 3\) does not match expected shape \(-1, 4\)"),
-        ({"inputs": [["a", "b", "c", "d"]]}, r"could not convert string to float: 'a'"),
+        # image (-1, 4) is tabular: MLflow enforces no input schema (metadata.py), the flavor does.
+        ({"inputs": {"imag": X.tolist()}}, r"Signature 'serving_default' takes inputs \['image'\]; got \['imag'\] \(missing \['image'\]\) \(unknown \['imag'\]\)"),
+        ({"inputs": X[:, :3].tolist()}, r"Input 'image' of signature 'serving_default' has shape \(3, 3\), but the signature expects \(None, 4\)"),
+        ({"inputs": [["a", "b", "c", "d"]]}, r"Input 'image' of signature 'serving_default' has dtype <U1, but the signature expects float32"),
         ({"inputs": X.tolist(), "params": {"signature_name": "nope"}}, r"Unknown signature_name 'nope'. This model has: \['serving_default'\]"),
     ],
     ids=["key", "shape", "dtype", "signature"],

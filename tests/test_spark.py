@@ -123,6 +123,16 @@ def test_array_column_scores_like_pyfunc(spark, mnist, mlp):
     np.testing.assert_allclose(scored, mlp(X).numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_readme_spark_udf_example_runs_as_written(spark, mnist, mlp):
+    """The README's line, without result_type: MLflow infers array<float> from the signature's
+    output column (from a (-1, 3) TensorSpec it inferred array<array<float>> and every row failed
+    with "'numpy.float32' object is not iterable")."""
+    udf = mlflow.pyfunc.spark_udf(spark, "models:/mnist@champion")
+    assert udf.metadata.get_output_schema().inputs[0].name == "scores"
+    scored = _scored(_images(spark).repartition(2).withColumn("scores", udf("image")), "scores")
+    np.testing.assert_allclose(scored, mlp(X).numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_multi_signature_model_default_signature(spark, multi):
     udf = mlflow.pyfunc.spark_udf(spark, multi, result_type="array<float>", env_manager="local")
     scored = _scored(_images(spark).withColumn("scores", udf("image")), "scores")
