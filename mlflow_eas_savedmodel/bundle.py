@@ -141,22 +141,7 @@ def wheel_from_installed_files(out_dir=None):
 
     digest = hashlib.sha256(record_text.encode()).hexdigest()
     folder = os.path.join(cache_root(), "wheels", f"installed-{digest}")
-    found = glob.glob(os.path.join(folder, f"{_IMPORT_NAME}-*.whl"))
-    if len(found) == 1:
-        return found[0]
-    os.makedirs(os.path.dirname(folder), exist_ok=True)
-    staging = tempfile.mkdtemp(dir=os.path.dirname(folder), prefix=".repacking-")
-    try:
-        _repack(distribution, members, staging)
-        try:
-            os.rename(staging, folder)  # atomic: a concurrent save sees no half-written wheel
-        except OSError:  # another process won the race: use its wheel
-            shutil.rmtree(staging, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    (wheel,) = glob.glob(os.path.join(folder, f"{_IMPORT_NAME}-*.whl"))
-    return wheel
+    return _cached_in(folder, lambda staging: _repack(distribution, members, staging))
 
 
 def _installed_distribution():
@@ -367,15 +352,25 @@ def _cached_wheel():
     if root is None:
         return build_wheel(tempfile.mkdtemp())  # raises with the prebuilt-wheel hint
     folder = os.path.join(cache_root(), "wheels", _sources_digest(root))
+    return _cached_in(folder, build_wheel)
+
+
+def _cached_in(folder, write_wheel):
+    """The one wheel in the cache ``folder``; ``write_wheel(staging_dir)`` makes it the first time.
+
+    The wheel is written into a staging folder beside ``folder`` and renamed into place, so a
+    concurrent save sees either no wheel or a whole one (and the loser of a race uses the
+    winner's).
+    """
     found = glob.glob(os.path.join(folder, f"{_IMPORT_NAME}-*.whl"))
     if len(found) == 1:
         return found[0]
     os.makedirs(os.path.dirname(folder), exist_ok=True)
-    staging = tempfile.mkdtemp(dir=os.path.dirname(folder), prefix=".building-")
+    staging = tempfile.mkdtemp(dir=os.path.dirname(folder), prefix=".staging-")
     try:
-        build_wheel(staging)
+        write_wheel(staging)
         try:
-            os.rename(staging, folder)  # atomic: a concurrent save sees no half-written wheel
+            os.rename(staging, folder)
         except OSError:  # another process won the race: use its wheel
             shutil.rmtree(staging, ignore_errors=True)
     except BaseException:

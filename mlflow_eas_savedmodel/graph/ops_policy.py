@@ -31,8 +31,9 @@ package carries and TF 2.21's, so it cannot drift):
    ops that block a request or keep values between sessions (queues, barriers, accumulators,
    staging areas, session handles), and :data:`HAND_REFUSED` (``Abort``, ``RemoteCall``).
 4. Allowed outside the allowed families, reviewed by hand: :data:`HAND_ALLOWED` (``Assert``,
-   ``Print``, ``PrintV2`` to stderr, ``Timestamp``, and ``CompareAndBitpack`` of the old
-   registries).
+   ``Print``, ``PrintV2`` to stderr, ``Timestamp``, the V1 summary ops that only build a
+   ``Summary`` string in memory (``ScalarSummary``, ``HistogramSummary``, ``MergeSummary``, ...:
+   every TF 1.x Estimator export holds them), and ``CompareAndBitpack`` of the old registries).
 
 **Exemptions are exact structures.** Two uses of file ops are part of every legitimate
 SavedModel:
@@ -108,7 +109,8 @@ REFUSED_FAMILIES = {
     "experimental_dataset": "a dataset op (datasets read files and run embedded graphs and functions)",
     "filesystem": "configures file systems",
     "io": "reads or writes files",
-    "logging": "a summary op (only Assert, Print, PrintV2 and Timestamp are allowed)",
+    "logging": "a logging op not reviewed as pure (Assert, Print, PrintV2, Timestamp and the "
+               "in-memory V1 summary ops are allowed)",
     "mlir_passthrough": "runs an embedded MLIR program",
     "nccl": "communicates with other devices",
     "rpc": "a network op",
@@ -127,6 +129,13 @@ HAND_ALLOWED = {
     "Print": "logging family: prints to stderr",
     "PrintV2": "logging family: prints to stderr/stdout; output_stream file:// is refused",
     "Timestamp": "logging family: reads the clock",
+    # TF1 training summaries: each serializes a Summary protobuf into a string tensor and writes
+    # nothing (writing is a FileWriter's, in Python, or a summary-family op, refused). Every
+    # Estimator exported by TF 1.x keeps them in its graph, unreached by the SignatureDefs.
+    **{op: "logging family: builds a Summary protobuf string in memory, writes nothing" for op in (
+        "AudioSummary", "AudioSummaryV2", "HistogramSummary", "ImageSummary", "MergeSummary",
+        "ScalarSummary", "TensorSummary", "TensorSummaryV2",
+    )},
     "CompareAndBitpack": "math family of TF 1.12-2.7, removed since",
 }
 HAND_REFUSED = {
