@@ -435,7 +435,8 @@ def log_model(
         device: default device of the ``python_function`` flavor (``model_config["device"]``).
         bundle_package: ``True``, a wheel path, ``False`` or ``None`` (default: carry this
             package's wheel unless it was installed from a package index), see :func:`save_model`.
-        verify: ``True``, ``"static"`` or ``False``, see :func:`save_model`.
+        verify: ``True``, ``"static"``, ``"runtimes"`` (also run the claims in the real EAS
+            runtimes) or ``False``, see :func:`save_model`.
         allow_file_ops: keep file and network ops in the model (refused by default).
         allow_ops: names of ops off the ops policy's allowlist to keep (recorded in MLmodel;
             never Python ops), see :func:`save_model`.
