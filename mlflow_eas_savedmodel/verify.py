@@ -28,12 +28,13 @@ import os
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.comparison import ATOL, RTOL, compare
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
+from mlflow_eas_savedmodel.graph.layout import VARIABLES_DIR, variables_prefix
+from mlflow_eas_savedmodel.graph.op_facts import VARIABLE_OPS
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG, node_name
 
 DEFAULT_MAX_RUN_BYTES = 1024**3
 MAX_BYTES_ENV = "MLFLOW_EAS_SAVEDMODEL_VERIFY_MAX_BYTES"
 MODES = (True, False, "static", "runtimes")  # "runtimes": True, then .verify_runtimes
-_VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
 _ASSIGN_OPS = ("Assign", "AssignVariableOp")
 
 _logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def max_run_bytes():
 
 
 def variables_bytes(export_dir):
-    var_dir = os.path.join(export_dir, "variables")
+    var_dir = os.path.join(export_dir, VARIABLES_DIR)
     if not os.path.isdir(var_dir):
         return 0
     return sum(os.path.getsize(os.path.join(var_dir, f)) for f in os.listdir(var_dir) if ".data-" in f)
@@ -99,9 +100,9 @@ def check_static(export_dir, meta_graph_def):
     """Raises unless every variable matches its bundle tensor and every SignatureDef tensor exists."""
     tf = import_tensorflow()
     graph_def = meta_graph_def.graph_def
-    variables = {n.name: n for n in graph_def.node if n.op in _VARIABLE_OPS}
+    variables = {n.name: n for n in graph_def.node if n.op in VARIABLE_OPS}
     if variables:
-        prefix = os.path.join(export_dir, "variables", "variables")
+        prefix = variables_prefix(export_dir)
         try:
             reader = tf.train.load_checkpoint(prefix)
         except (tf.errors.OpError, ValueError) as e:

@@ -16,12 +16,9 @@ import numpy as np
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value, pipeline_stage
 from mlflow_eas_savedmodel.graph import weights as _weights
+from mlflow_eas_savedmodel.graph.op_facts import LARGE_CONSTANT_BYTES, VARIABLE_OPS
 from mlflow_eas_savedmodel.graph.serving_graph import node_name
 
-# Reference (TF1) and resource variables: what freezing turns into constants.
-VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
-# Captured (non-variable) constants this large are weights in all but name: streamed like them.
-CAPTURED_CONSTANT_BYTES = 64 * 1024
 # A GraphDef is one protobuf message: below 2 GiB, with room left for the nodes themselves.
 GRAPH_CONSTANTS_LIMIT = (2 << 30) - (64 << 20)
 _EXACT_SIZE_FROM = 1 << 20
@@ -56,7 +53,7 @@ def _converter_classes():
                     continue  # lookup tables: the caller re-creates them
                 elif (
                     external.dtype != tf.string
-                    and external.shape.num_elements() * external.dtype.size >= CAPTURED_CONSTANT_BYTES
+                    and external.shape.num_elements() * external.dtype.size >= LARGE_CONSTANT_BYTES
                 ):
                     value = _weights.EagerTensorValue(external)
                 else:
