@@ -10,7 +10,6 @@ from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.graph import edit
 from mlflow_eas_savedmodel.graph.serving_graph import node_name
 
-
 # Scope under the replaced node's name that holds the nodes a splice adds.
 REWRITE_SCOPE = "eas_rewrite"
 
@@ -20,6 +19,7 @@ class Skip(Exception):
 
 
 def data_inputs(node):
+    """``node``'s data inputs (control inputs ``^name`` left out)."""
     return [i for i in node.input if not i.startswith("^")]
 
 
@@ -33,7 +33,7 @@ def splice(graph_def, node, build, inputs, taken):
 
     Args:
         graph_def: the graph, edited in place: the new nodes are appended and ``node`` is
-            cleared, for :func:`rewrite_for_old_runtimes` to drop.
+            cleared, for :func:`drop_cleared` to drop.
         node: the node to replace (one output, ``node:0``).
         build: ``(tf, *placeholders) -> tensor``; placeholders mirror ``inputs``.
         inputs: ``[(dtype, TensorShape)]`` of ``node``'s data inputs.
