@@ -30,6 +30,7 @@ from mlflow.models import Model
 from mlflow_eas_savedmodel import integrity
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.flavor_conf import FLAVOR_NAME, FlavorConf, not_this_flavor
+from mlflow_eas_savedmodel.graph.layout import SAVED_MODEL_FILES
 from mlflow_eas_savedmodel.save import PARTIAL_MARK
 
 OUTCOME = "it was not loaded"
@@ -122,7 +123,7 @@ def _read_meta_graphs(saved_model_dir, where):
     from mlflow_eas_savedmodel.sources.saved_model import read_saved_model
 
     if not os.path.isdir(saved_model_dir) or not any(
-        os.path.isfile(os.path.join(saved_model_dir, f)) for f in ("saved_model.pb", "saved_model.pbtxt")
+        os.path.isfile(os.path.join(saved_model_dir, f)) for f in SAVED_MODEL_FILES
     ):
         raise invalid_parameter_value(
             f"The model at {where!r} has no {os.path.basename(saved_model_dir)}/saved_model.pb: "

@@ -29,15 +29,21 @@ from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value, pipeline_stage
 from mlflow_eas_savedmodel import integrity, runtimes, tensor_bundle
 from mlflow_eas_savedmodel.graph import ops_policy, rewrite
+from mlflow_eas_savedmodel.graph.layout import (
+    ASSETS_DIR,
+    ASSETS_EXTRA_DIR,
+    MAIN_OP_KEY,
+    SAVED_MODEL_PB,
+    SAVED_MODEL_PBTXT,
+    VARIABLES_DATA_PREFIX,
+    VARIABLES_DIR,
+    VARIABLES_INDEX,
+    VARIABLES_PREFIX,
+)
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG, node_name
 from mlflow_eas_savedmodel.graph.variables import weights_to_variables
 
-MAIN_OP_KEY = "saved_model_main_op"
 MAIN_OP_NAME = "mlflow_eas_init_op"
-VARIABLES_DIR = "variables"
-VARIABLES_PREFIX = "variables"
-SAVED_MODEL_PB = "saved_model.pb"
-SAVED_MODEL_PBTXT = "saved_model.pbtxt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,7 +297,7 @@ def check_layout(export_dir):
             f"{export_dir!r} has no saved_model.pb or saved_model.pbtxt; EAS's TensorFlow "
             "processors need one. Re-export the model."
         )
-    unexpected = entries - {SAVED_MODEL_PB, SAVED_MODEL_PBTXT, VARIABLES_DIR, "assets", "assets.extra"}
+    unexpected = entries - {SAVED_MODEL_PB, SAVED_MODEL_PBTXT, VARIABLES_DIR, ASSETS_DIR, ASSETS_EXTRA_DIR}
     if unexpected:
         raise invalid_parameter_value(
             f"{export_dir!r} holds {sorted(unexpected)} beside the SavedModel; EAS expects only "
@@ -300,8 +306,8 @@ def check_layout(export_dir):
     var_dir = os.path.join(export_dir, VARIABLES_DIR)
     if os.path.isdir(var_dir):
         files = os.listdir(var_dir)
-        data = [f for f in files if f.startswith(f"{VARIABLES_PREFIX}.data-") and "-of-" in f]
-        has_index = f"{VARIABLES_PREFIX}.index" in files
+        data = [f for f in files if f.startswith(VARIABLES_DATA_PREFIX) and "-of-" in f]
+        has_index = VARIABLES_INDEX in files
         if (data or has_index) and not (data and has_index):
             raise invalid_parameter_value(
                 f"{var_dir!r} must hold both variables.index and variables.data-*-of-* shards "

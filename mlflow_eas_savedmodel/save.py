@@ -44,6 +44,7 @@ from mlflow_eas_savedmodel._tensorflow import quiet_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.flavor_conf import CUSTOM_OBJECTS_FILE, FLAVOR_NAME, SAVED_MODEL_DIR, FlavorConf
 from mlflow_eas_savedmodel.graph import ops_policy
+from mlflow_eas_savedmodel.graph.layout import VARIABLES_DIR
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
 from mlflow_eas_savedmodel.metadata import OUTPUT_PARAM, SIGNATURE_NAME_PARAM, mlflow_signature
 
@@ -318,7 +319,7 @@ def _add_pyfunc_flavor(mlflow_model, code_dir, device):
 
 def _log_export(path, conf):
     """One INFO line of what the export did: the conversion's notes live in MLmodel too."""
-    variables = os.path.join(conf.saved_model_path(path), "variables")
+    variables = os.path.join(conf.saved_model_path(path), VARIABLES_DIR)
     weights = get_total_file_size(variables) if os.path.isdir(variables) else 0
     signatures = "; ".join(
         f"{name}({', '.join(s['inputs'])}) -> {', '.join(s['outputs'])}"

@@ -28,12 +28,13 @@ import os
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.comparison import ATOL, RTOL, compare
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
+from mlflow_eas_savedmodel.graph.layout import VARIABLES_DIR, variables_prefix
+from mlflow_eas_savedmodel.graph.op_facts import VARIABLE_OPS
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG, node_name
 
 DEFAULT_MAX_RUN_BYTES = 1024**3
 MAX_BYTES_ENV = "MLFLOW_EAS_SAVEDMODEL_VERIFY_MAX_BYTES"
 MODES = (True, False, "static", "runtimes")  # "runtimes": True, then .verify_runtimes
-_VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
 _ASSIGN_OPS = ("Assign", "AssignVariableOp")
 
 _logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def max_run_bytes():
 
 
 def variables_bytes(export_dir):
-    var_dir = os.path.join(export_dir, "variables")
+    var_dir = os.path.join(export_dir, VARIABLES_DIR)
     if not os.path.isdir(var_dir):
         return 0
     return sum(os.path.getsize(os.path.join(var_dir, f)) for f in os.listdir(var_dir) if ".data-" in f)
@@ -99,9 +100,9 @@ def check_static(export_dir, meta_graph_def):
     """Raises unless every variable matches its bundle tensor and every SignatureDef tensor exists."""
     tf = import_tensorflow()
     graph_def = meta_graph_def.graph_def
-    variables = {n.name: n for n in graph_def.node if n.op in _VARIABLE_OPS}
+    variables = {n.name: n for n in graph_def.node if n.op in VARIABLE_OPS}
     if variables:
-        prefix = os.path.join(export_dir, "variables", "variables")
+        prefix = variables_prefix(export_dir)
         try:
             reader = tf.train.load_checkpoint(prefix)
         except (tf.errors.OpError, ValueError) as e:
@@ -186,6 +187,54 @@ def _first_line(error):
     return error_text(error, limit=500) or type(error).__name__
 
 
+def _source_answers(reference, feeds):
+    """``({signature: outputs}, {signature: why the source failed})`` of ``reference`` on ``feeds``."""
+    expected, reference_errors = {}, {}
+    if reference is not None:
+        try:
+            for name, feed in feeds.items():
+                try:
+                    expected[name] = reference(name, feed)
+                except Exception as e:  # noqa: BLE001 - compared with the artifact's behaviour
+                    reference_errors[name] = _first_line(e)
+        finally:
+            getattr(reference, "close", lambda: None)()
+    return expected, reference_errors
+
+
+def _artifact_failed(name, origin, covered, errors, expected, reference_errors):
+    """The result of a SignatureDef the artifact could not run; raises unless the source fails too."""
+    if name in reference_errors and not covered:
+        # The source fails on these inputs too (e.g. ids out of a vocabulary's range).
+        return {"inputs": origin, "result": "not compared: the source fails on synthesised inputs too"}
+    raise invalid_parameter_value(
+        f"Verification failed: SignatureDef {name!r} of the saved model does not run on "
+        f"the {origin} inputs in TensorFlow 2.21 ({errors[name]})"
+        + ("" if name not in expected else ", but the source model does")
+        + ". Nothing was saved; this is a conversion bug, report it with the model."
+    )
+
+
+def _compared(name, origin, expected, actual, rtol, atol):
+    """The result of one SignatureDef compared with the source; raises on any difference."""
+    worst, problems = 0.0, []
+    for key, value in expected.items():
+        diff, found = compare(
+            value, actual.get(key), f"output {key!r}", rtol=rtol, atol=atol, reference="the source model"
+        )
+        problems.extend(found)
+        worst = max(worst, diff or 0.0)
+    if problems:
+        raise invalid_parameter_value(
+            f"Verification failed: SignatureDef {name!r} of the saved model answers differently "
+            f"from the source model on the {origin} inputs: " + "; ".join(problems)
+            + ". Nothing was saved. If the model is random by design (random ops on the "
+            "serving path), save it with verify='static'; otherwise this is a conversion "
+            "bug: report it with the model."
+        )
+    return {"inputs": origin, "result": "matches the source", "max_abs_diff": worst}
+
+
 def verify_saved_model(
     export_dir, meta_graph_def, reference=None, example=None, mode=True, rtol=RTOL, atol=ATOL
 ):
@@ -226,53 +275,20 @@ def verify_saved_model(
     feeds, covered = inputs_per_signature(
         signature_defs, example, example_specs=signature_example_specs(meta_graph_def)
     )
-    expected, reference_errors = {}, {}
-    if reference is not None:
-        try:
-            for name, feed in feeds.items():
-                try:
-                    expected[name] = reference(name, feed)
-                except Exception as e:  # noqa: BLE001 - compared with the artifact's behaviour
-                    reference_errors[name] = _first_line(e)
-        finally:
-            getattr(reference, "close", lambda: None)()
+    expected, reference_errors = _source_answers(reference, feeds)
     actual, errors = run_saved_model(export_dir, feeds)
     results = {}
     for name in sorted(feeds):
         origin = "input example" if covered[name] else "synthesised"
         if name in errors:
-            if name in reference_errors and not covered[name]:
-                # The source fails on these inputs too (e.g. ids out of a vocabulary's range).
-                results[name] = {"inputs": origin, "result": "not compared: the source fails on synthesised inputs too"}
-                continue
-            raise invalid_parameter_value(
-                f"Verification failed: SignatureDef {name!r} of the saved model does not run on "
-                f"the {origin} inputs in TensorFlow 2.21 ({errors[name]})"
-                + ("" if name not in expected else ", but the source model does")
-                + ". Nothing was saved; this is a conversion bug, report it with the model."
-            )
-        if name not in expected:
+            results[name] = _artifact_failed(name, origin, covered[name], errors, expected, reference_errors)
+        elif name not in expected:
             results[name] = {
                 "inputs": origin,
                 "result": "ran; no reference"
                 + (f" (the source failed: {reference_errors[name]})" if name in reference_errors else ""),
             }
-            continue
-        worst, problems = 0.0, []
-        for key, value in expected[name].items():
-            diff, found = compare(
-                value, actual[name].get(key), f"output {key!r}", rtol=rtol, atol=atol, reference="the source model"
-            )
-            problems.extend(found)
-            worst = max(worst, diff or 0.0)
-        if problems:
-            raise invalid_parameter_value(
-                f"Verification failed: SignatureDef {name!r} of the saved model answers differently "
-                f"from the source model on the {origin} inputs: " + "; ".join(problems)
-                + ". Nothing was saved. If the model is random by design (random ops on the "
-                "serving path), save it with verify='static'; otherwise this is a conversion "
-                "bug: report it with the model."
-            )
-        results[name] = {"inputs": origin, "result": "matches the source", "max_abs_diff": worst}
+        else:
+            results[name] = _compared(name, origin, expected[name], actual[name], rtol, atol)
     summary["run"] = {"tensorflow": import_tensorflow().__version__, "signatures": results}
     return summary

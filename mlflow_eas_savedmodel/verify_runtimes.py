@@ -68,33 +68,55 @@ def verify_in_runtimes(exported, export_dir, verify, example=None, processor=Non
     """
     if effective_mode(verify) != MODE:
         return exported
-    from mlflow_eas_savedmodel import registry_tags
     from mlflow_eas_savedmodel.eas import runtime_check
-    from mlflow_eas_savedmodel.eas.inputs import inputs_per_signature
-    from mlflow_eas_savedmodel.graph.example_spec import signature_example_specs
-    from mlflow_eas_savedmodel.runtimes import PROCESSORS, RUNTIME_VERSIONS
-    from mlflow_eas_savedmodel.sources.saved_model import read_saved_model
-    from mlflow_eas_savedmodel.verify import run_saved_model
 
     timeout = timeout or runtime_check.DEFAULT_TIMEOUT_S
+    versions = _versions_to_run(exported, processor)
+    feeds, origins, reference = _reference_answers(exported, export_dir, example)
+    results = _run_each_runtime(exported, export_dir, versions, feeds, origins, reference, processor, timeout)
+    return _keep_passing_claims(exported, results)
+
+
+def _versions_to_run(exported, processor):
+    """The claimed TensorFlow versions, ``eas_processor=``'s first: the one that must pass."""
+    from mlflow_eas_savedmodel.runtimes import PROCESSORS, RUNTIME_VERSIONS
+
     versions = sorted({PROCESSORS[p] for p in exported.eas_processors}, key=RUNTIME_VERSIONS.index)
-    meta_graph_def = read_saved_model(export_dir).meta_graphs[0]
-    signature_defs = exported.signature_defs
-    feeds, covered = inputs_per_signature(
-        signature_defs, example, example_specs=signature_example_specs(meta_graph_def)
-    )
-    origins = {name: "input example" if covered[name] else "synthesised" for name in feeds}
-    outputs, errors = run_saved_model(export_dir, feeds)
     if processor is not None and processor.version in versions:  # the one that must pass first
         versions.remove(processor.version)
         versions.insert(0, processor.version)
-    envs, run_timeouts = runtime_check._ensure_environments(versions, timeout)
+    return versions
+
+
+def _reference_answers(exported, export_dir, example):
+    """``(feeds, {signature: input origin}, TF 2.21's ReferenceOutputs)`` of ``export_dir``."""
+    from mlflow_eas_savedmodel.eas.inputs import inputs_per_signature
+    from mlflow_eas_savedmodel.eas.runtime_check import ReferenceOutputs
+    from mlflow_eas_savedmodel.graph.example_spec import signature_example_specs
+    from mlflow_eas_savedmodel.sources.saved_model import read_saved_model
+    from mlflow_eas_savedmodel.verify import run_saved_model
+
+    meta_graph_def = read_saved_model(export_dir).meta_graphs[0]
+    feeds, covered = inputs_per_signature(
+        exported.signature_defs, example, example_specs=signature_example_specs(meta_graph_def)
+    )
+    origins = {name: "input example" if covered[name] else "synthesised" for name in feeds}
+    outputs, errors = run_saved_model(export_dir, feeds)
+    return feeds, origins, ReferenceOutputs(outputs, errors, None)
+
+
+def _run_each_runtime(exported, export_dir, versions, feeds, origins, reference, processor, timeout):
+    """``{version: (runtime check result, seconds)}``; raises as soon as ``processor``'s fails."""
+    from mlflow_eas_savedmodel import registry_tags
+    from mlflow_eas_savedmodel.eas import runtime_check
+
+    envs, run_timeouts = runtime_check.ensure_environments(versions, timeout)
     results = {}
     for version in versions:
         started = time.monotonic()
-        result = runtime_check._check_one_runtime(
+        result = runtime_check.check_one_runtime(
             version, envs[version], export_dir, feeds, run_timeouts[version], exported.eas_processors,
-            signature_defs, runtime_check._Reference(outputs, errors, None), origins,
+            exported.signature_defs, reference, origins,
             runtime_check.RTOL, runtime_check.ATOL,
         )
         results[version] = (result, time.monotonic() - started)
@@ -104,6 +126,13 @@ def verify_in_runtimes(exported, export_dir, verify, example=None, processor=Non
                 f"{version} runtime ({registry_tags.check_value(result)}). Nothing was saved. "
                 "Save without eas_processor= to record where it does run, or report the model."
             )
+    return results
+
+
+def _keep_passing_claims(exported, results):
+    """``exported`` with the failed runtimes' processors dropped and ``verification`` filled."""
+    from mlflow_eas_savedmodel import registry_tags
+    from mlflow_eas_savedmodel.runtimes import PROCESSORS, RUNTIME_VERSIONS
 
     record = {
         version: {

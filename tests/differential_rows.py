@@ -1,6 +1,6 @@
 """The rows of the differential table (``tests/test_differential_table.py``).
 
-A row is one stateful construct, one rewrite of ``graph/rewrite.py`` or one rule of
+A row is one stateful construct, one rewrite of ``graph/rewrite/`` or one rule of
 ``runtimes/semantic.py``, as the smallest model that holds it:
 
 * ``converted`` rows give ``build(tf, folder) -> (source, save_kwargs, feeds, expected)``: the
@@ -227,7 +227,7 @@ ROWS = [
         for version in (("1.15", "1.12") if os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1" else ("1.15",))
         for name in ("wide_deep", "linear_raw", "dnn_shared_embeddings", "regressor_raw")
     ],
-    # rewrites (graph/rewrite.py)
+    # rewrites (graph/rewrite/)
     Row("rewrite SelectV2 (known rank)", "converted", _raw_graph(
         _select_unknown_rank, {"c": ("bool", [None, 1]), "t": ("float32", [None, 3]), "e": ("float32", [])},
         {"c": RNG.random((4, 1)) > 0.5, "t": _f32(4, 3), "e": np.float32(-1)})),

@@ -14,6 +14,7 @@ import pytest
 from frozen_graphs import frozen as _frozen, run as _run
 
 from mlflow_eas_savedmodel.graph import rewrite
+from mlflow_eas_savedmodel.graph.rewrite.splice import strip_default_attrs
 from mlflow_eas_savedmodel.runtimes import RUNTIME_VERSIONS, check_all, check_graph
 from mlflow_eas_savedmodel.runtimes.semantic import RULES, check_rules, rule_notes
 
@@ -35,7 +36,7 @@ def _rewritten_round_trip(tf, fn, specs, feeds, fired_before):
         np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
     assert _fired(graph_def) == set()
     for node in graph_def.node:  # as the export does: shape inference filled defaults in
-        rewrite._strip_default_attrs(node)
+        strip_default_attrs(node)
     assert check_graph(graph_def, "1.12") == []
     assert not graph_def.library.function
     return notes, {n.op for n in graph_def.node}

@@ -99,7 +99,7 @@ class Model(object):
         self.session = lib.TF_LoadSessionFromSavedModel(
             lib.TF_NewSessionOptions(), None, saved_model_dir.encode("utf-8"), ctags, len(tags),
             self.graph, meta_buf, status)
-        runner._check(lib, status, "TF_LoadSessionFromSavedModel")
+        runner.check_status(lib, status, "TF_LoadSessionFromSavedModel")
         lib.TF_DeleteStatus(status)
         v1 = getattr(getattr(tf, "compat", None), "v1", None)
         meta = (getattr(v1, "MetaGraphDef", None) or tf.MetaGraphDef)()
@@ -143,15 +143,15 @@ class Model(object):
                     raise RequestError("Input %r is %s; signature %r takes %s."
                                        % (key, dt_names.get(code, code), name,
                                           dt_names.get(info.dtype, info.dtype)))
-                in_ops.append(runner._graph_output(lib, self.graph, info.name))
-                in_vals.append(runner._to_tf_tensor(lib, array, info.dtype))
-            out_ops = [runner._graph_output(lib, self.graph, sig.outputs[k].name) for k in keys]
+                in_ops.append(runner.graph_output(lib, self.graph, info.name))
+                in_vals.append(runner.to_tf_tensor(lib, array, info.dtype))
+            out_ops = [runner.graph_output(lib, self.graph, sig.outputs[k].name) for k in keys]
             n_in, n_out = len(in_ops), len(out_ops)
             c_out_vals = (ctypes.c_void_p * max(n_out, 1))()
             status = lib.TF_NewStatus()
-            lib.TF_SessionRun(self.session, None, (runner._TFOutput * max(n_in, 1))(*in_ops),
+            lib.TF_SessionRun(self.session, None, (runner.TFOutput * max(n_in, 1))(*in_ops),
                               (ctypes.c_void_p * max(n_in, 1))(*in_vals), n_in,
-                              (runner._TFOutput * max(n_out, 1))(*out_ops), c_out_vals, n_out,
+                              (runner.TFOutput * max(n_out, 1))(*out_ops), c_out_vals, n_out,
                               None, 0, None, status)
             code = lib.TF_GetCode(status)
             message = lib.TF_Message(status)
@@ -164,7 +164,7 @@ class Model(object):
                                    % (code, message.decode("utf-8", "replace") if message else ""))
             outputs = {}
             for k, key in enumerate(keys):
-                outputs[key] = runner._from_tf_tensor(lib, c_out_vals[k])
+                outputs[key] = runner.from_tf_tensor(lib, c_out_vals[k])
                 lib.TF_DeleteTensor(c_out_vals[k])
             return outputs
         finally:

@@ -32,9 +32,9 @@ def wire_spec():
     from mlflow_eas_savedmodel.eas import protocol
 
     return {
-        "descriptor": base64.b64encode(protocol._file_descriptor().SerializeToString()).decode(),
+        "descriptor": base64.b64encode(protocol.file_descriptor().SerializeToString()).decode(),
         "wire": {str(code): [dtype.str if dtype.kind != "O" else "O", field]
-                 for code, (dtype, field) in protocol._WIRE.items()},
+                 for code, (dtype, field) in protocol.WIRE.items()},
         "dt_names": {str(code): name for name, code in protocol.DATA_TYPES.items()},
         "dt_string": protocol.DT_STRING,
     }

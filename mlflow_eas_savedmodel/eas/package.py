@@ -45,6 +45,7 @@ from mlflow_eas_savedmodel import integrity
 from mlflow_eas_savedmodel.artifact_check import check_model_folder
 from mlflow_eas_savedmodel.eas.mlmodel import download_model
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
+from mlflow_eas_savedmodel.graph.layout import SAVED_MODEL_PB
 
 ARCHIVE_FORMATS = {"tar.gz": ".tar.gz", "zip": ".zip"}
 SAVED_MODEL_NAME = "savedmodel"  # DEST/savedmodel/, DEST/savedmodel.tar.gz
@@ -173,7 +174,7 @@ def _verified_saved_model(model_uri, local, conf):
     # The pre-load check's other parts (ops policy, MLmodel vs graph): never upload what no load accepts.
     check_model_folder(local, conf, verify_integrity=False, where=model_uri)
     members = list(_files_under(source))
-    if not any(rel == "saved_model.pb" for rel, _ in members):
+    if not any(rel == SAVED_MODEL_PB for rel, _ in members):
         raise invalid_parameter_value(
             f"{source!r} has no saved_model.pb: the model's artifact is incomplete."
         )

@@ -44,7 +44,7 @@ DT_STRING, DT_INT64, DT_BOOL, DT_UINT16 = 7, 9, 10, 17
 _DATA_TYPE_NAMES = {v: k for k, v in DATA_TYPES.items()}
 
 # dtype code -> (numpy dtype, ArrayProto field); the types the client can carry.
-_WIRE = {
+WIRE = {
     DT_FLOAT: (np.dtype(np.float32), "float_val"),
     DT_DOUBLE: (np.dtype(np.float64), "double_val"),
     DT_INT32: (np.dtype(np.int32), "int_val"),
@@ -56,7 +56,7 @@ _WIRE = {
     DT_BOOL: (np.dtype(np.bool_), "bool_val"),
     DT_STRING: (np.dtype(object), "string_val"),
 }
-_CODE_OF_NUMPY = {dtype: code for code, (dtype, _) in _WIRE.items() if dtype.kind != "O"}
+_CODE_OF_NUMPY = {dtype: code for code, (dtype, _) in WIRE.items() if dtype.kind != "O"}
 # TensorFlow dtype names (as the MLmodel metadata records them) -> ArrayDataType names.
 _TF_NAME_TO_DT = {
     "float32": "DT_FLOAT", "float64": "DT_DOUBLE", "int32": "DT_INT32", "uint8": "DT_UINT8",
@@ -68,7 +68,8 @@ _TF_NAME_TO_DT = {
 }
 
 
-def _file_descriptor():
+def file_descriptor():
+    """EAS's ``tf_request.proto`` as a ``FileDescriptorProto``; ``_local_server.py`` gets it too."""
     f = descriptor_pb2.FileDescriptorProto(name="tf_request.proto", package="", syntax="proto3")
     enum = f.enum_type.add(name="ArrayDataType")
     for name, number in DATA_TYPES.items():
@@ -112,7 +113,7 @@ def _file_descriptor():
 
 
 _POOL = descriptor_pool.DescriptorPool()
-_POOL.Add(_file_descriptor())
+_POOL.Add(file_descriptor())
 ArrayShape = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("ArrayShape"))
 ArrayProto = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("ArrayProto"))
 PredictRequest = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("PredictRequest"))
@@ -137,7 +138,7 @@ def _as_wire_array(value, dtype_code=None):
                 "float64, int8/16/32/64, uint8/16, bool and string). Cast the array first, "
                 "e.g. x.astype('float32')."
             )
-    if dtype_code not in _WIRE:
+    if dtype_code not in WIRE:
         raise invalid_parameter_value(
             f"EAS's TensorFlow protocol has no value field for {_DATA_TYPE_NAMES.get(dtype_code, dtype_code)}."
         )
@@ -150,7 +151,7 @@ def encode_array(value, dtype_code=None, out=None):
     proto = ArrayProto() if out is None else out
     proto.dtype = code
     proto.array_shape.dim.extend(int(d) for d in array.shape)
-    wire_dtype, field = _WIRE[code]
+    wire_dtype, field = WIRE[code]
     flat = array.reshape(-1)
     if code == DT_STRING:
         proto.string_val.extend(
@@ -163,12 +164,12 @@ def encode_array(value, dtype_code=None, out=None):
 
 def decode_array(proto, name="tensor"):
     """An ``ArrayProto`` as a numpy array (strings as an object array of ``bytes``)."""
-    if proto.dtype not in _WIRE:
+    if proto.dtype not in WIRE:
         raise invalid_parameter_value(
             f"{name!r} has dtype {_DATA_TYPE_NAMES.get(proto.dtype, proto.dtype)}, which EAS's "
-            f"TensorFlow protocol cannot carry; use one of {[_DATA_TYPE_NAMES[c] for c in _WIRE]}."
+            f"TensorFlow protocol cannot carry; use one of {[_DATA_TYPE_NAMES[c] for c in WIRE]}."
         )
-    dtype, field = _WIRE[proto.dtype]
+    dtype, field = WIRE[proto.dtype]
     shape = tuple(int(d) for d in proto.array_shape.dim)
     if any(d < 0 for d in shape):
         raise invalid_parameter_value(
@@ -228,8 +229,8 @@ def build_request(inputs, signature_name=None, output_filter=None, dtypes=None):
         if dtypes and key in dtypes:
             code = DATA_TYPES.get(data_type_name(dtypes[key]))
         value = inputs[key]
-        if code is not None and code != DT_STRING and code in _WIRE:
-            value = np.asarray(value).astype(_WIRE[code][0], copy=False)
+        if code is not None and code != DT_STRING and code in WIRE:
+            value = np.asarray(value).astype(WIRE[code][0], copy=False)
         encode_array(value, code, out=request.inputs[key])
     request.output_filter.extend(output_filter or [])
     return request

@@ -259,7 +259,7 @@ def check_runtime(
         versions = _runtimes_to_check(processor, all_runtimes, claimed)
         signature_defs = conf.signature_defs
         # Environments first: a missing interpreter fails before TensorFlow is even loaded.
-        envs, run_timeouts = _ensure_environments(versions, timeout)
+        envs, run_timeouts = ensure_environments(versions, timeout)
         tf = import_tensorflow()
         export_dir = conf.saved_model_path(local)
         feeds, origins = resolve_inputs(
@@ -267,7 +267,7 @@ def check_runtime(
         )
         reference = _reference_outputs(local, feeds)
         results = [
-            _check_one_runtime(
+            check_one_runtime(
                 version, envs[version], export_dir, feeds, run_timeouts[version], claimed,
                 signature_defs, reference, origins, rtol, atol,
             )
@@ -289,7 +289,7 @@ def _check_tolerances(rtol, atol):
             )
 
 
-def _ensure_environments(versions, timeout):
+def ensure_environments(versions, timeout):
     """``({version: environment}, {version: seconds left for its run})``.
 
     ``timeout`` covers a runtime's build and its run: the run gets what the build left.
@@ -305,7 +305,7 @@ def _ensure_environments(versions, timeout):
 
 
 @dataclasses.dataclass
-class _Reference:
+class ReferenceOutputs:
     """TensorFlow 2.21's outputs of each SignatureDef: what every runtime is compared with."""
 
     outputs: dict  # {signature: {key: array}}
@@ -317,7 +317,7 @@ def _reference_outputs(local, feeds):
     """This package's own handle run on ``feeds``; failures are recorded, not raised."""
     from mlflow_eas_savedmodel.load import load_model
 
-    reference = _Reference({}, {}, None)
+    reference = ReferenceOutputs({}, {}, None)
     try:
         handle = load_model(local, device="cpu")
     except Exception as e:  # noqa: BLE001 - reported, the runtimes still run
@@ -334,7 +334,7 @@ def _reference_outputs(local, feeds):
     return reference
 
 
-def _check_one_runtime(
+def check_one_runtime(
     version, env, export_dir, feeds, run_timeout, claimed, signature_defs, reference, origins,
     rtol, atol,
 ):

@@ -34,8 +34,9 @@ from mlflow_eas_savedmodel.eas import protocol
 from mlflow_eas_savedmodel.eas.mlmodel import download_model
 from mlflow_eas_savedmodel.eas.inputs import resolve_inputs
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
+from mlflow_eas_savedmodel.graph.layout import ASSETS_EXTRA_DIR
 
-TF_SERVING_WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+TF_SERVING_WARMUP_FILE = os.path.join(ASSETS_EXTRA_DIR, "tf_serving_warmup_requests")
 TF_SERVING_MAX_RECORDS = 1000
 
 

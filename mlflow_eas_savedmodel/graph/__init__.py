@@ -11,8 +11,11 @@ shared by the sources (:mod:`mlflow_eas_savedmodel.sources`, which never import 
 * :mod:`.reference`: the source's own outputs, which the post-save check compares with.
 
 Below them: :mod:`.freeze` (a function or session -> a frozen ``GraphDef``), :mod:`.weights`
-(the values kept out of it), :mod:`.tables`, :mod:`.edit`. After them: :mod:`.rewrite` (ops old
-runtimes lack) and :mod:`.variables` (weights -> ``VariableV2``) for the export,
+(the values kept out of it), :mod:`.tables`, :mod:`.edit`, and the facts they share:
+:mod:`.layout` (the SavedModel's file names) and :mod:`.op_facts` (variable ops, channels-first
+ops, convolution ranks, the large-constant size). After them: :mod:`.rewrite` (a package, one
+module per kind of rewrite: ops old runtimes lack or whose CPU kernels they refuse) and
+:mod:`.variables` (weights -> ``VariableV2``) for the export,
 :mod:`.ops_policy` (which ops a model may hold, checked by the sources and the save) and
 :mod:`.example_spec` (valid ``tf.Example`` inputs for the checks).
 """

@@ -1,5 +1,6 @@
 """Small, explicit ``GraphDef`` edits shared by the sources, the rewrites and the export."""
 
+from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.graph.serving_graph import node_name, sanitize_node_name
 
 
@@ -100,3 +101,18 @@ def name_outputs(graph_def, out_names, keys):
         else:
             named.append(tensor)
     return named
+
+
+def static_tensors(graph_def):
+    """tensor name (``"node:0"``) -> ``(dtype, TensorShape)`` from a throwaway import.
+
+    The import fills default attrs into ``graph_def``; harmless, the export strips them again.
+    Colocation hints naming nodes the graph lacks (renamed or spliced out) are dropped first:
+    TensorFlow refuses to import them, and the export drops every hint anyway.
+    """
+    tf = import_tensorflow()
+    drop_dangling_colocations(graph_def)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    return {t.name: (t.dtype, t.shape) for op in graph.get_operations() for t in op.outputs}

@@ -16,12 +16,9 @@ import numpy as np
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value, pipeline_stage
 from mlflow_eas_savedmodel.graph import weights as _weights
+from mlflow_eas_savedmodel.graph.op_facts import LARGE_CONSTANT_BYTES, VARIABLE_OPS
 from mlflow_eas_savedmodel.graph.serving_graph import node_name
 
-# Reference (TF1) and resource variables: what freezing turns into constants.
-VARIABLE_OPS = ("VariableV2", "Variable", "VarHandleOp")
-# Captured (non-variable) constants this large are weights in all but name: streamed like them.
-CAPTURED_CONSTANT_BYTES = 64 * 1024
 # A GraphDef is one protobuf message: below 2 GiB, with room left for the nodes themselves.
 GRAPH_CONSTANTS_LIMIT = (2 << 30) - (64 << 20)
 _EXACT_SIZE_FROM = 1 << 20
@@ -38,80 +35,95 @@ def _converter_classes():
         """
 
         def _build_tensor_data(self):
-            tf = import_tensorflow()
-            self.values = {}
-            variables = {}
-            for var in self._func.graph.variables:
-                for idx, captured in enumerate(self._func.captured_inputs):
-                    if var.handle is captured:
-                        variables[idx] = var
-                        break
-            for idx, (external, internal) in enumerate(self._func.graph.captures):
-                name = internal.name.split(":")[0]
-                if idx in variables:
-                    var = variables[idx]
-                    shape = var.shape if var.shape.is_fully_defined() else tf.shape(var).numpy()
-                    value = _weights.EagerVariableValue(external, tuple(shape), var.dtype)
-                elif external.dtype == tf.resource:
-                    continue  # lookup tables: the caller re-creates them
-                elif (
-                    external.dtype != tf.string
-                    and external.shape.num_elements() * external.dtype.size >= CAPTURED_CONSTANT_BYTES
-                ):
-                    value = _weights.EagerTensorValue(external)
-                else:
-                    # The dtype is the tensor's: ``numpy()`` of a 0-d string is ``bytes``, which
-                    # has none, and numpy's ``S``/object dtypes do not say ``tf.string`` alike.
-                    self._tensor_data[name] = ctc._TensorData(
-                        numpy=np.asarray(external.numpy()), dtype=external.dtype.as_datatype_enum, index=idx
-                    )
-                    continue
-                self.values[name] = value
-                self._tensor_data[name] = ctc._TensorData(
-                    numpy=_weights.stand_in_for(value.shape, value.dtype),
-                    dtype=value.dtype.as_datatype_enum,
-                    index=idx,
-                )
-            # Reference variables created inside the function cannot be lifted; they are read
-            # whole, as the converter does (only TF1 code run inside a tf.function has them).
-            for node in self.node_defs.values():
-                if node.op == "VariableV2" and node.name not in self._tensor_data:
-                    with self._func.graph.as_default():
-                        identity = tf.identity(self._func.graph.as_graph_element(node.name + ":0"))
-                    data = self._func.prune([], [identity.name])()[0].numpy()
-                    self._tensor_data[node.name] = ctc._TensorData(
-                        numpy=data, dtype=node.attr["dtype"].type, index=None
-                    )
+            self.values = _function_stand_ins(self._func, self._tensor_data, ctc._TensorData)
+            _read_inner_reference_variables(self._func, self.node_defs, self._tensor_data, ctc._TensorData)
 
     class SessionStandIns(ctc._ConverterData):
         """``_SessionConverterData`` that reads no variable: stand-ins from the nodes' attrs."""
 
         def __init__(self, sess, graph_def, output_node_names, on_error):
-            tf = import_tensorflow()
             from tensorflow.python.framework import graph_util
 
             graph_def = graph_util.extract_sub_graph(graph_def, output_node_names)
             super().__init__(graph_def)
-            self.values = {}
-            for node in self.graph_def.node:
-                if node.op not in VARIABLE_OPS:
-                    continue
-                op = sess.graph.get_operation_by_name(node.name)
-                dtype = tf.as_dtype(node.attr["dtype"].type)
-                shape = tf.TensorShape(node.attr["shape"].shape)
-                if not shape.is_fully_defined():
-                    # validate_shape=False variables: the value tells (read once, whole).
-                    probe = _weights.SessionVariableValue(sess, op, (), dtype, on_error)
-                    shape = tf.TensorShape(probe.read(0, 1).shape)
-                value = _weights.SessionVariableValue(sess, op, tuple(shape.as_list()), dtype, on_error)
-                self.values[node.name] = value
-                self._tensor_data[node.name] = ctc._TensorData(
-                    numpy=_weights.stand_in_for(value.shape, dtype),
-                    dtype=dtype.as_datatype_enum,
-                    index=None,
-                )
+            self.values = _session_stand_ins(sess, self.graph_def, on_error, self._tensor_data, ctc._TensorData)
 
     return FunctionStandIns, SessionStandIns
+
+
+def _function_stand_ins(func, tensor_data, TensorData):
+    """``{captured placeholder: WeightValue}``; fills ``tensor_data`` with stand-ins and small captures."""
+    tf = import_tensorflow()
+    values = {}
+    variables = {}
+    for var in func.graph.variables:
+        for idx, captured in enumerate(func.captured_inputs):
+            if var.handle is captured:
+                variables[idx] = var
+                break
+    for idx, (external, internal) in enumerate(func.graph.captures):
+        name = internal.name.split(":")[0]
+        if idx in variables:
+            var = variables[idx]
+            shape = var.shape if var.shape.is_fully_defined() else tf.shape(var).numpy()
+            value = _weights.EagerVariableValue(external, tuple(shape), var.dtype)
+        elif external.dtype == tf.resource:
+            continue  # lookup tables: the caller re-creates them
+        elif (
+            external.dtype != tf.string
+            and external.shape.num_elements() * external.dtype.size >= LARGE_CONSTANT_BYTES
+        ):
+            value = _weights.EagerTensorValue(external)
+        else:
+            # The dtype is the tensor's: ``numpy()`` of a 0-d string is ``bytes``, which
+            # has none, and numpy's ``S``/object dtypes do not say ``tf.string`` alike.
+            tensor_data[name] = TensorData(
+                numpy=np.asarray(external.numpy()), dtype=external.dtype.as_datatype_enum, index=idx
+            )
+            continue
+        values[name] = value
+        tensor_data[name] = TensorData(
+            numpy=_weights.stand_in_for(value.shape, value.dtype),
+            dtype=value.dtype.as_datatype_enum,
+            index=idx,
+        )
+    return values
+
+
+def _read_inner_reference_variables(func, node_defs, tensor_data, TensorData):
+    """Reference variables created inside the function cannot be lifted; they are read
+    whole, as the converter does (only TF1 code run inside a tf.function has them)."""
+    tf = import_tensorflow()
+    for node in node_defs.values():
+        if node.op == "VariableV2" and node.name not in tensor_data:
+            with func.graph.as_default():
+                identity = tf.identity(func.graph.as_graph_element(node.name + ":0"))
+            data = func.prune([], [identity.name])()[0].numpy()
+            tensor_data[node.name] = TensorData(numpy=data, dtype=node.attr["dtype"].type, index=None)
+
+
+def _session_stand_ins(sess, graph_def, on_error, tensor_data, TensorData):
+    """``{variable node: SessionVariableValue}``; fills ``tensor_data`` with their stand-ins."""
+    tf = import_tensorflow()
+    values = {}
+    for node in graph_def.node:
+        if node.op not in VARIABLE_OPS:
+            continue
+        op = sess.graph.get_operation_by_name(node.name)
+        dtype = tf.as_dtype(node.attr["dtype"].type)
+        shape = tf.TensorShape(node.attr["shape"].shape)
+        if not shape.is_fully_defined():
+            # validate_shape=False variables: the value tells (read once, whole).
+            probe = _weights.SessionVariableValue(sess, op, (), dtype, on_error)
+            shape = tf.TensorShape(probe.read(0, 1).shape)
+        value = _weights.SessionVariableValue(sess, op, tuple(shape.as_list()), dtype, on_error)
+        values[node.name] = value
+        tensor_data[node.name] = TensorData(
+            numpy=_weights.stand_in_for(value.shape, dtype),
+            dtype=dtype.as_datatype_enum,
+            index=None,
+        )
+    return values
 
 
 def freeze_concrete_function(concrete_fn, variable_names, signatures=None):

@@ -26,7 +26,8 @@ import logging
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
-from mlflow_eas_savedmodel.graph.freeze import VARIABLE_OPS, freeze_session
+from mlflow_eas_savedmodel.graph.freeze import freeze_session
+from mlflow_eas_savedmodel.graph.op_facts import VARIABLE_OPS
 from mlflow_eas_savedmodel.graph.reference import session_reference
 from mlflow_eas_savedmodel.graph.serving_graph import ServingGraph
 from mlflow_eas_savedmodel.graph.signatures import (

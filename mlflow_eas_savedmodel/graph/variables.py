@@ -13,11 +13,8 @@ holds only the graph.
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph import edit
+from mlflow_eas_savedmodel.graph.op_facts import LARGE_CONSTANT_BYTES
 from mlflow_eas_savedmodel.graph.weights import ArrayValue
-
-# Constants this large that did not come from a variable (folded transposes, arrays written
-# into a session's graph) are stored as variables too: they are weights in all but name.
-LARGE_CONSTANT_BYTES = 64 * 1024
 
 
 def _tensor_nbytes(node):

@@ -37,6 +37,11 @@ What it does, in order (each stage's result is added to the report, which is rew
 The JSON report printed on stdout (last line) has: ``tensorflow``, ``git_version``,
 ``python``, ``c_api`` and ``python_loader`` (each ``load_ok``, ``error``, ``signatures_run``,
 ``run_errors``), ``signatures_available`` and ``requested_signatures``.
+
+``deployments/_local_server.py`` (the EAS-protocol replica in the same old runtimes) imports
+this script as a module; its public C-API helpers are what that server calls:
+:func:`load_c_api`, :func:`check_status`, :func:`graph_output`, :func:`to_tf_tensor`,
+:func:`from_tf_tensor`, :class:`TFOutput` and ``bytes_array``.
 """
 from __future__ import print_function
 
@@ -79,7 +84,7 @@ _TF_TO_NP = {
 _TF_STRING = 7
 
 
-class _TFOutput(ctypes.Structure):
+class TFOutput(ctypes.Structure):
     _fields_ = [("oper", ctypes.c_void_p), ("index", ctypes.c_int)]
 
 
@@ -117,8 +122,8 @@ def _declare(lib):
         "TF_TensorData": (vp, [vp]), "TF_TensorByteSize": (sz, [vp]),
         "TF_TensorType": (i, [vp]), "TF_NumDims": (i, [vp]), "TF_Dim": (ctypes.c_int64, [vp, i]),
         "TF_DeleteTensor": (None, [vp]),
-        "TF_SessionRun": (None, [vp, vp, ctypes.POINTER(_TFOutput), ctypes.POINTER(vp), i,
-                                 ctypes.POINTER(_TFOutput), ctypes.POINTER(vp), i,
+        "TF_SessionRun": (None, [vp, vp, ctypes.POINTER(TFOutput), ctypes.POINTER(vp), i,
+                                 ctypes.POINTER(TFOutput), ctypes.POINTER(vp), i,
                                  ctypes.POINTER(vp), i, vp, vp]),
     }
     if hasattr(lib, "TF_StringEncode"):  # < 2.4
@@ -131,7 +136,7 @@ def _declare(lib):
         f.argtypes = args
 
 
-def _check(lib, status, what):
+def check_status(lib, status, what):
     code = lib.TF_GetCode(status)
     if code != 0:
         msg = lib.TF_Message(status)
@@ -154,7 +159,7 @@ def _malloc(n):
     return p
 
 
-def _to_tf_tensor(lib, arr, tf_dtype):
+def to_tf_tensor(lib, arr, tf_dtype):
     """A new TF_Tensor holding ``arr`` as ``tf_dtype`` (the caller keeps ownership)."""
     dims = (ctypes.c_int64 * max(arr.ndim, 1))(*arr.shape) if arr.ndim else None
     if tf_dtype != _TF_STRING:
@@ -175,7 +180,7 @@ def _to_tf_tensor(lib, arr, tf_dtype):
         for k, s in enumerate(items):
             ctypes.memmove(base + 8 * k, struct.pack("<Q", off), 8)
             lib.TF_StringEncode(s, len(s), base + 8 * n + off, sizes[k], status)
-            _check(lib, status, "TF_StringEncode")
+            check_status(lib, status, "TF_StringEncode")
             off += sizes[k]
         return t
     # TF >= 2.4: an array of 24-byte TF_TString; small (<= 22 bytes) inline, else "large"
@@ -193,7 +198,7 @@ def _to_tf_tensor(lib, arr, tf_dtype):
     return t
 
 
-def _from_tf_tensor(lib, t):
+def from_tf_tensor(lib, t):
     dtype = lib.TF_TensorType(t)
     shape = tuple(lib.TF_Dim(t, k) for k in range(lib.TF_NumDims(t)))
     n = int(np.prod(shape)) if shape else 1
@@ -214,7 +219,7 @@ def _from_tf_tensor(lib, t):
             dst = ctypes.c_void_p()
             dlen = ctypes.c_size_t()
             lib.TF_StringDecode(start + off, limit - off, ctypes.byref(dst), ctypes.byref(dlen), status)
-            _check(lib, status, "TF_StringDecode")
+            check_status(lib, status, "TF_StringDecode")
             items.append(ctypes.string_at(dst.value, dlen.value) if dlen.value else b"")
     else:
         for k in range(n):
@@ -243,13 +248,13 @@ def _split_name(tensor_name):
     return name, int(idx)
 
 
-def _graph_output(lib, graph, tensor_name):
+def graph_output(lib, graph, tensor_name):
     """The ``TF_Output`` of ``graph`` named ``tensor_name`` (``op:index``)."""
     op_name, idx = _split_name(tensor_name)
     op = lib.TF_GraphOperationByName(graph, op_name.encode("utf-8"))
     if not op:
         raise KeyError("operation %r not in the loaded graph" % op_name)
-    return _TFOutput(op, idx)
+    return TFOutput(op, idx)
 
 
 def _signature(meta, sig_name, feeds):
@@ -291,7 +296,7 @@ def run_c_api(tf, saved_model_dir, tags, requested, meta_cls):
     sess = lib.TF_LoadSessionFromSavedModel(
         opts, None, saved_model_dir.encode("utf-8"), ctags, len(tags), graph, meta_buf, status)
     try:
-        _check(lib, status, "TF_LoadSessionFromSavedModel")
+        check_status(lib, status, "TF_LoadSessionFromSavedModel")
     except RuntimeError as e:
         rep["error"] = str(e)
         return rep, outs, None
@@ -304,21 +309,21 @@ def run_c_api(tf, saved_model_dir, tags, requested, meta_cls):
             sig, inputs = _signature(meta, sig_name, feeds)
             in_ops, in_vals = [], []
             for key, info in inputs:
-                in_ops.append(_graph_output(lib, graph, info.name))
-                in_vals.append(_to_tf_tensor(lib, _as_bytes_array(feeds[key])
+                in_ops.append(graph_output(lib, graph, info.name))
+                in_vals.append(to_tf_tensor(lib, _as_bytes_array(feeds[key])
                                              if info.dtype == _TF_STRING else feeds[key], info.dtype))
             out_keys = sorted(sig.outputs)
-            out_ops = [_graph_output(lib, graph, sig.outputs[key].name) for key in out_keys]
+            out_ops = [graph_output(lib, graph, sig.outputs[key].name) for key in out_keys]
             n_in, n_out = len(in_ops), len(out_ops)
-            c_in = (_TFOutput * max(n_in, 1))(*in_ops)
+            c_in = (TFOutput * max(n_in, 1))(*in_ops)
             c_in_vals = (ctypes.c_void_p * max(n_in, 1))(*in_vals)
-            c_out = (_TFOutput * max(n_out, 1))(*out_ops)
+            c_out = (TFOutput * max(n_out, 1))(*out_ops)
             c_out_vals = (ctypes.c_void_p * max(n_out, 1))()
             lib.TF_SessionRun(sess, None, c_in, c_in_vals, n_in, c_out, c_out_vals, n_out,
                               None, 0, None, status)
-            _check(lib, status, "TF_SessionRun(%s)" % sig_name)
+            check_status(lib, status, "TF_SessionRun(%s)" % sig_name)
             for k, key in enumerate(out_keys):
-                outs[array_name(sig_name, key)] = _from_tf_tensor(lib, c_out_vals[k])
+                outs[array_name(sig_name, key)] = from_tf_tensor(lib, c_out_vals[k])
                 lib.TF_DeleteTensor(c_out_vals[k])
             rep["signatures_run"].append(sig_name)
         except Exception as e:  # noqa: BLE001 - reported

@@ -36,7 +36,9 @@ results are what ``tests/test_semantic_rules.py`` runs again with ``runtime`` ma
 import dataclasses
 
 from mlflow_eas_savedmodel.runtimes.processors import RUNTIME_VERSIONS
-from mlflow_eas_savedmodel.runtimes.static_check import Incompatibility
+from mlflow_eas_savedmodel.graph.op_facts import CHANNELS_FIRST_ON_CPU as _CHANNELS_FIRST
+from mlflow_eas_savedmodel.graph.op_facts import CONV_RANKS
+from mlflow_eas_savedmodel.runtimes.incompatibility import Incompatibility
 
 _ALL = RUNTIME_VERSIONS
 _BEFORE_XLA = ("1.12", "1.14", "1.15")
@@ -59,17 +61,10 @@ def _graph_nodes(graph_def):
 
 
 def _find_must_compile(graph_def, context):
-    from mlflow_eas_savedmodel.graph.rewrite import is_must_compile_call
+    from mlflow_eas_savedmodel.graph.rewrite.xla_calls import is_must_compile_call
 
     functions = {f.signature.name: f for f in graph_def.library.function}
     return [(n, fn, "") for n, fn in _graph_nodes(graph_def) if is_must_compile_call(n, functions)]
-
-
-_CHANNELS_FIRST = {
-    "Conv2D": "NCHW", "MaxPool": "NCHW", "AvgPool": "NCHW", "DepthwiseConv2dNative": "NCHW",
-    "Conv2DBackpropInput": "NCHW", "MaxPoolV2": "NCHW",
-    "Conv3D": "NCDHW", "MaxPool3D": "NCDHW", "AvgPool3D": "NCDHW", "Conv3DBackpropInputV2": "NCDHW",
-}
 
 
 def _find_channels_first(graph_def, context):
@@ -82,9 +77,9 @@ def _find_channels_first(graph_def, context):
 
 
 def _find_grouped_convolutions(graph_def, context):
-    from mlflow_eas_savedmodel.graph.rewrite import grouped_convolution_groups
+    from mlflow_eas_savedmodel.graph.rewrite.grouped_conv import grouped_convolution_groups
 
-    convs = [n for n in graph_def.node if n.op in ("Conv2D", "Conv3D")]
+    convs = [n for n in graph_def.node if n.op in CONV_RANKS]
     if not convs:
         return []
     tensors = context.tensors()
@@ -130,12 +125,12 @@ class _Context:
 
     def tensors(self):
         if self._tensors is None:
-            from mlflow_eas_savedmodel.graph.rewrite import _static_tensors
+            from mlflow_eas_savedmodel.graph.edit import static_tensors
 
             # A copy: the import fills default attrs in, which old runtimes must never see.
             copy = type(self.graph_def)()
             copy.CopyFrom(self.graph_def)
-            self._tensors = _static_tensors(copy)
+            self._tensors = static_tensors(copy)
         return self._tensors
 
 

@@ -20,6 +20,7 @@ import os
 
 from mlflow_eas_savedmodel.errors import invalid_parameter_value, pipeline_stage
 from mlflow_eas_savedmodel.graph.keras_model import is_keras_model
+from mlflow_eas_savedmodel.graph.layout import CHUNKED_SAVED_MODEL, SAVED_MODEL_FILES
 
 SUPPORTED = (
     "a Keras model (Keras 3 or tf_keras), a path to a .keras or .h5 file, "
@@ -45,7 +46,7 @@ def source_kind(model):
             return "keras"
         if os.path.isdir(path) and any(
             os.path.exists(os.path.join(path, f))
-            for f in ("saved_model.pb", "saved_model.pbtxt", "saved_model.cpb")
+            for f in SAVED_MODEL_FILES + (CHUNKED_SAVED_MODEL,)
         ):
             return "saved_model"
         _refuse_session_bundle(path)

@@ -10,8 +10,8 @@ lines in the artifact. :func:`check_assets` refuses that before TensorFlow sees 
 import os
 
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
+from mlflow_eas_savedmodel.graph.layout import ASSETS_DIR as _ASSETS_DIR
 
-_ASSETS_DIR = "assets"
 _LEGACY_ASSETS_COLLECTION = "saved_model_assets"  # TF1 Builders store AssetFileDefs here too
 
 

@@ -35,6 +35,13 @@ from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value, pipeline_stage
 from mlflow_eas_savedmodel.graph import ops_policy, reference
 from mlflow_eas_savedmodel.graph.functions import concrete_functions_to_serving_graph, variable_names
+from mlflow_eas_savedmodel.graph.layout import (
+    CHUNKED_SAVED_MODEL,
+    LEGACY_INIT_OP_KEY,
+    MAIN_OP_KEY,
+    SAVED_MODEL_FILES,
+    variables_prefix,
+)
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
 from mlflow_eas_savedmodel.graph.session_graph import reads_session, serving_graph_from_session
 from mlflow_eas_savedmodel.sources import assets
@@ -44,7 +51,7 @@ _logger = logging.getLogger(__name__)
 # The SourceOptions this source takes.
 OPTIONS = ("default_signature", "input_example", "allow_file_ops")
 
-_MAIN_OP_COLLECTIONS = ("saved_model_main_op", "legacy_init_op")
+_MAIN_OP_COLLECTIONS = (MAIN_OP_KEY, LEGACY_INIT_OP_KEY)
 _INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 
@@ -97,7 +104,7 @@ def read_saved_model(path):
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved_model = saved_model_pb2.SavedModel()
-    pb, pbtxt = (os.path.join(path, f) for f in ("saved_model.pb", "saved_model.pbtxt"))
+    pb, pbtxt = (os.path.join(path, f) for f in SAVED_MODEL_FILES)
     if not os.path.exists(pb) and not os.path.exists(pbtxt):
         _refuse_chunked(path)
     source = pb if os.path.exists(pb) else pbtxt
@@ -118,9 +125,6 @@ def read_saved_model(path):
             f"Cannot read {source!r}: {e}. The file is damaged; export the model again."
         ) from e
     return saved_model
-
-
-CHUNKED_SAVED_MODEL = "saved_model.cpb"
 
 
 def _refuse_chunked(path):
@@ -192,7 +196,7 @@ def _from_tf1_saved_model(path, meta_graph, default_signature):
             signatures={name: loaded.signature_def[name] for name in serving_signature_names(loaded)},
             default_signature=default_signature,
             init_op=init_op,
-            bundle=(os.path.join(path, "variables", "variables"), restore),
+            bundle=(variables_prefix(path), restore),
         )
     finally:
         # Values still read from the session (renamed by the SavedModel's Saver) keep it open.
@@ -400,7 +404,7 @@ def _load_tf2(path, tags):
     of them once.
     """
     tf = import_tensorflow()
-    prefix = os.path.join(path, "variables", "variables")
+    prefix = variables_prefix(path)
     found = _checkpoint_object_graph(prefix)
     why = "no object graph in variables/" if found is None else _streamable(found[0])
     if why is None:
