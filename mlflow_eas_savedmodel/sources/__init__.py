@@ -39,8 +39,12 @@ def _listed(items, last):
     return ", ".join(items[:-1]) + f"{last} " + items[-1] if len(items) > 1 else "".join(items)
 
 
+def _supported():
+    return _listed([source.description for source in SOURCES], ", or")
+
+
 # What save_model accepts, as errors list it.
-SUPPORTED = _listed([source.description for source in SOURCES], ", or")
+SUPPORTED = _supported()
 
 
 def source_of(model):
@@ -61,7 +65,7 @@ def source_of(model):
         )
     raise invalid_parameter_value(
         f"Cannot log an object of type {type(model).__module__}.{type(model).__name__}. "
-        f"Pass {SUPPORTED}."
+        f"Pass {_supported()}."
     )
 
 
