@@ -25,7 +25,7 @@ class Source:
             table's order, so it may assume the kinds before it said no. It opens nothing
             with TensorFlow; it may raise for a model that looks like this kind but cannot be
             one (a legacy SessionBundle folder).
-        to_serving_graph: ``to_serving_graph(model, options) -> ServingGraph``; a
+        to_serving_graph: ``to_serving_graph(model, options) -> ServingGraph``; an
             ``os.PathLike`` model arrives as ``str``.
         path_description: for a kind given as a path, what the path must be, as the error for
             a path no kind accepts lists it (``"a checkpoint prefix (PREFIX.index)"``).
