@@ -134,8 +134,9 @@ def save_model(
 
     Args:
         model: a Keras model (Keras 3 or tf_keras), a path to a ``.keras``/``.h5`` file, a
-            ``tf.compat.v1.Session``, a ``tf.train.Saver`` checkpoint prefix, or a SavedModel
-            folder.
+            ``tf.compat.v1.Session``, a SavedModel folder, or a ``tf.train.Saver`` (or TF2
+            ``tf.train.Checkpoint``) checkpoint prefix: the kinds of
+            :data:`.sources.SOURCES`, asked in that order (each a module of :mod:`.sources`).
         path: the new MLflow model folder (must not exist, or be empty).
         inputs: signature inputs: ``{key: tensor | name}`` or a list of keys in the model's
             order (default: the model's own input names).

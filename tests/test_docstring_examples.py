@@ -22,12 +22,14 @@ from mlflow_eas_savedmodel.eas import (
     service_config,
     warmup,
 )
+from mlflow_eas_savedmodel.graph import module as graph_module
 from mlflow_eas_savedmodel.graph import ops_policy
 from mlflow_eas_savedmodel.sources import checkpoint, saved_model, session
 
 MODULES = (
     save, load, model, integrity, registry, runtime_check, protocol, warmup, package,
     service_config, inspection, endpoint, ops_policy, saved_model, checkpoint, session,
+    graph_module,
 )
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
@@ -65,6 +67,7 @@ def test_every_public_function_of_the_flavor_has_an_example():
         "mlflow_eas_savedmodel.sources.saved_model.saved_model_to_serving_graph",
         "mlflow_eas_savedmodel.sources.checkpoint.checkpoint_to_serving_graph",
         "mlflow_eas_savedmodel.sources.session.session_to_serving_graph",
+        "mlflow_eas_savedmodel.graph.module",
     }
     assert public <= set(EXAMPLES), sorted(public - set(EXAMPLES))
 

@@ -5,8 +5,10 @@ shared by the sources (:mod:`mlflow_eas_savedmodel.sources`, which never import 
 
 * :mod:`.session_graph`: a TF1 graph in a session (sessions, Saver checkpoints, TF1 SavedModel
   folders), its signatures normalised and checked by :mod:`.signatures`;
-* :mod:`.functions`: traced ``tf.function`` objects (TF2 SavedModel folders, a ``tf.Module``
-  from a ``tf.train.Checkpoint``);
+* :mod:`.functions`: traced ``tf.function`` objects, each an :class:`~.functions.Endpoint`
+  (TF2 SavedModel folders, :mod:`.module`, :mod:`.keras_model`);
+* :mod:`.module`: a ``tf.Module``'s ``input_signature`` methods (a ``tf.Module`` from a
+  ``tf.train.Checkpoint``, or any source holding a module);
 * :mod:`.keras_model`: a Keras model (Keras objects and files, Keras models from checkpoints);
 * :mod:`.reference`: the source's own outputs, which the post-save check compares with.
 

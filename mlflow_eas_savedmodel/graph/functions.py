@@ -8,7 +8,12 @@ function library inlined), its captured lookup tables are re-created from the li
 as a node-name prefix when there are several. Variables keep their names
 (:func:`variable_names`), so two signatures reading one variable share one ``VariableV2``.
 The reference of the result runs the traced functions themselves (:mod:`.reference`).
+
+Every traced function travels as one :class:`Endpoint`, from the module that traced it (the
+SavedModel source, :mod:`.module`, :mod:`.keras_model`) to the freezer and the reference.
 """
+
+from typing import NamedTuple
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import pipeline_stage
@@ -22,6 +27,27 @@ from mlflow_eas_savedmodel.graph.serving_graph import (
 )
 from mlflow_eas_savedmodel.graph.signatures import pick_default_signature
 from mlflow_eas_savedmodel.graph.tables import recreate_tables
+
+
+class Endpoint(NamedTuple):
+    """One traced function to serve as one SignatureDef.
+
+    Attributes:
+        name: the SignatureDef's name.
+        function: the concrete function (``tf.function(...).get_concrete_function()`` or a
+            loaded SavedModel's ``.signatures[name]``).
+        input_keys: the SignatureDef's input keys, in the order of the function's flat inputs
+            (a function taking keyword arguments is called with these keys).
+        output_keys: its output keys, in the order of the function's flat outputs (or the keys
+            of the dict it returns).
+        method: the SignatureDef's method name; ``None`` for predict.
+    """
+
+    name: str
+    function: object
+    input_keys: list
+    output_keys: list
+    method: str = None
 
 
 def variable_names(root):
@@ -74,13 +100,11 @@ def _live_tables(graph_def, tables):
     return result
 
 
-def concrete_functions_to_serving_graph(functions, variables, default_signature=None):
+def concrete_functions_to_serving_graph(endpoints, variables, default_signature=None):
     """Freezes traced functions and merges them into one :class:`ServingGraph`.
 
     Args:
-        functions: ``{signature name: (concrete function, input keys, output keys, method)}``;
-            the keys follow the order of the function's flat inputs and outputs; ``method``
-            may be ``None`` (predict).
+        endpoints: the :class:`Endpoint` of each signature (names unique).
         variables: ``id(resource handle)`` -> checkpoint name, see :func:`variable_names`.
         default_signature: the signature used when a request names none.
     """
@@ -88,14 +112,14 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
     merged = tf.compat.v1.GraphDef()
     signatures, weights, weight_values, init_ops = {}, {}, {}, []
     prefixes = set()
-    for name, (concrete, input_keys, output_keys, method) in functions.items():
+    for name, concrete, input_keys, output_keys, method in endpoints:
         graph_def, in_names, out_names, frozen_weights, values, tables = freeze_concrete_function(
             concrete, variables, signatures=[name]
         )
         with pipeline_stage("freeze", [name]):
             table_inits = recreate_tables(graph_def, tables, _live_tables(graph_def, tables)) if tables else []
         out_names = edit.name_outputs(graph_def, out_names, output_keys)
-        prefix = "" if len(functions) == 1 else edit.unique_name(sanitize_node_name(name), prefixes) + "/"
+        prefix = "" if len(endpoints) == 1 else edit.unique_name(sanitize_node_name(name), prefixes) + "/"
         if prefix:
             _prefix_nodes(graph_def, prefix)
         merged.node.extend(graph_def.node)
@@ -110,8 +134,8 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
         )
     default_signature = pick_default_signature(sorted(signatures), default_signature)
     notes = []
-    if len(functions) > 1:
-        notes.append(f"signatures merged into one graph, node names prefixed by signature name ({len(functions)})")
+    if len(endpoints) > 1:
+        notes.append(f"signatures merged into one graph, node names prefixed by signature name ({len(endpoints)})")
     return ServingGraph(
         graph_def=merged,
         signatures=signatures,
@@ -120,9 +144,7 @@ def concrete_functions_to_serving_graph(functions, variables, default_signature=
         weight_values=weight_values,
         init_ops=init_ops,
         notes=notes,
-        reference=reference.concrete_function_reference(
-            {name: (concrete, inputs, outputs) for name, (concrete, inputs, outputs, _) in functions.items()}
-        ),
+        reference=reference.concrete_function_reference(endpoints),
     )
 
 

@@ -26,6 +26,7 @@ from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph import edit
 from mlflow_eas_savedmodel.graph.freeze import freeze_concrete_function
+from mlflow_eas_savedmodel.graph.functions import Endpoint
 from mlflow_eas_savedmodel.graph.reference import concrete_function_reference
 from mlflow_eas_savedmodel.graph.serving_graph import (
     DEFAULT_SIGNATURE_NAME,
@@ -103,7 +104,7 @@ def keras_model_to_serving_graph(
         weight_values=values,
         init_ops=init_ops,
         source="keras",
-        reference=concrete_function_reference({signature_name: (concrete, input_keys, output_keys)}),
+        reference=concrete_function_reference([Endpoint(signature_name, concrete, input_keys, output_keys)]),
     )
 
 

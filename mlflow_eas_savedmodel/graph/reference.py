@@ -28,16 +28,17 @@ def _tensor(tf, value, dtype):
     return tf.constant(array, dtype=dtype)
 
 
-def concrete_function_reference(functions):
-    """A reference over traced functions: ``{signature: (concrete, input keys, output keys)}``.
+def concrete_function_reference(endpoints):
+    """A reference over traced functions, each a :class:`~.functions.Endpoint`.
 
     Functions traced from Keras or ``tf.Module`` take their inputs positionally; the functions
     of a TF2 SavedModel's ``.signatures`` take them by keyword.
     """
     tf = import_tensorflow()
+    by_name = {endpoint.name: endpoint for endpoint in endpoints}
 
     def reference(name, feeds):
-        concrete, input_keys, output_keys = functions[name]
+        _, concrete, input_keys, output_keys, _ = by_name[name]
         args, kwargs = concrete.structured_input_signature
         if kwargs:
             result = concrete(**{k: _tensor(tf, feeds[k], kwargs[k].dtype) for k in input_keys})
@@ -92,16 +93,19 @@ def tf1_saved_model_reference(path, tags):
     return reference
 
 
-def tf2_saved_model_reference(path, tags, keys):
-    """A reference loading the source TF2 SavedModel again: ``keys`` ``{signature: (inputs, outputs)}``."""
+def tf2_saved_model_reference(path, tags, endpoints):
+    """A reference loading the source TF2 SavedModel again, then calling the ``.signatures``
+    function of each :class:`~.functions.Endpoint` (the traced ones are not kept alive)."""
     tf = import_tensorflow()
     state = {}
+    # Only the names and keys: the traced functions would keep the first load alive.
+    by_name = {e.name: e._replace(function=None) for e in endpoints}
 
     def reference(name, feeds):
         if "loaded" not in state:
             state["loaded"] = tf.saved_model.load(path, tags=tags)
         concrete = state["loaded"].signatures[name]
-        return concrete_function_reference({name: (concrete, *keys[name])})(name, feeds)
+        return concrete_function_reference([by_name[name]._replace(function=concrete)])(name, feeds)
 
     reference.close = lambda: state.clear()
     return reference

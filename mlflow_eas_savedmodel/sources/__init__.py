@@ -7,79 +7,71 @@ open what the user passed (files and folders checked before TensorFlow runs any 
 hand the live objects to the machinery they share, which lives in
 :mod:`mlflow_eas_savedmodel.graph`: :mod:`~..graph.session_graph` (a TF1 graph in a session,
 its signatures normalised by :mod:`~..graph.signatures`), :mod:`~..graph.functions` (traced
-``tf.function`` objects) and :mod:`~..graph.keras_model` (a Keras model). :mod:`.assets` (a
-SavedModel's assets stay inside its folder) is a helper of the SavedModel source, not a source.
+``tf.function`` objects, each an ``Endpoint``), :mod:`~..graph.module` (a ``tf.Module``'s
+``input_signature`` methods) and :mod:`~..graph.keras_model` (a Keras model). :mod:`.assets`
+(a SavedModel's assets stay inside its folder) is a helper of the SavedModel source, not a
+source.
 
-:func:`to_serving_graph` picks the module from the object's type and gives it the
-:class:`SourceOptions` of ``save_model``; each module declares in ``OPTIONS`` which of them it
-takes. The modules know nothing of MLflow, pyfunc or the SavedModel layout.
+Each module declares its kind as one :class:`~.source.Source`, its ``SOURCE``: the kind's name,
+what it accepts (``accepts(model)``), the :class:`SourceOptions` it takes (``OPTIONS``) and its
+``to_serving_graph``. :data:`SOURCES` lists them in the order they are asked; from it come
+:func:`source_kind`, :data:`SUPPORTED`, the errors for a model or path no kind accepts, and
+:func:`to_serving_graph`'s dispatch. Adding a kind is one module plus one entry there. The
+modules know nothing of MLflow, pyfunc or the SavedModel layout.
 """
 
 import dataclasses
 import os
 
 from mlflow_eas_savedmodel.errors import invalid_parameter_value, pipeline_stage
-from mlflow_eas_savedmodel.graph.keras_model import is_keras_model
-from mlflow_eas_savedmodel.graph.layout import CHUNKED_SAVED_MODEL, SAVED_MODEL_FILES
+from mlflow_eas_savedmodel.sources import checkpoint, keras, saved_model, session
+from mlflow_eas_savedmodel.sources.source import Source, as_path
 
-SUPPORTED = (
-    "a Keras model (Keras 3 or tf_keras), a path to a .keras or .h5 file, "
-    "a tf.compat.v1.Session, a tf.train.Saver checkpoint prefix, or a SavedModel folder"
-)
+# Asked in this order, the first that accepts wins: a Keras model before anything else (a
+# Keras file is a path), a Session before the path kinds, a SavedModel folder before a
+# checkpoint folder (the checkpoint source takes any remaining folder).
+SOURCES = (keras.SOURCE, session.SOURCE, saved_model.SOURCE, checkpoint.SOURCE)
+
+__all__ = ["SOURCES", "SUPPORTED", "Source", "SourceOptions", "source_kind", "to_serving_graph"]
 
 
-def _is_session(model):
-    return any(cls.__name__ in ("Session", "BaseSession") for cls in type(model).__mro__) and hasattr(
-        model, "graph"
+def _listed(items, last):
+    return ", ".join(items[:-1]) + f"{last} " + items[-1] if len(items) > 1 else "".join(items)
+
+
+def _supported():
+    return _listed([source.description for source in SOURCES], ", or")
+
+
+# What save_model accepts, as errors list it.
+SUPPORTED = _supported()
+
+
+def source_of(model):
+    """The :class:`~.source.Source` of ``model``: the first of :data:`SOURCES` accepting it.
+
+    Raises:
+        MlflowException: no kind accepts it (the message lists what is accepted), or a kind
+            refused it as looking like one it cannot be.
+    """
+    for source in SOURCES:
+        if source.accepts(model):
+            return source
+    path = as_path(model)
+    if path is not None:
+        described = [source.path_description for source in SOURCES if source.path_description]
+        raise invalid_parameter_value(
+            f"Cannot log {path!r}: it is not {_listed(described, ' or')}. Check the path."
+        )
+    raise invalid_parameter_value(
+        f"Cannot log an object of type {type(model).__module__}.{type(model).__name__}. "
+        f"Pass {_supported()}."
     )
 
 
 def source_kind(model):
-    """The source kind of ``model`` ("keras", "session", "checkpoint", "saved_model")."""
-    if is_keras_model(model):
-        return "keras"
-    if _is_session(model):
-        return "session"
-    if isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
-        if path.endswith((".keras", ".h5", ".hdf5")):
-            return "keras"
-        if os.path.isdir(path) and any(
-            os.path.exists(os.path.join(path, f))
-            for f in SAVED_MODEL_FILES + (CHUNKED_SAVED_MODEL,)
-        ):
-            return "saved_model"
-        _refuse_session_bundle(path)
-        if os.path.exists(path + ".index") or os.path.exists(path + ".meta") or os.path.isdir(path):
-            return "checkpoint"
-        raise invalid_parameter_value(
-            f"Cannot log {path!r}: it is not a .keras/.h5 file, a SavedModel folder "
-            "(saved_model.pb or saved_model.pbtxt) or a checkpoint prefix (PREFIX.index). "
-            "Check the path."
-        )
-    raise invalid_parameter_value(
-        f"Cannot log an object of type {type(model).__module__}.{type(model).__name__}. "
-        f"Pass {SUPPORTED}."
-    )
-
-
-def _refuse_session_bundle(path):
-    """A legacy SessionBundle (``export.meta`` + ``export-?????-of-?????``, TF 0.x-1.x
-    ``session_bundle`` exporter) looks like a checkpoint folder but is neither that nor a
-    SavedModel; EAS's processors load only SavedModels."""
-    if not os.path.isdir(path):
-        return
-    folders = [path] + [os.path.join(path, d) for d in sorted(os.listdir(path)) if d.isdigit()]
-    for folder in folders:
-        if os.path.exists(os.path.join(folder, "export.meta")):
-            raise invalid_parameter_value(
-                f"{folder!r} is a legacy SessionBundle export (export.meta + export-*-of-*), the "
-                "format of TensorFlow's retired session_bundle exporter; neither EAS nor this "
-                "package loads it. Load it into a session and log that session instead: "
-                "`saver = tf.compat.v1.train.import_meta_graph('export.meta'); "
-                "saver.restore(sess, 'export'); log_model(sess, inputs={...}, outputs={...})` "
-                "with the input and output tensors of its signatures."
-            )
+    """The source kind of ``model`` (``"keras"``, ``"session"``, ``"saved_model"``, ...)."""
+    return source_of(model).kind
 
 
 _POLICIES = ("allow_file_ops", "safe_mode", "allow_ops")
@@ -127,36 +119,24 @@ def to_serving_graph(model, options):
         model: what ``save_model`` was given (see :data:`SUPPORTED`).
         options: the :class:`SourceOptions`; one the source kind does not take is an error.
     """
-    kind = source_kind(model)
-    if kind == "keras":
-        from mlflow_eas_savedmodel.sources.keras import OPTIONS
-        from mlflow_eas_savedmodel.sources.keras import keras_to_serving_graph as convert
-    elif kind == "session":
-        from mlflow_eas_savedmodel.sources.session import OPTIONS
-        from mlflow_eas_savedmodel.sources.session import session_to_serving_graph as convert
-    elif kind == "checkpoint":
-        from mlflow_eas_savedmodel.sources.checkpoint import OPTIONS
-        from mlflow_eas_savedmodel.sources.checkpoint import checkpoint_to_serving_graph as convert
-    else:
-        from mlflow_eas_savedmodel.sources.saved_model import OPTIONS
-        from mlflow_eas_savedmodel.sources.saved_model import saved_model_to_serving_graph as convert
-    unsupported = sorted(name for name in options.passed() if name not in OPTIONS)
+    source = source_of(model)
+    unsupported = sorted(name for name in options.passed() if name not in source.options)
     if unsupported:
         raise invalid_parameter_value(
-            f"{', '.join(f'`{k}=`' for k in unsupported)} cannot be used with a {kind} source. "
-            f"It takes: {', '.join(OPTIONS)}."
+            f"{', '.join(f'`{k}=`' for k in unsupported)} cannot be used with a {source.kind} "
+            f"source. It takes: {', '.join(source.options)}."
         )
     if isinstance(model, os.PathLike):
         model = os.fspath(model)
     # What a source raises unforeseen (a TensorFlow error while reading or tracing it) names
     # the stage; the freeze stage inside names itself.
-    with pipeline_stage("trace", _signature_names(kind, options)):
-        return convert(model, options)
+    with pipeline_stage("trace", _signature_names(source, options)):
+        return source.to_serving_graph(model, options)
 
 
-def _signature_names(kind, options):
+def _signature_names(source, options):
     """The SignatureDefs the user asked for (``None`` for a folder, which names its own)."""
-    if kind == "saved_model":
+    if source.names_own_signatures:
         return None
     if options.signatures:
         return sorted(options.signatures)

@@ -15,7 +15,7 @@ Three kinds of checkpoint, told apart by what the prefix holds:
   checkpoint's root), built so its variables exist: a Keras model (traced like any Keras
   model, :mod:`..graph.keras_model`) or a ``tf.Module`` whose ``tf.function`` methods have an
   ``input_signature`` (each becomes a signature named after the method, ``__call__`` as
-  ``serving_default``; frozen by :mod:`..graph.functions`).
+  ``serving_default``; traced and frozen by :mod:`..graph.module`).
 
 A prefix may also be a folder with a ``checkpoint`` state file (its latest checkpoint is used).
 """
@@ -27,11 +27,12 @@ import re
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.graph import ops_policy
-from mlflow_eas_savedmodel.graph.functions import concrete_functions_to_serving_graph, variable_names
 from mlflow_eas_savedmodel.graph.keras_model import is_keras_model, keras_model_to_serving_graph
+from mlflow_eas_savedmodel.graph.module import module_to_serving_graph
 from mlflow_eas_savedmodel.graph.reference import saver_checkpoint_reference
 from mlflow_eas_savedmodel.graph.serving_graph import DEFAULT_SIGNATURE_NAME
 from mlflow_eas_savedmodel.graph.session_graph import reads_session, serving_graph_from_session
+from mlflow_eas_savedmodel.sources.source import Source, as_path
 
 # The SourceOptions this source takes.
 OPTIONS = (
@@ -296,40 +297,56 @@ def _from_object_checkpoint(prefix, build_fn, inputs, outputs, signature_name, d
             model, inputs=inputs, outputs=outputs, signature_name=signature_name or DEFAULT_SIGNATURE_NAME
         )
     else:
-        serving_graph = _module_to_serving_graph(model, signature_name, default_signature, inputs, outputs)
+        if inputs is not None or outputs is not None:
+            raise invalid_parameter_value(
+                "`inputs=`/`outputs=` cannot rename a tf.Module's tensors: name its inputs with "
+                "tf.TensorSpec(name=...) and return a dict {key: tensor} from the tf.function."
+            )
+        serving_graph = module_to_serving_graph(
+            model, signature_name, default_signature, origin=" from `build_fn`"
+        )
     serving_graph.source = "checkpoint"
     return serving_graph
 
 
-def _module_to_serving_graph(module, signature_name, default_signature, inputs, outputs):
-    tf = import_tensorflow()
-    if inputs is not None or outputs is not None:
-        raise invalid_parameter_value(
-            "`inputs=`/`outputs=` cannot rename a tf.Module's tensors: name its inputs with "
-            "tf.TensorSpec(name=...) and return a dict {key: tensor} from the tf.function."
-        )
-    functions = {}
-    for attr in ["__call__", *sorted(a for a in dir(module) if not a.startswith("_"))]:
-        fn = getattr(module, attr, None)
-        if not isinstance(fn, tf.types.experimental.PolymorphicFunction) or fn.input_signature is None:
-            continue
-        name = DEFAULT_SIGNATURE_NAME if attr == "__call__" else attr
-        if attr == "__call__" and signature_name:
-            name = signature_name
-        concrete = fn.get_concrete_function()
-        specs = tf.nest.flatten(concrete.structured_input_signature)
-        input_keys = [s.name or f"input_{i}" for i, s in enumerate(specs)]
-        structured = concrete.structured_outputs
-        if isinstance(structured, dict):
-            output_keys = sorted(structured)
-        else:
-            flat = tf.nest.flatten(structured)
-            output_keys = [f"output_{i}" for i in range(len(flat))]
-        functions[name] = (concrete, input_keys, output_keys, None)
-    if not functions:
-        raise invalid_parameter_value(
-            f"The {type(module).__name__} from `build_fn` has no tf.function with an "
-            "input_signature, so there is nothing to serve. Decorate its call with "
-            "`@tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name='x')])`."
-        )
-    return concrete_functions_to_serving_graph(functions, variable_names(module), default_signature)
+def accepts(model):
+    """A path with ``PREFIX.index`` or ``PREFIX.meta``, or a folder (not a SavedModel's).
+
+    Raises:
+        MlflowException: for a legacy SessionBundle folder, which looks like a checkpoint
+            folder but is not one.
+    """
+    path = as_path(model)
+    if path is None:
+        return False
+    _refuse_session_bundle(path)
+    return os.path.exists(path + ".index") or os.path.exists(path + ".meta") or os.path.isdir(path)
+
+
+def _refuse_session_bundle(path):
+    """A legacy SessionBundle (``export.meta`` + ``export-?????-of-?????``, TF 0.x-1.x
+    ``session_bundle`` exporter) looks like a checkpoint folder but is neither that nor a
+    SavedModel; EAS's processors load only SavedModels."""
+    if not os.path.isdir(path):
+        return
+    folders = [path] + [os.path.join(path, d) for d in sorted(os.listdir(path)) if d.isdigit()]
+    for folder in folders:
+        if os.path.exists(os.path.join(folder, "export.meta")):
+            raise invalid_parameter_value(
+                f"{folder!r} is a legacy SessionBundle export (export.meta + export-*-of-*), the "
+                "format of TensorFlow's retired session_bundle exporter; neither EAS nor this "
+                "package loads it. Load it into a session and log that session instead: "
+                "`saver = tf.compat.v1.train.import_meta_graph('export.meta'); "
+                "saver.restore(sess, 'export'); log_model(sess, inputs={...}, outputs={...})` "
+                "with the input and output tensors of its signatures."
+            )
+
+
+SOURCE = Source(
+    kind="checkpoint",
+    description="a tf.train.Saver checkpoint prefix",
+    options=OPTIONS,
+    accepts=accepts,
+    to_serving_graph=checkpoint_to_serving_graph,
+    path_description="a checkpoint prefix (PREFIX.index)",
+)

@@ -15,11 +15,13 @@ import numpy as np
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
-from mlflow_eas_savedmodel.graph.keras_model import keras_model_to_serving_graph
+from mlflow_eas_savedmodel.graph.keras_model import is_keras_model, keras_model_to_serving_graph
 from mlflow_eas_savedmodel.graph.serving_graph import DEFAULT_SIGNATURE_NAME
+from mlflow_eas_savedmodel.sources.source import Source, as_path
 
 # The SourceOptions this source takes.
 OPTIONS = ("inputs", "outputs", "signature_name", "input_example", "custom_objects", "safe_mode")
+_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 # Layers whose config makes Keras run code or read a file when it is rebuilt; Keras 3's safe
@@ -286,3 +288,19 @@ def keras_to_serving_graph(model, options):
     return keras_model_to_serving_graph(
         model, options.inputs, options.outputs, signature_name, options.input_example
     )
+
+
+def accepts(model):
+    """A Keras model object, or a path ending in ``.keras``, ``.h5`` or ``.hdf5``."""
+    path = as_path(model)
+    return is_keras_model(model) or (path is not None and path.endswith(_FILE_SUFFIXES))
+
+
+SOURCE = Source(
+    kind="keras",
+    description="a Keras model (Keras 3 or tf_keras), a path to a .keras or .h5 file",
+    options=OPTIONS,
+    accepts=accepts,
+    to_serving_graph=keras_to_serving_graph,
+    path_description="a .keras/.h5 file",
+)

@@ -34,7 +34,11 @@ import re
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value, pipeline_stage
 from mlflow_eas_savedmodel.graph import ops_policy, reference
-from mlflow_eas_savedmodel.graph.functions import concrete_functions_to_serving_graph, variable_names
+from mlflow_eas_savedmodel.graph.functions import (
+    Endpoint,
+    concrete_functions_to_serving_graph,
+    variable_names,
+)
 from mlflow_eas_savedmodel.graph.layout import (
     CHUNKED_SAVED_MODEL,
     LEGACY_INIT_OP_KEY,
@@ -45,6 +49,7 @@ from mlflow_eas_savedmodel.graph.layout import (
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
 from mlflow_eas_savedmodel.graph.session_graph import reads_session, serving_graph_from_session
 from mlflow_eas_savedmodel.sources import assets
+from mlflow_eas_savedmodel.sources.source import Source, as_path
 
 _logger = logging.getLogger(__name__)
 
@@ -426,7 +431,7 @@ def _from_tf2_saved_model(path, meta_graph, default_signature):
         loaded, streamed, not_streamed = _load_tf2(path, tags)
     except Exception as e:  # noqa: BLE001 - the TF2 loader raises many types
         raise _load_error(path, e, tf2=True) from e
-    functions = {}
+    endpoints = []
     for name in serving_signature_names(meta_graph):
         with pipeline_stage("trace", [name]):
             concrete = loaded.signatures[name]
@@ -434,9 +439,9 @@ def _from_tf2_saved_model(path, meta_graph, default_signature):
             input_keys = sorted(kwargs)
             output_keys = sorted(concrete.structured_outputs)
         method = meta_graph.signature_def[name].method_name
-        functions[name] = (concrete, input_keys, output_keys, method or None)
+        endpoints.append(Endpoint(name, concrete, input_keys, output_keys, method or None))
     serving_graph = concrete_functions_to_serving_graph(
-        functions, variable_names(loaded), default_signature=default_signature
+        endpoints, variable_names(loaded), default_signature=default_signature
     )
     if streamed is not None:
         # The uninitialized variables' readers are replaced by the bundle's: never read whole.
@@ -447,7 +452,7 @@ def _from_tf2_saved_model(path, meta_graph, default_signature):
     else:
         serving_graph.notes.append(f"weights restored whole by tf.saved_model.load ({not_streamed})")
     serving_graph.reference = reference.tf2_saved_model_reference(
-        path, list(meta_graph.meta_info_def.tags), {n: (f[1], f[2]) for n, f in functions.items()}
+        path, list(meta_graph.meta_info_def.tags), endpoints
     )
     serving_graph.notes.insert(
         0,
@@ -455,3 +460,22 @@ def _from_tf2_saved_model(path, meta_graph, default_signature):
         "VariableV2, function library inlined, default attrs stripped",
     )
     return serving_graph
+
+
+def accepts(model):
+    """A folder holding ``saved_model.pb``, ``saved_model.pbtxt`` or ``saved_model.cpb``."""
+    path = as_path(model)
+    return path is not None and os.path.isdir(path) and any(
+        os.path.exists(os.path.join(path, f)) for f in SAVED_MODEL_FILES + (CHUNKED_SAVED_MODEL,)
+    )
+
+
+SOURCE = Source(
+    kind="saved_model",
+    description="a SavedModel folder",
+    options=OPTIONS,
+    accepts=accepts,
+    to_serving_graph=saved_model_to_serving_graph,
+    path_description="a SavedModel folder (saved_model.pb or saved_model.pbtxt)",
+    names_own_signatures=True,
+)

@@ -18,6 +18,7 @@ live session in :mod:`..graph.session_graph`.
 """
 
 from mlflow_eas_savedmodel.graph.session_graph import serving_graph_from_session
+from mlflow_eas_savedmodel.sources.source import Source
 
 # The SourceOptions this source takes.
 OPTIONS = (
@@ -61,3 +62,19 @@ def session_to_serving_graph(model, options):
         options.default_signature,
         options.init_op,
     )
+
+
+def accepts(model):
+    """A ``tf.compat.v1.Session`` (told by its classes and its graph: TensorFlow not imported)."""
+    return any(cls.__name__ in ("Session", "BaseSession") for cls in type(model).__mro__) and hasattr(
+        model, "graph"
+    )
+
+
+SOURCE = Source(
+    kind="session",
+    description="a tf.compat.v1.Session",
+    options=OPTIONS,
+    accepts=accepts,
+    to_serving_graph=session_to_serving_graph,
+)
