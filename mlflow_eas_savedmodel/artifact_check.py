@@ -30,8 +30,8 @@ from mlflow.models import Model
 from mlflow_eas_savedmodel import integrity
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.flavor_conf import FLAVOR_NAME, FlavorConf, not_this_flavor
+from mlflow_eas_savedmodel.artifact import refuse_unfinished
 from mlflow_eas_savedmodel.graph.layout import SAVED_MODEL_FILES
-from mlflow_eas_savedmodel.save import PARTIAL_MARK
 
 OUTCOME = "it was not loaded"
 _SERVING_TAGS = {"serve"}  # what model.py and EAS's processors load
@@ -107,16 +107,6 @@ def read_conf(model_path, where=None):
     except Exception as e:  # noqa: BLE001 - MLflow raises MlflowException, OSError, YAMLError
         raise not_this_flavor(where, {}) from e
     return FlavorConf.read(mlmodel, where)
-
-
-def refuse_unfinished(model_path):
-    """A ``.<name>.partial-*`` folder is a save that was killed: never load it as a model."""
-    name = os.path.basename(os.path.normpath(model_path))
-    if name.startswith(".") and PARTIAL_MARK in name:
-        raise invalid_parameter_value(
-            f"{model_path!r} is the temporary folder of a save_model that did not finish (the "
-            "process was killed): it is not a model. Delete it and save the model again."
-        )
 
 
 def _read_meta_graphs(saved_model_dir, where):

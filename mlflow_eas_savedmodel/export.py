@@ -17,8 +17,9 @@ sess, ["serve"], strip_default_attrs=True, clear_devices=True)`` writes, built w
 checked folder, in this order: the ops policy (:mod:`.graph.ops_policy`), :func:`build_meta_graph`,
 the static check against every EAS runtime's op registry (:mod:`.runtimes`) and the processor
 asked for, :func:`write_saved_model`, :func:`check_layout`, the SHA-256 of every file
-(:mod:`.integrity`) and the post-save verification (:mod:`.verify`). It returns an
-:class:`Exported`: what the MLmodel file records about the SavedModel.
+(:mod:`.integrity`) and the post-save verification (:mod:`.verify`). It returns the
+:class:`~.flavor_conf.FlavorConf` of the SavedModel: what the MLmodel file records about it
+(the save adds only its custom objects, :meth:`~.flavor_conf.FlavorConf.from_export`).
 """
 
 import dataclasses
@@ -27,6 +28,7 @@ import re
 
 from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value, pipeline_stage
+from mlflow_eas_savedmodel.flavor_conf import FlavorConf
 from mlflow_eas_savedmodel import integrity, runtimes, tensor_bundle
 from mlflow_eas_savedmodel.graph import ops_policy, rewrite
 from mlflow_eas_savedmodel.graph.layout import (
@@ -59,33 +61,6 @@ class Processor:
         return cls(code, runtimes.processor_version(code))
 
 
-@dataclasses.dataclass(frozen=True)
-class Exported:
-    """What :func:`export` wrote and found: the MLmodel file's facts about the SavedModel.
-
-    Attributes:
-        source: the kind of model converted (``keras``, ``session``...).
-        signature_defs: every SignatureDef's metadata (:func:`.metadata.describe_signature_defs`).
-        default_signature: the SignatureDef requests use when they name none.
-        tensorflow_version: the TensorFlow that wrote the SavedModel.
-        eas_processors: the EAS processor codes whose runtime has every op of the graph.
-        eas_incompatibilities: ``{TF version: up to five reasons}`` for the others.
-        conversion_notes: what the conversion changed.
-        file_sha256: ``{relative path: hex SHA-256}`` of every file of the folder.
-        verification: what the post-save verification ran (:func:`.verify.verify_saved_model`).
-    """
-
-    source: str
-    signature_defs: dict
-    default_signature: str
-    tensorflow_version: str
-    eas_processors: list
-    eas_incompatibilities: dict
-    conversion_notes: list
-    file_sha256: dict
-    verification: dict
-
-
 def export(
     serving_graph, export_dir, eas_processor=None, *, allow_file_ops=False, verify=True, example=None,
     allow_ops=None,
@@ -103,7 +78,8 @@ def export(
         example: the input example as numpy (a dict or an array), or ``None``.
 
     Returns:
-        :class:`Exported`.
+        The :class:`~.flavor_conf.FlavorConf` of the folder (no custom objects: the save adds
+        them with :meth:`~.flavor_conf.FlavorConf.from_export`).
 
     Raises:
         MlflowException: an op the policy refuses, a graph no wanted processor runs, a layout
@@ -133,8 +109,9 @@ def export(
         verification = verify_saved_model(
             export_dir, meta_graph_def, reference=serving_graph.reference, example=example, mode=verify
         )
-    return Exported(
+    return FlavorConf(
         source=serving_graph.source,
+        tags=[SERVING_TAG],
         signature_defs=metadata.describe_signature_defs(meta_graph_def),
         default_signature=serving_graph.default_signature,
         tensorflow_version=import_tensorflow().__version__,
@@ -143,8 +120,10 @@ def export(
             v: sorted({p.reason for p in ps})[:5] for v, ps in problems.items() if ps
         },
         conversion_notes=serving_graph.notes,
-        file_sha256=file_sha256,
         verification=verification,
+        file_sha256=file_sha256,
+        allow_file_ops=bool(allow_file_ops),
+        allow_ops=allow_ops or None,
     )
 
 

@@ -1,10 +1,12 @@
 """The ``eas_savedmodel`` entry of a model's MLmodel file, owned by :class:`FlavorConf`.
 
-Every module that reads or writes the flavor's configuration goes through this one: the save
+Every module that reads or writes the flavor's configuration goes through this one: the export
+returns one (:func:`.export.export`), the save completes it (:meth:`FlavorConf.from_export`) and
 writes it (:meth:`FlavorConf.to_dict`, what ``Model.add_flavor`` gets), every reader (the load
 path, ``inspect``, the EAS commands, promotion, the registry tags) reads and validates it
 (:meth:`FlavorConf.read`), and every consumer of the SavedModel checks its files against the
 recorded SHA-256 through :meth:`FlavorConf.verify_files`. The field names are the MLmodel keys.
+Promotion compares two entries' SignatureDefs (:func:`.registry.signature_changes`).
 
 It imports neither MLflow's pyfunc nor TensorFlow, so plain-metadata readers stay light.
 """
@@ -102,6 +104,17 @@ class FlavorConf:
         _validate(conf, where)
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in conf.items() if k in names})
+
+    @classmethod
+    def from_export(cls, exported, custom_objects=None):
+        """The MLmodel entry of a save: what :func:`.export.export` returned, plus its custom objects.
+
+        Args:
+            exported: the :class:`FlavorConf` the export (and ``verify="runtimes"``) returned.
+            custom_objects: ``{"custom_objects": ..., "custom_objects_sha256": ...}`` when the
+                save stored custom objects, else ``None``.
+        """
+        return dataclasses.replace(exported, **(custom_objects or {}))
 
     def to_dict(self):
         """The keys and values ``Model.add_flavor`` records (optional keys only when set)."""

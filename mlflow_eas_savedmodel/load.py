@@ -1,6 +1,7 @@
 """Loading: ``load_model`` and :func:`load_handle`, the checks every load runs first.
 
-Both ``load_model`` and ``mlflow.pyfunc.load_model`` (through :mod:`.pyfunc`) end in
+``load_model`` opens the model with :func:`.artifact.open_model` (URI, download, MLmodel). Both
+``load_model`` and ``mlflow.pyfunc.load_model`` (through :mod:`.pyfunc`) end in
 :func:`load_handle`, which refuses a SavedModel folder other than the one MLmodel names, then
 runs the pre-load check every entry point shares (:func:`.artifact_check.check_model_folder`:
 a ``.partial-`` folder, symlinks, files that do not match their recorded SHA-256 unless the
@@ -13,12 +14,11 @@ never needs them. Saving is in :mod:`.save`; the flavor's MLmodel entry in :mod:
 
 import os
 
-from mlflow.tracking.artifact_utils import _download_artifact_from_uri
-
 from mlflow_eas_savedmodel import integrity
-from mlflow_eas_savedmodel.artifact_check import check_model_folder, read_conf, refuse_unfinished
+from mlflow_eas_savedmodel.artifact import open_model, refuse_unfinished
+from mlflow_eas_savedmodel.artifact_check import check_model_folder, read_conf
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
-from mlflow_eas_savedmodel.flavor_conf import CUSTOM_OBJECTS_FILE, FLAVOR_NAME
+from mlflow_eas_savedmodel.flavor_conf import CUSTOM_OBJECTS_FILE, FLAVOR_NAME, not_this_flavor
 
 
 def load_model(model_uri, device=None, dst_path=None, verify_integrity=None):
@@ -46,13 +46,11 @@ def load_model(model_uri, device=None, dst_path=None, verify_integrity=None):
         >>> handle.predict({"image": np.ones((2, 4), "float32")})["scores"].shape
         (2, 3)
     """
-    local_path = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
     where = os.fspath(model_uri)
-    refuse_unfinished(local_path)
-    conf = read_conf(local_path, where)
+    model = open_model(where, dst_path, unreadable=lambda e: not_this_flavor(where, {}))
     handle = load_handle(
-        conf.saved_model_path(local_path), device=device, verify_integrity=verify_integrity,
-        conf=conf, where=where,
+        model.conf.saved_model_path(model.path), device=device, verify_integrity=verify_integrity,
+        conf=model.conf, where=where,
     )
     # load_model gives the custom objects back: an unpicklable file fails here, at load.
     handle.custom_objects  # noqa: B018

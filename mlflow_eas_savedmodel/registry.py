@@ -33,12 +33,13 @@ import click
 from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
 
 from mlflow_eas_savedmodel import registry_tags as _tags
+from mlflow_eas_savedmodel.artifact import download, open_model
 from mlflow_eas_savedmodel.cli_errors import user_errors
-from mlflow_eas_savedmodel.flavor_conf import FLAVOR_NAME, FlavorConf
+from mlflow_eas_savedmodel.cli_options import store_options
+from mlflow_eas_savedmodel.flavor_conf import FLAVOR_NAME
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
 
 DEFAULT_ALIAS = "champion"
-_MLMODEL = "MLmodel"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,12 +203,11 @@ def promote(model_name, version, alias=DEFAULT_ALIAS, force=False, client=None, 
     )
 
 
-def diff_signature_defs(before, after):
-    """The differences between two flavor configurations' SignatureDefs.
+def signature_changes(before, after):
+    """The differences between two models' SignatureDefs.
 
     Args:
-        before: the alias holder's ``eas_savedmodel`` flavor configuration (or any dict with
-            ``signature_defs`` and ``default_signature``).
+        before: the alias holder's :class:`~.flavor_conf.FlavorConf`.
         after: the candidate's.
 
     Returns:
@@ -215,13 +215,12 @@ def diff_signature_defs(before, after):
         ``after`` unchanged. Tensor names inside the graph are not compared: clients never
         see them.
     """
-    old, new = before["signature_defs"], after["signature_defs"]
+    old, new = before.signature_defs, after.signature_defs
     differences = []
-    if before.get("default_signature") != after.get("default_signature"):
+    if before.default_signature != after.default_signature:
         differences.append(
             SignatureDifference(
-                None, "default signature", None, before.get("default_signature"),
-                after.get("default_signature"),
+                None, "default signature", None, before.default_signature, after.default_signature
             )
         )
     for name in sorted(old.keys() - new.keys()):
@@ -275,60 +274,40 @@ def _alias_holder(client, model_name, alias):
     return str(holder) if holder is not None else None
 
 
-def _download(client, model_name, version, relative_path, dst):
-    """Downloads one file or folder of a version's artifact through ``client``'s stores.
-
-    The location comes from ``client`` (not a ``models:/`` URI, which MLflow resolves against the
-    global registry URI, not the client's).
-    """
-    from mlflow.artifacts import download_artifacts
-    from mlflow.utils.uri import append_to_uri_path
-
-    location = client.get_model_version_download_uri(model_name, version)
-    return download_artifacts(
-        artifact_uri=append_to_uri_path(location, relative_path),
-        dst_path=dst,
-        tracking_uri=client.tracking_uri,
-        registry_uri=getattr(client, "_registry_uri", None),
+def _open_version(client, model_name, version):
+    """A version's MLmodel file (the only file downloaded), through ``client``'s stores."""
+    return open_model(
+        f"models:/{model_name}/{version}", mlmodel_only=True, client=client,
+        unreadable=lambda e: invalid_parameter_value(
+            f"Cannot read the MLmodel file of version {version} of {model_name!r}: {e}. "
+            "Re-register the model."
+        ),
     )
 
 
-def _flavors(client, model_name, version):
-    """The flavors of a version's MLmodel file (the only file downloaded)."""
-    from mlflow.models import Model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = _download(client, model_name, version, _MLMODEL, tmp)
-        try:
-            return Model.load(path).flavors
-        except Exception as e:  # noqa: BLE001 - YAML, OSError or MlflowException
-            raise invalid_parameter_value(
-                f"Cannot read the MLmodel file of version {version} of {model_name!r}: {e}. "
-                "Re-register the model."
-            ) from e
-
-
-def _flavor_conf(client, model_name, version):
-    """The :class:`FlavorConf` of a version; raises if another flavor saved it."""
-    return FlavorConf.read(_flavors(client, model_name, version), f"models:/{model_name}/{version}")
+def version_conf(client, model_name, version):
+    """The :class:`~.flavor_conf.FlavorConf` of a version; raises if another flavor saved it."""
+    return _open_version(client, model_name, version).conf
 
 
 def _diff_with_holder(client, model_name, holder_version, candidate):
-    flavors = _flavors(client, model_name, holder_version)
-    if FLAVOR_NAME not in flavors:
+    holder = _open_version(client, model_name, holder_version)
+    if not holder.is_this_flavor:
         # The alias was set by hand or by another tool: a server of it loads another flavor.
-        return [SignatureDifference(None, "flavor", None, ", ".join(sorted(flavors)), FLAVOR_NAME)]
-    holder = FlavorConf.read(flavors, f"models:/{model_name}/{holder_version}")
-    return diff_signature_defs(holder.to_dict(), candidate.to_dict())
+        flavors = ", ".join(sorted(holder.mlmodel.flavors or {}))
+        return [SignatureDifference(None, "flavor", None, flavors, FLAVOR_NAME)]
+    return signature_changes(holder.conf, candidate)
 
 
 def _checked_flavor_conf(client, model_name, version):
     """The candidate's flavor configuration, after its layout and digests are checked."""
     from mlflow_eas_savedmodel import export
 
-    conf = _flavor_conf(client, model_name, version)
+    conf = version_conf(client, model_name, version)
     with tempfile.TemporaryDirectory() as tmp:
-        local = _download(client, model_name, version, conf.saved_model_dir, tmp)
+        local = download(
+            f"models:/{model_name}/{version}", tmp, client=client, relative_path=conf.saved_model_dir
+        )
         try:
             export.check_layout(local)
             conf.verify_files(
@@ -356,18 +335,9 @@ def _checked_flavor_conf(client, model_name, version):
     help="Refuse unless check-runtime passed on this EAS processor for the version "
          "(an eas.check.PROCESSOR tag starting with 'passed'); repeatable.",
 )
-@click.option(
-    "--tracking-uri",
-    envvar="MLFLOW_TRACKING_URI",
-    help="The MLflow tracking server (default: $MLFLOW_TRACKING_URI).",
-)
-@click.option(
-    "--registry-uri",
-    envvar="MLFLOW_REGISTRY_URI",
-    help="The model registry, if not the tracking server (default: $MLFLOW_REGISTRY_URI).",
-)
+@store_options
 @user_errors
-def promote_command(model_name, version, alias, force, require_checks, tracking_uri, registry_uri):
+def promote_command(model_name, version, alias, force, require_checks):
     """Move ALIAS of MODEL_NAME to VERSION after checking flavor, layout and SignatureDefs.
 
     Exits with status 1 and lists the SignatureDef differences when they differ from the current
@@ -377,7 +347,7 @@ def promote_command(model_name, version, alias, force, require_checks, tracking_
     """
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+    client = MlflowClient()
     result = promote(
         model_name, version, alias=alias, force=force, client=client, require_checks=require_checks
     )
@@ -392,18 +362,9 @@ def promote_command(model_name, version, alias, force, require_checks, tracking_
 @click.command("tag")
 @click.argument("model_name")
 @click.argument("version", required=False)
-@click.option(
-    "--tracking-uri",
-    envvar="MLFLOW_TRACKING_URI",
-    help="The MLflow tracking server (default: $MLFLOW_TRACKING_URI).",
-)
-@click.option(
-    "--registry-uri",
-    envvar="MLFLOW_REGISTRY_URI",
-    help="The model registry, if not the tracking server (default: $MLFLOW_REGISTRY_URI).",
-)
+@store_options
 @user_errors
-def tag_command(model_name, version, tracking_uri, registry_uri):
+def tag_command(model_name, version):
     """Set the eas.processors and eas.tf_version tags on VERSION of MODEL_NAME (default: every version).
 
     For versions registered without this package (mlflow.register_model, the UI), so that
@@ -414,7 +375,7 @@ def tag_command(model_name, version, tracking_uri, registry_uri):
     """
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+    client = MlflowClient()
     for number, tags in _tags.tag_versions(model_name, version, client=client).items():
         if tags is None:
             click.echo(f"Skipped {model_name!r} version {number}: not saved by mlflow_eas_savedmodel.")

@@ -47,6 +47,11 @@ def check_tag(processor):
     return CHECK_TAG_PREFIX + processor
 
 
+def check_passed(value):
+    """Whether a runtime check's tag value (``None`` when not set) records a pass."""
+    return str(value or "").startswith(PASSED)
+
+
 @dataclasses.dataclass(frozen=True)
 class RegisteredVersion:
     """A registered model version, the target of the tags."""
@@ -164,7 +169,7 @@ def tag_versions(name, version=None, client=None):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from mlflow_eas_savedmodel.registry import _flavor_conf
+    from mlflow_eas_savedmodel.registry import version_conf
 
     client = client or MlflowClient()
     if version is None:
@@ -180,12 +185,12 @@ def tag_versions(name, version=None, client=None):
     for v in versions:
         if version is None:
             try:
-                conf = _flavor_conf(client, name, v)
+                conf = version_conf(client, name, v)
             except MlflowException:  # another flavor's version: not ours to tag
                 done[v] = None
                 continue
         else:
-            conf = _flavor_conf(client, name, v)
+            conf = version_conf(client, name, v)
         tags = version_tags(conf)
         for key, value in tags.items():
             client.set_model_version_tag(name, v, key, value)
@@ -264,7 +269,7 @@ def require_passing_checks(client, name, version, processors):
     for p in processors:
         processor_version(p)  # an unknown code fails naming the known ones
     tags = client.get_model_version(name, str(version)).tags or {}
-    missing = [(p, tags.get(check_tag(p))) for p in processors if not str(tags.get(check_tag(p), "")).startswith(PASSED)]
+    missing = [(p, tags.get(check_tag(p))) for p in processors if not check_passed(tags.get(check_tag(p)))]
     if missing:
         lines = "\n".join(
             f"  - {check_tag(p)}: {value if value is not None else 'not set'}" for p, value in missing

@@ -39,17 +39,17 @@ from mlflow.utils.model_utils import _validate_and_copy_code_paths
 from mlflow.utils.requirements_utils import _get_pinned_requirement
 
 from mlflow_eas_savedmodel import export, integrity
+from mlflow_eas_savedmodel.artifact import PARTIAL_MARK
 from mlflow_eas_savedmodel.bundle import PACKAGE_NAME, default_bundle, is_package_requirement
 from mlflow_eas_savedmodel._tensorflow import quiet_tensorflow
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
 from mlflow_eas_savedmodel.flavor_conf import CUSTOM_OBJECTS_FILE, FLAVOR_NAME, SAVED_MODEL_DIR, FlavorConf
 from mlflow_eas_savedmodel.graph import ops_policy
 from mlflow_eas_savedmodel.graph.layout import VARIABLES_DIR
-from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG
 from mlflow_eas_savedmodel.metadata import OUTPUT_PARAM, SIGNATURE_NAME_PARAM, mlflow_signature
 
-# A save in progress: the temporary folder's name holds it, and MLmodel is named so until the end.
-PARTIAL_MARK = ".partial-"
+# A save in progress: the temporary folder's name holds PARTIAL_MARK, and MLmodel is named so
+# until the end.
 _PARTIAL_MLMODEL = "MLmodel.partial"
 _TENSORFLOW_DISTRIBUTIONS = ("tensorflow-cpu", "tensorflow", "tensorflow-gpu", "tf-nightly")
 
@@ -233,8 +233,7 @@ def save_model(
         )
         if metadata is not None:
             mlflow_model.metadata = metadata
-        conf = _flavor_conf(exported, allow_file_ops, _save_custom_objects(tmp, custom_objects))
-        conf.allow_ops = allow_ops or None
+        conf = FlavorConf.from_export(exported, _save_custom_objects(tmp, custom_objects))
         mlflow_model.add_flavor(FLAVOR_NAME, **conf.to_dict())
         _add_pyfunc_flavor(mlflow_model, code_dir, device)
         if size := get_total_file_size(tmp):
@@ -279,24 +278,6 @@ def _save_custom_objects(model_path, custom_objects):
     with open(path, "wb") as f:
         cloudpickle.dump(custom_objects, f)
     return {"custom_objects": CUSTOM_OBJECTS_FILE, "custom_objects_sha256": integrity.sha256_file(path)}
-
-
-def _flavor_conf(exported, allow_file_ops, custom_objects):
-    return FlavorConf(
-        saved_model_dir=SAVED_MODEL_DIR,
-        source=exported.source,
-        tags=[SERVING_TAG],
-        default_signature=exported.default_signature,
-        signature_defs=exported.signature_defs,
-        tensorflow_version=exported.tensorflow_version,
-        eas_processors=exported.eas_processors,
-        eas_incompatibilities=exported.eas_incompatibilities,
-        conversion_notes=exported.conversion_notes,
-        verification=exported.verification,
-        file_sha256=exported.file_sha256,
-        allow_file_ops=bool(allow_file_ops),
-        **custom_objects,
-    )
 
 
 def _add_pyfunc_flavor(mlflow_model, code_dir, device):

@@ -55,7 +55,7 @@ def verify_in_runtimes(exported, export_dir, verify, example=None, processor=Non
     """Runs ``export_dir`` in every claimed runtime when ``verify`` is ``"runtimes"``.
 
     Args:
-        exported: the :class:`~.export.Exported` of the SavedModel.
+        exported: the :class:`~.flavor_conf.FlavorConf` :func:`~.export.export` returned.
         export_dir: the SavedModel folder (in the save's temporary folder).
         verify: the save's ``verify=`` mode (after :func:`effective_mode`).
         example: the input example as numpy, or ``None`` (inputs are synthesised).

@@ -11,7 +11,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 import mlflow_eas_savedmodel as mes
-from mlflow_eas_savedmodel.registry import PromotionRefused, diff_signature_defs, promote
+from mlflow_eas_savedmodel.flavor_conf import FlavorConf
+from mlflow_eas_savedmodel.registry import PromotionRefused, promote, signature_changes
 from servers import VENV_BIN, ServerProcess, free_port, mlflow_command, server_env
 
 pytestmark = pytest.mark.server
@@ -193,7 +194,8 @@ def test_diff_names_method_dtype_signature_and_default_changes():
             "new": {"method_name": "tensorflow/serving/predict", "inputs": {"x": tensor}, "outputs": {"y": tensor}},
         },
     }
-    assert [str(d) for d in diff_signature_defs(before, after)] == [
+    before, after = FlavorConf(**before), FlavorConf(**after)
+    assert [str(d) for d in signature_changes(before, after)] == [
         "model: default signature serving_default -> new",
         "signature 'old': signature removed",
         "signature 'new': signature added",
@@ -201,7 +203,7 @@ def test_diff_names_method_dtype_signature_and_default_changes():
         "signature 'serving_default': input dtype 'x' float32 -> int64",
         "signature 'serving_default': output shape 'y' [None, 4] -> [unknown rank]",
     ]
-    assert diff_signature_defs(before, before) == []
+    assert signature_changes(before, before) == []
 
 
 def test_promote_uses_the_given_client_not_the_global_uris(mnist, tracking_server, tmp_path):

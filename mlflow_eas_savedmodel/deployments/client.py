@@ -26,7 +26,6 @@ from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 from mlflow.exceptions import RESOURCE_DOES_NOT_EXIST, MlflowException
 
 from mlflow_eas_savedmodel.deployments.options import (
-    FLAVOR,
     OPTIONS,
     TOKEN_ENV_VAR,
     apply_fields,
@@ -40,9 +39,9 @@ from mlflow_eas_savedmodel.deployments.options import (
     split_oss_path,
 )
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
+from mlflow_eas_savedmodel.flavor_conf import FLAVOR_NAME
+from mlflow_eas_savedmodel.registry_tags import check_passed, check_tag, registered_version
 
-CHECK_TAG_PREFIX = "eas.check."
-CHECK_PASSED = "passed"
 DEPLOYMENT_TAG_PREFIX = "eas.deployment."
 LABEL_URI, LABEL_NAME, LABEL_VERSION = "mlflow_model_uri", "mlflow_model_name", "mlflow_model_version"
 RUNNING = "Running"
@@ -55,52 +54,34 @@ def _progress(message):
     sys.stderr.flush()
 
 
-class _ModelRef:
-    """A model URI and, for ``models:/`` URIs, its registered name and version."""
-
-    def __init__(self, uri):
-        self.uri = uri
-        self.name = self.version = None
-        if uri.startswith("models:/"):
-            from mlflow import MlflowClient
-            from mlflow.store.artifact.utils.models import get_model_name_and_version
-
-            resolved = get_model_name_and_version(MlflowClient(), uri)
-            if len(resolved) == 2:
-                self.name, self.version = resolved[0], str(resolved[1])
-
-    @property
-    def registered(self):
-        return self.version is not None
-
-    @property
-    def pinned_uri(self):
-        """The URI of exactly the resolved version: an alias may move while we deploy."""
-        return f"models:/{self.name}/{self.version}" if self.registered else self.uri
-
-    def labels(self):
-        labels = {LABEL_URI: self.uri}
-        if self.registered:
-            labels.update({LABEL_NAME: self.name, LABEL_VERSION: self.version})
-        return labels
+def _pinned_uri(model_uri, target):
+    """The URI of exactly the resolved version: an alias may move while we deploy."""
+    return target.uri if target is not None else model_uri
 
 
-def check_passed(model, processor):
-    """Refuses ``model`` unless its version's ``eas.check.<processor>`` tag starts with ``passed``."""
-    if not model.registered:
+def _labels(model_uri, target):
+    labels = {LABEL_URI: model_uri}
+    if target is not None:
+        labels.update({LABEL_NAME: target.name, LABEL_VERSION: target.version})
+    return labels
+
+
+def _require_passing_check(model_uri, target, processor):
+    """Refuses the model unless its version's ``eas.check.<processor>`` tag is a passing one."""
+    if target is None:
         raise invalid_parameter_value(
             f"-C require_check=true needs a registered model version (models:/<name>/<version> or "
-            f"models:/<name>@<alias>) to read its check-runtime tag; got {model.uri!r}."
+            f"models:/<name>@<alias>) to read its check-runtime tag; got {model_uri!r}."
         )
     from mlflow import MlflowClient
 
-    tag = CHECK_TAG_PREFIX + processor
-    value = MlflowClient().get_model_version(model.name, model.version).tags.get(tag)
-    if not (value or "").startswith(CHECK_PASSED):
+    tag = check_tag(processor)
+    value = MlflowClient().get_model_version(target.name, target.version).tags.get(tag)
+    if not check_passed(value):
         raise invalid_parameter_value(
-            f"Model {model.name!r} version {model.version} has no passing runtime check for "
+            f"Model {target.name!r} version {target.version} has no passing runtime check for "
             f"{processor} (tag {tag} is {value!r}). Run `mlflow-eas-savedmodel check-runtime "
-            f"models:/{model.name}/{model.version} --processor {processor}`, or leave out "
+            f"models:/{target.name}/{target.version} --processor {processor}`, or leave out "
             "-C require_check=true."
         )
 
@@ -125,22 +106,25 @@ class PluginDeploymentClient(BaseDeploymentClient):
         return EasServices(region, credentials, endpoint=options["eas_endpoint"]), credentials
 
     def _preconditions(self, name, model_uri, options):
-        """Everything checked before an upload: ``(model ref, flavor conf, oss bucket, prefix)``."""
+        """Everything checked before an upload: ``(registered version or None, flavor conf, oss
+        bucket, prefix)``."""
         from mlflow_eas_savedmodel.eas.mlmodel import load_flavor_metadata
 
         processor = require(options, "processor", "tensorflow_cpu_1.15")
         check_gpu(options)
         bucket, prefix = split_oss_path(require(options, "oss_path", "oss://my-bucket/models/"))
-        model = _ModelRef(model_uri)
-        _, conf = load_flavor_metadata(model.pinned_uri)
+        target = registered_version(model_uri)
+        _, conf = load_flavor_metadata(_pinned_uri(model_uri, target))
         # The service JSON is written once here with the final OSS prefix, only to have eas-config
         # refuse a processor, name or size it would refuse after the upload.
-        self._service_json(model.pinned_uri, f"oss://{bucket}/{prefix}{name}/", None, name, options)
+        self._service_json(
+            _pinned_uri(model_uri, target), f"oss://{bucket}/{prefix}{name}/", None, name, options
+        )
         if options["require_check"]:
-            check_passed(model, processor)
-        return model, conf, bucket, prefix
+            _require_passing_check(model_uri, target, processor)
+        return target, conf, bucket, prefix
 
-    def _upload_and_configure(self, name, model, conf, bucket, prefix, options, credentials):
+    def _upload_and_configure(self, name, model_uri, target, conf, bucket, prefix, options, credentials):
         """Exports, writes the warm-up request, uploads both; returns the EAS service JSON."""
         from mlflow_eas_savedmodel.artifact_check import check_model_folder
         from mlflow_eas_savedmodel.deployments.cloud import OssUploader
@@ -150,10 +134,11 @@ class PluginDeploymentClient(BaseDeploymentClient):
 
         uploader = OssUploader(options["region"], credentials, bucket, endpoint=options["oss_endpoint"])
         with tempfile.TemporaryDirectory(prefix="eas-deploy-") as tmp:
-            local, _, _ = download_model(model.pinned_uri, dst_path=_new_dir(tmp, "model"))
-            check_model_folder(local, where=model.pinned_uri)  # before any upload
+            pinned = _pinned_uri(model_uri, target)
+            local, _, _ = download_model(pinned, dst_path=_new_dir(tmp, "model"))
+            check_model_folder(local, where=pinned)  # before any upload
             exported = write_eas_package(local, os.path.join(tmp, "savedmodel"))
-            label = f"v{model.version}" if model.registered else "sha-" + _content_hash(exported["files"])
+            label = f"v{target.version}" if target else "sha-" + _content_hash(exported["files"])
             base = f"{prefix}{name}/{label}/"
             uploads = [
                 (f"{base}savedmodel/{rel}", os.path.join(exported["path"], rel)) for rel in exported["files"]
@@ -309,11 +294,11 @@ class PluginDeploymentClient(BaseDeploymentClient):
             "running_instance": service.running_instance,
             "total_instance": service.total_instance,
             "message": service.message,
-            "flavor": FLAVOR,
+            "flavor": FLAVOR_NAME,
         }
 
-    def _record(self, model, description):
-        if not model.registered:
+    def _record(self, target, description):
+        if target is None:
             return
         from mlflow import MlflowClient
 
@@ -322,8 +307,8 @@ class PluginDeploymentClient(BaseDeploymentClient):
             for k in ("name", "region", "endpoint", "intranet_endpoint", "processor", "model_path")
         }
         MlflowClient().set_model_version_tag(
-            model.name,
-            model.version,
+            target.name,
+            target.version,
             DEPLOYMENT_TAG_PREFIX + description["name"],
             json.dumps(value, sort_keys=True),
         )
@@ -347,21 +332,23 @@ class PluginDeploymentClient(BaseDeploymentClient):
         """Uploads ``model_uri`` and creates EAS service ``name``; blocks until it runs."""
         check_flavor(flavor)
         options = self._options(config)
-        model, conf, bucket, prefix = self._preconditions(name, model_uri, options)
+        target, conf, bucket, prefix = self._preconditions(name, model_uri, options)
         services, credentials = self._connect(options)
         if services.describe(name) is not None:
             raise invalid_parameter_value(
                 f"EAS service {name!r} already exists in {services.region}. Roll it to this model with "
                 f"`mlflow deployments update -t eas --name {name} -m {model_uri}`, or delete it first."
             )
-        service_json = self._upload_and_configure(name, model, conf, bucket, prefix, options, credentials)
-        services.create(json.dumps(service_json), model.labels())
+        service_json = self._upload_and_configure(
+            name, model_uri, target, conf, bucket, prefix, options, credentials
+        )
+        services.create(json.dumps(service_json), _labels(model_uri, target))
         _progress(
             f"CreateService {name} in {services.region}; waiting for {RUNNING} (timeout {options['timeout']:g} s)"
         )
         running = self._wait_running(services, name, options)
         description = self._describe(running, options)
-        self._record(model, description)  # the service exists and runs: recorded even if the gateway lags
+        self._record(target, description)  # the service exists and runs: recorded even if the gateway lags
         self._wait_gateway(services, name, running, options)
         return description
 
@@ -382,18 +369,21 @@ class PluginDeploymentClient(BaseDeploymentClient):
             raise invalid_parameter_value(
                 f"EAS service {name!r} was not created by this plugin; pass the model with -m <model uri>."
             )
-        model, conf, bucket, prefix = self._preconditions(name, model_uri, options)
-        service_json = self._upload_and_configure(name, model, conf, bucket, prefix, options, credentials)
+        target, conf, bucket, prefix = self._preconditions(name, model_uri, options)
+        service_json = self._upload_and_configure(
+            name, model_uri, target, conf, bucket, prefix, options, credentials
+        )
         services.update(name, json.dumps(service_json))
-        services.set_labels(name, model.labels())
+        services.set_labels(name, _labels(model_uri, target))
         _progress(
             f"UpdateService {name} in {services.region}; waiting for {RUNNING} (timeout {options['timeout']:g} s)"
         )
         running = self._wait_running(services, name, options)
         description = self._describe(running, options)
-        if (before["model_name"], before["model_version"]) != (model.name, model.version):
+        now = (target.name, target.version) if target else (None, None)
+        if (before["model_name"], before["model_version"]) != now:
             self._forget(before, name)
-        self._record(model, description)
+        self._record(target, description)
         self._wait_gateway(services, name, running, options)
         return description
 

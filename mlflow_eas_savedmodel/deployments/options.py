@@ -29,8 +29,8 @@ import os
 import re
 
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
+from mlflow_eas_savedmodel.flavor_conf import FLAVOR_NAME
 
-FLAVOR = "eas_savedmodel"
 REGION_ENV_VAR = "ALIBABA_CLOUD_REGION_ID"
 # get/list/predict take no -C options in MLflow's CLI: endpoints also come from the environment.
 EAS_ENDPOINT_ENV_VAR = "MLFLOW_EAS_ENDPOINT"
@@ -298,9 +298,9 @@ def apply_fields(service_json, fields):
 
 def check_flavor(flavor):
     """Refuses a ``--flavor`` other than this package's (MLflow passes ``None`` when none is given)."""
-    if flavor not in (None, FLAVOR):
+    if flavor not in (None, FLAVOR_NAME):
         raise invalid_parameter_value(
-            f"The eas target deploys the {FLAVOR} flavor only; got flavor {flavor!r}. "
+            f"The eas target deploys the {FLAVOR_NAME} flavor only; got flavor {flavor!r}. "
             "Leave out --flavor."
         )
 
