@@ -60,9 +60,10 @@ class RuntimeSpec:
         return [self.wheel, *self.pins]
 
 
-def runtime_specs(rows=table.ROWS) -> dict[str, RuntimeSpec]:
-    """``{version: RuntimeSpec}`` of the rows of :mod:`.table`: the official wheels and pins that
-    install and import cleanly from PyPI (measured), oldest first."""
+def runtime_specs(rows=None) -> dict[str, RuntimeSpec]:
+    """``{version: RuntimeSpec}`` of the rows of :mod:`.table` (default: ``table.ROWS``): the
+    official wheels and pins that install and import cleanly from PyPI (measured), oldest first."""
+    rows = table.ROWS if rows is None else rows
     return {r.version: RuntimeSpec(r.version, r.python_minor, r.wheel, r.pins, r.pip) for r in rows}
 
 

@@ -97,8 +97,9 @@ def _find_grouped_convolutions(graph_def, context):
     return found
 
 
-def rules(rows=table.ROWS):
-    """The rules, each leaving out the runtimes whose row of :mod:`.table` says it refuses."""
+def rules(rows=None):
+    """The rules, each leaving out the runtimes whose row of :mod:`.table` (default:
+    ``table.ROWS``) says it refuses."""
     return (
         Rule(
             "xla-must-compile",

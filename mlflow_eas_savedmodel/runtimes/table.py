@@ -10,7 +10,7 @@ Adding a runtime is adding a row to :data:`ROWS` (and its op registry,
 ``registries/tf-<version>.json.gz``, written by ``scripts/dump_op_registry.py``): the processor
 codes, the environments, the rules' runtime lists and the "TF 1.12-2.7"-style messages are all
 derived from the rows by the pure functions below, which take the rows as an argument (default:
-:data:`ROWS`) so that a table with one more row can be derived without building anything.
+:data:`ROWS` as it is when they are called) so that a table with one more row can be derived without building anything.
 
 This module imports nothing of this package (``errors`` uses it).
 """
@@ -66,26 +66,30 @@ ROWS = (
 )
 
 
-def runtime_versions(rows=ROWS):
+def runtime_versions(rows=None):
     """``("1.12", "1.14", ...)``: the runtime versions, oldest first."""
+    rows = ROWS if rows is None else rows
     return tuple(r.version for r in rows)
 
 
-def processors(rows=ROWS):
+def processors(rows=None):
     """``{processor code: version}``: every CPU code, oldest first, then every GPU code."""
+    rows = ROWS if rows is None else rows
     return {
         **{r.cpu_processor: r.version for r in rows},
         **{r.gpu_processor: r.version for r in rows if r.gpu},
     }
 
 
-def versions_where(predicate, rows=ROWS):
+def versions_where(predicate, rows=None):
     """The versions (oldest first) of the rows for which ``predicate(row)`` is true."""
+    rows = ROWS if rows is None else rows
     return tuple(r.version for r in rows if predicate(r))
 
 
-def version_span(versions=None, rows=ROWS):
+def version_span(versions=None, rows=None):
     """``"1.12-2.7"``: the first and last of ``versions`` (default: every runtime); one: ``"2.3"``."""
+    rows = ROWS if rows is None else rows
     versions = runtime_versions(rows) if versions is None else tuple(versions)
     if not versions:
         return ""
@@ -96,18 +100,21 @@ _WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", 
           "eleven", "twelve")
 
 
-def count_word(rows=ROWS):
+def count_word(rows=None):
     """``"six"``: how many runtimes there are, as a word (digits past twelve)."""
+    rows = ROWS if rows is None else rows
     return _WORDS[len(rows)] if len(rows) < len(_WORDS) else str(len(rows))
 
 
-def python_minors(rows=ROWS):
+def python_minors(rows=None):
     """``("3.6", "3.7", ...)``: the CPythons the wheels need, each once, in row order."""
+    rows = ROWS if rows is None else rows
     return tuple(dict.fromkeys(r.python_minor for r in rows))
 
 
-def python_minors_text(rows=ROWS):
+def python_minors_text(rows=None):
     """``"3.6 for TF 1.12, 3.7 for 1.14/1.15, ..."``: which CPython each runtime needs."""
+    rows = ROWS if rows is None else rows
     parts = []
     for minor in python_minors(rows):
         versions = "/".join(r.version for r in rows if r.python_minor == minor)
@@ -121,13 +128,15 @@ def or_list(items):
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
 
 
-def xla_rule_versions(rows=ROWS):
+def xla_rule_versions(rows=None):
     """The runtimes rule ``xla-must-compile`` leaves out: those that do not compile the calls."""
+    rows = ROWS if rows is None else rows
     return versions_where(lambda r: not r.xla_compiles_calls, rows)
 
 
-def xla_rule_why(rows=ROWS):
+def xla_rule_why(rows=None):
     """Rule ``xla-must-compile``'s reason, naming the runtimes it leaves out."""
+    rows = ROWS if rows is None else rows
     left_out = xla_rule_versions(rows)
     compiling = versions_where(lambda r: r.xla_compiles_calls, rows)
     all_versions = runtime_versions(rows)
@@ -141,18 +150,21 @@ def xla_rule_why(rows=ROWS):
     )
 
 
-def channels_first_rule_versions(rows=ROWS):
+def channels_first_rule_versions(rows=None):
     """The runtimes rule ``channels-first-on-cpu`` leaves out."""
+    rows = ROWS if rows is None else rows
     return versions_where(lambda r: not r.channels_first_on_cpu, rows)
 
 
-def grouped_convolution_rule_versions(rows=ROWS):
+def grouped_convolution_rule_versions(rows=None):
     """The runtimes rule ``grouped-convolution-on-cpu`` leaves out (at load or at run)."""
+    rows = ROWS if rows is None else rows
     return versions_where(lambda r: r.grouped_convolutions_refused is not None, rows)
 
 
-def grouped_convolution_rule_why(rows=ROWS):
+def grouped_convolution_rule_why(rows=None):
     """Rule ``grouped-convolution-on-cpu``'s reason: ``"... (1.12 at load, 1.14-2.4 at run)"``."""
+    rows = ROWS if rows is None else rows
     where = []
     for when in (AT_LOAD, AT_RUN):
         versions = versions_where(lambda r, w=when: r.grouped_convolutions_refused == w, rows)
