@@ -18,11 +18,12 @@ from mlflow_eas_savedmodel.cli_errors import user_errors
 from mlflow_eas_savedmodel.runtimes import table
 
 # The command's help (click shows it) names the runtimes and CPythons of the table.
-_HELP = f"""Build the TensorFlow runtimes of check-runtime now (default: all {table.count_word()}, {table.version_span()}).
+_HELP = f"""Build the TensorFlow runtimes of check-runtime now
+    (default: all {table.count_word()}, {table.version_span()}).
 
     VERSIONS are TF versions (1.15, 2.3) or EAS processor codes (tensorflow_cpu_1.15). Each needs
-    its CPython ({table.or_list(table.python_minors())}) on PATH or under pyenv. Exits 1 if one could not be built,
-    after trying the others.
+    its CPython ({table.or_list(table.python_minors())}) on PATH or under pyenv. Exits 1 if one
+    could not be built, after trying the others.
 
     Example: mlflow-eas-savedmodel prepare-runtimes 1.15 2.7
     """
