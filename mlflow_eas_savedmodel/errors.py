@@ -15,6 +15,8 @@ def invalid_parameter_value(message):
 
 
 # What each stage of the converter does, and what the user can do when it fails there.
+# ``{runtimes}`` becomes "1.12-2.7" (runtimes.table.version_span) when a message is made: the
+# table is imported then, since runtimes.processors imports this module.
 STAGES = {
     "trace": (
         "reading the model and tracing its functions",
@@ -28,7 +30,7 @@ STAGES = {
         "serve a function that reads only variables and tables created outside it.",
     ),
     "rewrite": (
-        "rewriting the frozen graph for TF 1.12-2.7 and checking it against their op registries",
+        "rewriting the frozen graph for TF {runtimes} and checking it against their op registries",
         "This is a conversion bug: report it with the model.",
     ),
     "write": (
@@ -74,7 +76,10 @@ def error_text(error, limit=600):
 
 def stage_failed(stage, signatures, error):
     """The ``MlflowException`` for ``error`` (any exception) raised in a converter ``stage``."""
+    from mlflow_eas_savedmodel.runtimes.table import version_span
+
     what, fix = STAGES[stage]
+    what = what.replace("{runtimes}", version_span())
     detail = error_text(error) or "(no message)"
     return invalid_parameter_value(
         f"The conversion failed at its {stage} stage ({what}) for {describe_signatures(signatures)}: "

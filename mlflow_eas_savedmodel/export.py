@@ -44,6 +44,7 @@ from mlflow_eas_savedmodel.graph.layout import (
 )
 from mlflow_eas_savedmodel.graph.serving_graph import SERVING_TAG, node_name
 from mlflow_eas_savedmodel.graph.variables import weights_to_variables
+from mlflow_eas_savedmodel.runtimes.table import version_span
 
 MAIN_OP_NAME = "mlflow_eas_init_op"
 
@@ -168,7 +169,7 @@ def _check_processors(eas_processor, compatible, problems):
         # Each problem already starts with its runtime ("TF 1.12: node ...").
         lines = "\n  ".join(runtimes.summarize(ps, limit=3) for ps in problems.values())
         raise invalid_parameter_value(
-            "No EAS TensorFlow processor (TF 1.12-2.7) can run this model:\n  "
+            f"No EAS TensorFlow processor (TF {version_span()}) can run this model:\n  "
             f"{lines}\nReplace these ops with ones older TensorFlow versions have."
         )
 

@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """Regenerate mlflow_eas_savedmodel/runtimes/registries/tf-<ver>.json.gz for the EAS runtimes.
 
-For each runtime (default: all six, 1.12 1.14 1.15 2.3 2.4 2.7) this builds (or reuses) the
-cached virtual environment with the official wheel on the matching old CPython
+For each runtime (default: every one of ``RUNTIME_VERSIONS``, the rows of runtimes/table.py)
+this builds (or reuses) the cached virtual environment with the official wheel on the matching old CPython
 (:func:`mlflow_eas_savedmodel.runtimes.environments.ensure_runtime`) and runs
 ``scripts/dump_op_registry.py`` in it.  From a clean machine this needs only the pyenv (or
 uv) interpreters 3.6, 3.7, 3.8 and 3.9 and PyPI access.
 
 Usage (from the repository root, with the project's environment)::
 
-    .venv/bin/python scripts/regenerate_registries.py            # all six
+    .venv/bin/python scripts/regenerate_registries.py            # every runtime
     .venv/bin/python scripts/regenerate_registries.py 1.15 2.3   # some
     .venv/bin/python scripts/regenerate_registries.py --check    # compare, write nothing
 """

@@ -11,6 +11,33 @@ from stores import sqlite_store
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# The runtimes CI runs by default (each old runtime run costs minutes): the most used TF1 one and
+# the first TF2 one. ``MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES=1`` runs every one of the table
+# (mlflow_eas_savedmodel/runtimes/table.py) where a test file honours it.
+CI_RUNTIMES = ("1.15", "2.3")
+
+
+def all_runtimes():
+    """Whether ``MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES=1`` asks for every runtime."""
+    return os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
+
+
+def runtime_versions(ci_default=CI_RUNTIMES, ci_first=False):
+    """The TF versions a ``runtime`` test runs: ``ci_default``, or every runtime (oldest first;
+    ``ci_first``: ``ci_default`` first, then the others) with ``MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES=1``.
+
+    Module level, for ``pytest.mark.parametrize``: ``from conftest import runtime_versions``.
+    """
+    from mlflow_eas_savedmodel.runtimes import RUNTIME_VERSIONS
+
+    unknown = set(ci_default) - set(RUNTIME_VERSIONS)
+    assert not unknown, f"not runtimes of the table: {sorted(unknown)}"
+    if not all_runtimes():
+        return list(ci_default)
+    if ci_first:
+        return list(ci_default) + [v for v in RUNTIME_VERSIONS if v not in ci_default]
+    return list(RUNTIME_VERSIONS)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def no_mlruns_outside_tmp():

@@ -16,6 +16,7 @@ import collections
 import os
 
 import numpy as np
+from conftest import all_runtimes
 
 Row = collections.namedtuple("Row", "name kind build")
 RNG = np.random.default_rng(21)
@@ -224,7 +225,7 @@ ROWS = [
     # (TF 1.12's exports of the same four with MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES=1: CI time)
     *[
         Row(f"Estimator {name} (TF {version} export)", "converted", _old(version, name))
-        for version in (("1.15", "1.12") if os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1" else ("1.15",))
+        for version in (("1.15", "1.12") if all_runtimes() else ("1.15",))
         for name in ("wide_deep", "linear_raw", "dnn_shared_embeddings", "regressor_raw")
     ],
     # rewrites (graph/rewrite/)

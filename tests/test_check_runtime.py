@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import runtime_versions
 from mlflow.exceptions import MlflowException
 
 import mlflow_eas_savedmodel as mes
@@ -22,8 +23,7 @@ from mlflow_eas_savedmodel.cli import cli
 from mlflow_eas_savedmodel.eas.runtime_check import compare
 from mlflow_eas_savedmodel.runtimes.environments import get_runtime_spec
 
-ALL = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
-VERSIONS = ["1.12", "1.14", "1.15", "2.3", "2.4", "2.7"] if ALL else ["1.15", "2.3"]
+VERSIONS = runtime_versions()
 X = np.random.default_rng(4).random((3, 4), dtype=np.float32)
 
 

@@ -18,6 +18,7 @@ import urllib.request
 import multi_signature
 import numpy as np
 import pytest
+from conftest import runtime_versions
 from servers import ServerProcess, free_port, log_tail, mlflow_command, server_env
 from stores import sqlite_store
 
@@ -26,8 +27,7 @@ from mlflow_eas_savedmodel.deployments import options as deploy_options
 from mlflow_eas_savedmodel.eas import protocol
 from mlflow_eas_savedmodel.eas.official_client import run_client_ops
 
-ALL = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
-VERSIONS = ["1.12", "1.14", "1.15", "2.3", "2.4", "2.7"] if ALL else ["1.15", "2.3"]
+VERSIONS = runtime_versions()
 X = multi_signature.EAS_EXAMPLE
 WORDS = np.array([b"a", b"zz", b"bb", "\u00e9".encode()], dtype=object)
 

@@ -22,15 +22,15 @@ import time
 import numpy as np
 import pytest
 import yaml
+from conftest import runtime_versions
 
 import mlflow_eas_savedmodel as mes
 from differential_rows import ROWS
-from mlflow_eas_savedmodel.runtimes import RUNTIME_VERSIONS, processor_version
+from mlflow_eas_savedmodel.runtimes import processor_version
 from mlflow_eas_savedmodel.runtimes.runtime_process import run_many_in_runtime
 from mlflow_eas_savedmodel.runtimes.semantic import RULES
 
-ALL = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
-VERSIONS = list(RUNTIME_VERSIONS) if ALL else ["1.12", "1.15", "2.3"]
+VERSIONS = runtime_versions(ci_default=("1.12", "1.15", "2.3"))
 
 
 class Converted:

@@ -21,6 +21,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import runtime_versions
 from mlflow.exceptions import MlflowException
 
 import mlflow_eas_savedmodel as mes
@@ -28,9 +29,7 @@ from mlflow_eas_savedmodel import tensor_bundle
 from mlflow_eas_savedmodel.graph import weights as weight_values
 
 LARGE = os.environ.get("MLFLOW_EAS_SAVEDMODEL_LARGE") == "1"
-RUNTIME_VERSIONS = ["1.15", "2.3"] + (
-    ["1.12", "1.14", "2.4", "2.7"] if os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1" else []
-)
+RUNTIME_VERSIONS = runtime_versions(ci_first=True)
 # (tables, rows, dim): 97.7 MiB in one table (two write parts), or 2 x 1.14 GiB.
 SIZES = {"100mib": (1, 100_000, 256)}
 if LARGE:

@@ -19,15 +19,15 @@ from typing import Callable, Tuple
 
 import numpy as np
 import pytest
+from conftest import runtime_versions
 from mlflow.models import Model
 
 import mlflow_eas_savedmodel as mes
-from mlflow_eas_savedmodel.runtimes import PROCESSORS, check_graph
+from mlflow_eas_savedmodel.runtimes import PROCESSORS, RUNTIME_VERSIONS, check_graph
 
 ALL_PROCESSORS = list(PROCESSORS)
 NOT_1_12 = [p for p, v in PROCESSORS.items() if v != "1.12"]
 FROM_2_3 = [p for p, v in PROCESSORS.items() if v not in ("1.12", "1.14", "1.15")]
-ALL_RUNTIMES = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
 # float32 within 1e-5 relative (plus a tiny absolute slack for outputs near zero).
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -384,7 +384,7 @@ def test_while_loops_are_left_out_of_1_12_by_input_arity_alone(exported, name):
     )
     assert "Enter" in {n.op for n in graph_def.node}  # control flow lowered, no While op
     assert "While" not in {n.op for n in graph_def.node}
-    for version in ("1.14", "1.15", "2.3", "2.4", "2.7"):
+    for version in [v for v in RUNTIME_VERSIONS if v != "1.12"]:
         assert check_graph(graph_def, version) == []
     assert any("takes inputs" in r for r in e.conf["eas_incompatibilities"]["1.12"])
 
@@ -409,7 +409,7 @@ RUNTIME_RTOL, RUNTIME_ATOL = 1e-5, 1e-5
 def _runtime_params():
     params = []
     for name in RUNTIME_CASES:
-        versions = ["1.15", "2.3"] + (["1.12", "1.14", "2.4", "2.7"] if ALL_RUNTIMES else [])
+        versions = runtime_versions(ci_first=True)
         xfail = BY_NAME[name].xfail
         marks = [pytest.mark.xfail(reason=xfail, strict=False)] if xfail else []
         params.extend(pytest.param(name, v, id=f"{name}-tf{v}", marks=marks) for v in versions)

@@ -1,7 +1,7 @@
 """SavedModels run in the real old TensorFlow runtimes of EAS's processors (no mocks).
 
 By default the ``runtime`` tests use TF 1.15 and 2.3; set ``MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES=1``
-for all six (1.12, 1.14, 1.15, 2.3, 2.4, 2.7).  Environments are built once and cached under
+for every runtime of ``runtimes/table.py`` (``conftest.runtime_versions``).  Environments are built once and cached under
 ``~/.cache/mlflow-eas-savedmodel/runtimes`` (see ``environments.py``).
 """
 
@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import runtime_versions
 from mlflow.exceptions import MlflowException
 
 from mlflow_eas_savedmodel.runtimes import environments, venvs
@@ -17,8 +18,7 @@ from mlflow_eas_savedmodel.runtimes.environments import RuntimeSpec, ensure_runt
 from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
 from mlflow_eas_savedmodel.runtimes.venvs import cache_root, find_interpreter
 
-ALL = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
-VERSIONS = ["1.12", "1.14", "1.15", "2.3", "2.4", "2.7"] if ALL else ["1.15", "2.3"]
+VERSIONS = runtime_versions()
 
 W = (np.arange(6, dtype=np.float32).reshape(3, 2) / 7.0).astype(np.float32)
 B = np.array([0.5, -1.0], np.float32)

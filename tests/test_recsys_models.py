@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import all_runtimes
 from mlflow.models import Model
 
 import mlflow_eas_savedmodel as mes
@@ -27,7 +28,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from recsys_models import CASES as TFRS_CASES  # noqa: E402
 
-ALL = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
 RUNTIMES = ["tensorflow_cpu_1.12", "tensorflow_cpu_2.3"]
 INSTALL = "uv pip install --python .venv/bin/python --no-deps {}  (or `python3.11 dev.py setup`)"
 
@@ -78,7 +78,7 @@ def test_tfrs_model_converts_and_answers_like_the_original(tfrs_cases, case):
 
 def _runtime_cases(names):
     """``(name, processor)``: by default one runtime each (1.12, 2.3); every CPU one with ALL."""
-    if ALL:
+    if all_runtimes():
         return [(n, p) for n in names for p in runtimes.PROCESSORS if "cpu" in p]
     return list(zip(names, RUNTIMES))
 

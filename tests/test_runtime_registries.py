@@ -8,20 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import runtime_versions
+
+from mlflow_eas_savedmodel.runtimes import RUNTIME_VERSIONS as VERSIONS
+from mlflow_eas_savedmodel.runtimes.table import ROWS
 
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY_DIR = REPO / "mlflow_eas_savedmodel" / "runtimes" / "registries"
 REFERENCE_DIR = REPO.parent / "shared" / "reference" / "eas-runtimes"
-VERSIONS = ("1.12", "1.14", "1.15", "2.3", "2.4", "2.7")
 REFERENCED = ("1.12", "1.14", "1.15", "2.3")
-WHEELS = {
-    "1.12": ("tensorflow==1.12.0", "3.6"),
-    "1.14": ("tensorflow==1.14.0", "3.7"),
-    "1.15": ("tensorflow-cpu==1.15.0", "3.7"),
-    "2.3": ("tensorflow-cpu==2.3.0", "3.8"),
-    "2.4": ("tensorflow-cpu==2.4.0", "3.8"),
-    "2.7": ("tensorflow-cpu==2.7.0", "3.9"),
-}
+# Each registry was dumped from the wheel and CPython of its row of the runtime table.
+WHEELS = {r.version: (r.wheel, r.python_minor) for r in ROWS}
 
 _cache = {}
 
@@ -152,7 +149,7 @@ def test_dump_script_runs_under_current_tensorflow(tmp_path):
 @pytest.mark.runtime
 def test_registries_regenerate_identically():
     """scripts/regenerate_registries.py reproduces the committed files byte for byte."""
-    versions = list(VERSIONS) if os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1" else ["1.15", "2.3"]
+    versions = runtime_versions()
     res = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "regenerate_registries.py"), "--check", *versions],
         stdout=subprocess.PIPE,

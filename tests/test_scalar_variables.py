@@ -9,11 +9,12 @@ import os
 
 import numpy as np
 import pytest
+from conftest import CI_RUNTIMES
 
 import mlflow_eas_savedmodel as mes
 
 X = np.array([[1.0, -2.0], [0.5, 4.0]], np.float32)
-RUNTIME_VERSIONS = ["1.15", "2.3"]
+RUNTIME_VERSIONS = list(CI_RUNTIMES)
 
 
 def _session_graph(tf, use_resource):

@@ -6,10 +6,10 @@ more. Each rule has a case where it fires; the ``runtime`` tests run those graph
 plain SavedModels (no rewrite), in the official old wheels, to show the rule's claim is true.
 """
 
-import os
 
 import numpy as np
 import pytest
+from conftest import runtime_versions
 
 from frozen_graphs import frozen as _frozen, run as _run
 
@@ -18,7 +18,6 @@ from mlflow_eas_savedmodel.graph.rewrite.splice import strip_default_attrs
 from mlflow_eas_savedmodel.runtimes import RUNTIME_VERSIONS, check_all, check_graph
 from mlflow_eas_savedmodel.runtimes.semantic import RULES, check_rules, rule_notes
 
-ALL_RUNTIMES = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
 RNG = np.random.default_rng(0)
 
 
@@ -172,7 +171,7 @@ def test_xla_rule_leaves_out_runtimes_before_2_3(tf):
 
 @pytest.mark.runtime
 @pytest.mark.parametrize("rule", ["grouped-convolution-on-cpu", "channels-first-on-cpu"])
-@pytest.mark.parametrize("version", list(RUNTIME_VERSIONS) if ALL_RUNTIMES else ["1.15", "2.3"])
+@pytest.mark.parametrize("version", runtime_versions())
 def test_rule_holds_in_the_real_runtime(tf, tmp_path, rule, version):
     """The plain graph, written by TF's own Builder: where the rule leaves the runtime out, the
     runtime refuses it (at load or at run); where it does not, the runtime answers like 2.21."""

@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import CI_RUNTIMES
 from mlflow.exceptions import MlflowException
 from round_trips import Case, Export, Predict, PyfuncPredict, TensorRun, params, run
 
@@ -317,7 +318,7 @@ def test_tf2_checkpoint_of_another_model(tmp_path, tf):
 
 
 @pytest.mark.runtime
-@pytest.mark.parametrize("tf_version", ["1.15", "2.3"])
+@pytest.mark.parametrize("tf_version", CI_RUNTIMES)
 def test_checkpoint_artifact_runs_in_the_real_eas_runtime(tmp_path, saver_checkpoint, tf_version):
     from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime
 

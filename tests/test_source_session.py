@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import CI_RUNTIMES
 from mlflow.exceptions import MlflowException
 from round_trips import Case, Export, Predict, PyfuncPredict, TensorRun, params, run
 
@@ -373,7 +374,7 @@ def test_op_missing_in_the_requested_processor_is_named(tmp_path, tf):
 
 
 @pytest.mark.runtime
-@pytest.mark.parametrize("tf_version", ["1.15", "2.3"])
+@pytest.mark.parametrize("tf_version", CI_RUNTIMES)
 def test_session_with_table_runs_in_the_real_eas_runtime(tmp_path_factory, resource_model, x4, tf_version):
     """The C++ loader EAS uses (and the TF1 Python loader) of the real old wheel answer alike."""
     from mlflow_eas_savedmodel.runtimes.runtime_process import run_in_runtime

@@ -17,6 +17,7 @@ from mlflow_eas_savedmodel.cli_errors import user_errors
 
 from mlflow_eas_savedmodel.cli_options import model_uri_argument, store_options
 from mlflow_eas_savedmodel.eas.runtime_check import DEFAULT_PROCESSOR, DEFAULT_TIMEOUT_S
+from mlflow_eas_savedmodel.runtimes.table import count_word, version_span
 
 
 
@@ -122,7 +123,7 @@ def serve_eas_command(model_uri, name, host, port, device, token):
                    f"(default: {DEFAULT_PROCESSOR}, as in the Python API).")
 @click.option("--claimed", is_flag=True,
               help="Check every processor the model's metadata claims instead.")
-@click.option("--all", "all_runtimes", is_flag=True, help="Check all six runtimes (TF 1.12-2.7).")
+@click.option("--all", "all_runtimes", is_flag=True, help=f"Check all {count_word()} runtimes (TF {version_span()}).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--timeout", type=float, default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Seconds per runtime, building its environment on first use included.")

@@ -36,7 +36,7 @@ from mlflow_eas_savedmodel.runtimes.runtime_process import RuntimeRun
 __all__ = ["check_runtime", "compare", "RuntimeCheckReport", "VERDICTS"]
 
 # The one default of the API and the CLI: the most used EAS TensorFlow processor. Checking
-# every claimed processor builds up to six environments (minutes each on a new machine); ask
+# every claimed processor builds up to one environment per runtime (minutes each on a new machine); ask
 # for it with processor=None (--claimed) or all_runtimes=True (--all).
 DEFAULT_PROCESSOR = "tensorflow_cpu_1.15"
 PASSED = "passed"
@@ -209,7 +209,8 @@ def check_runtime(
         model_uri: a model saved by this flavor.
         processor: the EAS processor whose runtime to use, e.g. ``"tensorflow_cpu_1.15"``;
             ``None`` checks every runtime the model's metadata claims.
-        all_runtimes: check all six runtimes (1.12, 1.14, 1.15, 2.3, 2.4, 2.7) instead.
+        all_runtimes: check every runtime of
+            :data:`~mlflow_eas_savedmodel.runtimes.RUNTIME_VERSIONS` instead.
         inputs: ``{key: array}`` (or one array) to feed instead of the saved input example, or
             ``{signature name: {key: array}}`` to give each SignatureDef its own; SignatureDefs
             they do not cover get synthesised inputs (batch 2).

@@ -3,6 +3,8 @@ running an artifact in their official wheels.
 
 One module per concern:
 
+* :mod:`.table`: the one table of runtimes (a row per TF version: processors, wheel, measured
+  facts) that the processor codes, environments, semantic rules and messages are derived from.
 * :mod:`.processors`: the EAS processor codes and the runtime version each runs
   (``RUNTIME_VERSIONS``, ``PROCESSORS``, ``processor_version``).
 * :mod:`.static_check`: a graph against each runtime's op registry (``registries/tf-X.json.gz``,

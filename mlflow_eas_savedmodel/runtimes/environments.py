@@ -1,10 +1,10 @@
 """The environments of EAS's TensorFlow runtimes: each official wheel on its own old CPython.
 
-EAS's built-in TensorFlow processors (``tensorflow_cpu_1.12`` ... ``tensorflow_cpu_2.7`` and
-the GPU editions 1.12/1.14/1.15/2.4/2.7, see :mod:`.processors`) run old TensorFlow
-releases.  To check that a SavedModel really loads and answers there, we install the matching
-official PyPI wheel into a virtual environment built on an old CPython (:data:`RUNTIMES`: the
-wheel, its pins and the CPython each needs, measured) and run the model in it (see
+EAS's built-in TensorFlow processors (``tensorflow_cpu_<version>`` and their GPU editions, see
+:mod:`.processors`) run old TensorFlow releases.  To check that a SavedModel really loads and
+answers there, we install the matching official PyPI wheel into a virtual environment built on
+an old CPython (:data:`RUNTIMES`: the wheel, its pins and the CPython each needs, measured,
+derived from the rows of :mod:`.table`) and run the model in it (see
 :mod:`mlflow_eas_savedmodel.runtimes.runtime_process`).
 
 :func:`ensure_runtime` builds an environment on demand with the cached-venv builder of
@@ -30,19 +30,15 @@ import time
 from dataclasses import dataclass
 
 from mlflow_eas_savedmodel.errors import invalid_parameter_value
+from mlflow_eas_savedmodel.runtimes import table
 from mlflow_eas_savedmodel.runtimes.processors import PROCESSORS
 from mlflow_eas_savedmodel.runtimes.venvs import VenvSpec, cache_root, ensure_venv
 
 __all__ = [
     "RuntimeSpec",
     "RuntimeEnv",
-    "TF_1_12",
-    "TF_1_14",
-    "TF_1_15",
-    "TF_2_3",
-    "TF_2_4",
-    "TF_2_7",
     "RUNTIMES",
+    "runtime_specs",
     "runtime_dir",
     "get_runtime_spec",
     "ensure_runtime",
@@ -64,17 +60,14 @@ class RuntimeSpec:
         return [self.wheel, *self.pins]
 
 
-# The official wheels and pins that install and import cleanly from PyPI (measured).
-TF_1_12 = RuntimeSpec("1.12", "3.6", "tensorflow==1.12.0", ("protobuf==3.19.6",), pip="pip==21.3.1")
-TF_1_14 = RuntimeSpec("1.14", "3.7", "tensorflow==1.14.0", ("numpy==1.16.6", "protobuf==3.20.3"))
-TF_1_15 = RuntimeSpec("1.15", "3.7", "tensorflow-cpu==1.15.0", ("numpy==1.16.6", "protobuf==3.20.3"))
-TF_2_3 = RuntimeSpec("2.3", "3.8", "tensorflow-cpu==2.3.0", ("numpy==1.18.5", "protobuf==3.20.3"))
-TF_2_4 = RuntimeSpec("2.4", "3.8", "tensorflow-cpu==2.4.0", ("numpy==1.19.5", "protobuf==3.20.3"))
-TF_2_7 = RuntimeSpec("2.7", "3.9", "tensorflow-cpu==2.7.0", ("numpy==1.21.6", "protobuf==3.20.3"))
+def runtime_specs(rows=None) -> dict[str, RuntimeSpec]:
+    """``{version: RuntimeSpec}`` of the rows of :mod:`.table` (default: ``table.ROWS``): the
+    official wheels and pins that install and import cleanly from PyPI (measured), oldest first."""
+    rows = table.ROWS if rows is None else rows
+    return {r.version: RuntimeSpec(r.version, r.python_minor, r.wheel, r.pins, r.pip) for r in rows}
 
-RUNTIMES: dict[str, RuntimeSpec] = {
-    spec.tf_version: spec for spec in (TF_1_12, TF_1_14, TF_1_15, TF_2_3, TF_2_4, TF_2_7)
-}
+
+RUNTIMES: dict[str, RuntimeSpec] = runtime_specs()
 
 _logger = logging.getLogger(__name__)
 _MARKER = ".mlflow-eas-runtime.json"
@@ -137,8 +130,8 @@ def _venv_spec(spec: RuntimeSpec) -> VenvSpec:
 def ensure_runtime(tf_version: str, timeout: float | None = None) -> RuntimeEnv:
     """Build (once, then cached) the venv of an EAS TensorFlow runtime and describe it.
 
-    ``tf_version`` is ``"1.12"``, ``"1.14"``, ``"1.15"``, ``"2.3"``, ``"2.4"`` or ``"2.7"``
-    (an EAS processor name such as ``"tensorflow_cpu_1.15"`` works too). ``timeout`` bounds a
+    ``tf_version`` is one of :data:`~.processors.RUNTIME_VERSIONS`, e.g. ``"1.15"`` (an EAS
+    processor name such as ``"tensorflow_cpu_1.15"`` works too). ``timeout`` bounds a
     build (seconds, waiting for another process's build included; ``None``: no bound): past it
     the build is stopped and an ``MlflowException`` says how to give it more time.
     """

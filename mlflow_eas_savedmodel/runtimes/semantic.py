@@ -35,13 +35,11 @@ results are what ``tests/test_semantic_rules.py`` runs again with ``runtime`` ma
 
 import dataclasses
 
+from mlflow_eas_savedmodel.runtimes import table
 from mlflow_eas_savedmodel.runtimes.processors import RUNTIME_VERSIONS
 from mlflow_eas_savedmodel.graph.op_facts import CHANNELS_FIRST_ON_CPU as _CHANNELS_FIRST
 from mlflow_eas_savedmodel.graph.op_facts import CONV_RANKS
 from mlflow_eas_savedmodel.runtimes.incompatibility import Incompatibility
-
-_ALL = RUNTIME_VERSIONS
-_BEFORE_XLA = ("1.12", "1.14", "1.15")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,27 +92,32 @@ def _find_grouped_convolutions(graph_def, context):
     return found
 
 
-RULES = (
-    Rule(
-        "xla-must-compile",
-        "an XLA must-compile function (tf.function(jit_compile=True)) could not be inlined; "
-        "runtimes before 2.3 do not compile it and run its body with CPU kernels written for XLA",
-        _BEFORE_XLA,
-        _find_must_compile,
-    ),
-    Rule(
-        "channels-first-on-cpu",
-        "its CPU kernel only supports channels-last (NHWC/NDHWC) data",
-        _ALL,
-        _find_channels_first,
-    ),
-    Rule(
-        "grouped-convolution-on-cpu",
-        "CPU convolution kernels refuse grouped convolutions (1.12 at load, 1.14-2.4 at run)",
-        ("1.12", "1.14", "1.15", "2.3", "2.4"),
-        _find_grouped_convolutions,
-    ),
-)
+def rules(rows=None):
+    """The rules, each leaving out the runtimes whose row of :mod:`.table` (default:
+    ``table.ROWS``) says it refuses."""
+    return (
+        Rule(
+            "xla-must-compile",
+            table.xla_rule_why(rows),
+            table.xla_rule_versions(rows),
+            _find_must_compile,
+        ),
+        Rule(
+            "channels-first-on-cpu",
+            "its CPU kernel only supports channels-last (NHWC/NDHWC) data",
+            table.channels_first_rule_versions(rows),
+            _find_channels_first,
+        ),
+        Rule(
+            "grouped-convolution-on-cpu",
+            table.grouped_convolution_rule_why(rows),
+            table.grouped_convolution_rule_versions(rows),
+            _find_grouped_convolutions,
+        ),
+    )
+
+
+RULES = rules()
 
 
 class _Context:
