@@ -5,9 +5,9 @@ tests only read them)."""
 import os
 
 import numpy as np
-import multi_signature
+from support import multi_signature
 import pytest
-from stores import sqlite_store
+from support.stores import sqlite_store
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

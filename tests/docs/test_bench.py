@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from bench import report
+from support.paths import REPO as REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")

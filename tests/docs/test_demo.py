@@ -16,11 +16,12 @@ import mlflow
 import numpy as np
 import pytest
 
-from servers import VENV_BIN
+from support.servers import VENV_BIN
+from support.paths import REPO
 
 pytestmark = pytest.mark.server
 
-DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "demo.py")
+DEMO = str(REPO / "examples" / "demo.py")
 
 
 @pytest.fixture(scope="module")

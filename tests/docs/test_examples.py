@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from support.paths import REPO
 
-EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+EXAMPLES_DIR = str(REPO / "examples")
 GUIDE_EXAMPLES = sorted(glob.glob(os.path.join(EXAMPLES_DIR, "guide_*.py")))
 EVALUATE_EXAMPLE = os.path.join(EXAMPLES_DIR, "evaluate_classifier.py")
 EVALUATE_REGRESSOR_EXAMPLE = os.path.join(EXAMPLES_DIR, "evaluate_regressor.py")

@@ -18,8 +18,9 @@ import sys
 import pytest
 
 from mlflow_eas_savedmodel._tensorflow import _ABSL_PREAMBLE, _CPP_LOG_LINE
+from support.paths import REPO
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+README = str(REPO / "README.md")
 SECTION = "## From experiment to EAS"
 MARKER = "@@@ README command {} @@@"
 

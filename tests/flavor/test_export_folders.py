@@ -14,7 +14,7 @@ import contextlib
 
 import numpy as np
 import pytest
-from round_trips import Case, Export, Predict, params, run
+from support.round_trips import Case, Export, Predict, params, run
 
 RNG_SEED = 0
 

@@ -194,7 +194,7 @@ def _estimator(parse_v2):
     def build():
         import tempfile
 
-        from estimator_models import build_estimator_saved_model, serialized_examples
+        from support.estimator_models import build_estimator_saved_model, serialized_examples
 
         from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 
@@ -207,7 +207,7 @@ def _estimator(parse_v2):
 
 
 def _estimator_outputs(path, examples):
-    from estimator_models import original_outputs
+    from support.estimator_models import original_outputs
 
     from mlflow_eas_savedmodel._tensorflow import import_tensorflow
 

@@ -23,9 +23,8 @@ from mlflow.models import Model
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import runtimes
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from recsys_models import CASES as TFRS_CASES  # noqa: E402
+from support.paths import SUPPORT
+from support.recsys_models import CASES as TFRS_CASES
 
 ALL = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
 RUNTIMES = ["tensorflow_cpu_1.12", "tensorflow_cpu_2.3"]
@@ -55,7 +54,7 @@ def tfrs_cases(tmp_path_factory, tf):
     workdir = tmp_path_factory.mktemp("tfrs")
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
     child = subprocess.run(
-        [sys.executable, os.path.join(HERE, "recsys_models.py"), str(workdir)],
+        [sys.executable, str(SUPPORT / "recsys_models.py"), str(workdir)],
         env=env, capture_output=True, text=True, timeout=900,
     )
     if (workdir / "skip.txt").exists():

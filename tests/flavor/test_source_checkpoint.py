@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
-from round_trips import Case, Export, Predict, PyfuncPredict, TensorRun, params, run
+from support.round_trips import Case, Export, Predict, PyfuncPredict, TensorRun, params, run
 
 import mlflow_eas_savedmodel as mes
 

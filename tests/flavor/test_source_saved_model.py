@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
-from round_trips import Case, Export, Predict, PyfuncPredict, TensorRun, params, run
+from support.round_trips import Case, Export, Predict, PyfuncPredict, TensorRun, params, run
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import runtimes
@@ -241,7 +241,7 @@ def test_options_a_saved_model_does_not_take(tmp_path, tf2_export):
 @pytest.fixture(scope="module")
 def estimator_exports(tmp_path_factory, tf):
     """``{(parse_v2, init): SavedModel folder}`` as Estimator's export_saved_model wrote them."""
-    from estimator_models import build_estimator_saved_model
+    from support.estimator_models import build_estimator_saved_model
 
     exports = {}
     for parse_v2, init in ((False, "legacy_init_op"), (True, "main_op")):
@@ -261,7 +261,7 @@ ESTIMATOR_INPUTS = {name: "examples" if name == "predict" else "inputs" for name
 
 @pytest.fixture(scope="module")
 def feature_column_export(tmp_path_factory, tf):
-    from estimator_models import build_feature_column_saved_model
+    from support.estimator_models import build_feature_column_saved_model
 
     return build_feature_column_saved_model(tf, str(tmp_path_factory.mktemp("feature_columns") / "export"))
 
@@ -275,7 +275,7 @@ FEATURE_COLUMN_PROCESSORS = list(runtimes.PROCESSORS)
 def test_feature_column_dnn_runs_where_claimed(tmp_path, tf, feature_column_export):
     """The claim is evidence: 1.12 (SelectV2 of unknown rank rewritten), 1.15 and 2.3 run all
     three SignatureDefs."""
-    from estimator_models import feature_column_examples
+    from support.estimator_models import feature_column_examples
 
     path = str(tmp_path / "m")
     mes.save_model(feature_column_export, path)
@@ -311,7 +311,7 @@ def _zero_input_signature_defs(tf, tmp_path):
 def _estimator_export(key):
     @contextlib.contextmanager
     def build(tf, tmp_path, estimator_exports):
-        from estimator_models import original_outputs, serialized_examples
+        from support.estimator_models import original_outputs, serialized_examples
 
         export = estimator_exports[key]
         # The GPU pins of the original are gone from the export (devices_cleared): EAS's CPU
@@ -329,7 +329,7 @@ def _estimator_export(key):
 
 @contextlib.contextmanager
 def _feature_column_dnn(tf, tmp_path, feature_column_export):
-    from estimator_models import feature_column_examples, original_outputs
+    from support.estimator_models import feature_column_examples, original_outputs
 
     examples = feature_column_examples(tf)
     yield Export(feature_column_export, predicts=[

@@ -7,7 +7,7 @@ The model is ``tests/multi_signature.py``'s ``EAS_MODEL`` without the string out
 import base64
 import os
 
-import multi_signature
+from support import multi_signature
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -158,7 +158,7 @@ def test_export_warmup_puts_tf_servings_file_inside_and_eas_bins_into_dest(sessi
 
 def test_tf_example_inputs_get_valid_serialized_examples(tmp_path, tf):
     """A classify SignatureDef of an Estimator-era export: the warm-up request must parse."""
-    from estimator_models import build_estimator_saved_model
+    from support.estimator_models import build_estimator_saved_model
 
     export = build_estimator_saved_model(tf, str(tmp_path / "export"), parse_v2=False)
     mes.save_model(export, str(tmp_path / "m"))

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from mlflow.exceptions import MlflowException
-from multi_signature import WEIGHTS
+from support.multi_signature import WEIGHTS
 
 import mlflow_eas_savedmodel as mes
 

@@ -16,7 +16,6 @@ Default CI cost is a few seconds (bounded examples); set
 
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +24,7 @@ from hypothesis import strategies as st
 from mlflow.exceptions import MlflowException
 
 from mlflow_eas_savedmodel.graph import ops_policy
+from support.paths import REPO
 
 EXAMPLES = int(os.environ.get("MLFLOW_EAS_SAVEDMODEL_POLICY_EXAMPLES", "0"))
 SETTINGS = dict(
@@ -32,7 +32,6 @@ SETTINGS = dict(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 SECRET = "root:x:0:0:watched-secret"
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import multi_signature
+from support import multi_signature
 import numpy as np
 import pytest
 

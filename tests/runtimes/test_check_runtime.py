@@ -269,7 +269,7 @@ def test_tolerance_is_relative_to_the_output_magnitude():
 @pytest.fixture(scope="module")
 def estimator_path(tmp_path_factory, tf):
     """An Estimator-style export (classify/regress/predict on tf.Examples), converted."""
-    from estimator_models import build_estimator_saved_model
+    from support.estimator_models import build_estimator_saved_model
 
     folder = tmp_path_factory.mktemp("check_runtime_estimator")
     export = build_estimator_saved_model(tf, str(folder / "export"), parse_v2=True)
@@ -293,7 +293,7 @@ def test_estimator_signatures_run_on_synthesised_examples(estimator_path, versio
 
 @pytest.mark.runtime
 def test_inputs_per_signature_and_from_a_file(tmp_path, estimator_path, tf):
-    from estimator_models import serialized_examples
+    from support.estimator_models import serialized_examples
 
     regress = serialized_examples(tf, np.ones((2, 3)), ["red", "blue"])
     predict = serialized_examples(tf, np.zeros((3, 3)), ["green", "pink", "red"])

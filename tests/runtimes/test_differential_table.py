@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 import mlflow_eas_savedmodel as mes
-from differential_rows import ROWS
+from support.differential_rows import ROWS
 from mlflow_eas_savedmodel.runtimes import RUNTIME_VERSIONS, processor_version
 from mlflow_eas_savedmodel.runtimes.runtime_process import run_many_in_runtime
 from mlflow_eas_savedmodel.runtimes.semantic import RULES

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from frozen_graphs import frozen as _frozen, run as _run
+from support.frozen_graphs import frozen as _frozen, run as _run
 
 from mlflow_eas_savedmodel.graph import rewrite
 from mlflow_eas_savedmodel.runtimes import RUNTIME_VERSIONS, check_all, check_graph

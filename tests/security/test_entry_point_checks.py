@@ -19,9 +19,9 @@ import mlflow
 import numpy as np
 import pytest
 import yaml
-from eas_standins import EasStandin, OssStandin
+from support.eas_standins import EasStandin, OssStandin
 from mlflow.exceptions import MlflowException
-from servers import free_port, mlflow_command, server_env
+from support.servers import free_port, mlflow_command, server_env
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import integrity

@@ -21,8 +21,8 @@ from mlflow.exceptions import MlflowException
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import integrity, runtimes
 from mlflow_eas_savedmodel.graph import ops_policy
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------------------- helpers

@@ -16,8 +16,8 @@ from mlflow.exceptions import MlflowException
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import runtimes
 from mlflow_eas_savedmodel.graph import ops_policy
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _builder_save(tf, export_dir, make, main_op=None):

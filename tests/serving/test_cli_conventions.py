@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel.cli import cli
-from servers import ServerProcess, free_port
+from support.servers import ServerProcess, free_port
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "mlflow-eas-savedmodel")
 MODEL_COMMANDS = ["inspect", "export", "eas-config", "serve-eas", "check-runtime", "warmup", "serve"]

@@ -15,11 +15,11 @@ import threading
 import urllib.error
 import urllib.request
 
-import multi_signature
+from support import multi_signature
 import numpy as np
 import pytest
-from servers import ServerProcess, free_port, log_tail, mlflow_command, server_env
-from stores import sqlite_store
+from support.servers import ServerProcess, free_port, log_tail, mlflow_command, server_env
+from support.stores import sqlite_store
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel.deployments import options as deploy_options

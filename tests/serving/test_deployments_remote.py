@@ -23,14 +23,15 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from eas_standins import EasStandin, OssStandin
+from support.eas_standins import EasStandin, OssStandin
 from mlflow.exceptions import MlflowException
-from servers import mlflow_command, server_env
-from stores import sqlite_store
+from support.servers import mlflow_command, server_env
+from support.stores import sqlite_store
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel.eas import protocol
 from mlflow_eas_savedmodel.eas.endpoint import serve_eas
+from support.paths import SUPPORT
 
 REGION = "cn-shanghai"
 AK_ID, AK_SECRET = "LTAI5tExampleKeyId", "example-secret"
@@ -289,7 +290,7 @@ def test_refused_preconditions_name_the_fix(registry, credentials, cloud, monkey
 
 
 def test_unreachable_openapi_names_the_endpoint(credentials, monkeypatch):
-    from servers import free_port
+    from support.servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_EAS_ENDPOINT", url)
@@ -433,7 +434,7 @@ def test_default_openapi_host_is_pai_eas_in_every_region(credentials):
 
 def test_gateway_wait_times_out_naming_status_and_message(registry, credentials, cloud, capsys):
     import mlflow
-    from servers import free_port
+    from support.servers import free_port
 
     eas, oss = cloud
     client = _client()
@@ -520,7 +521,7 @@ def test_create_service_body_matches_alipai(registry, credentials, cloud, alipai
 
     eas, oss = cloud
     client = _client()
-    driver = os.path.join(os.path.dirname(__file__), "alipai_driver.py")
+    driver = str(SUPPORT / "alipai_driver.py")
     report = []
     for name, options, deploy, spec_options in ALIPAI_CASES:
         client.create_deployment(name, "models:/demo/1", config=_config(eas, oss, **options))

@@ -19,7 +19,7 @@ import urllib.request
 import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
-from multi_signature import EAS_EXAMPLE
+from support.multi_signature import EAS_EXAMPLE
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel.eas import protocol

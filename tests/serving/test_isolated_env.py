@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import bundle
-from servers import ServerProcess, free_port, mlflow_command, server_env
+from support.servers import ServerProcess, free_port, mlflow_command, server_env
 
 
 def _requirements(model_dir):

@@ -33,8 +33,8 @@ import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import integrity
 from mlflow_eas_savedmodel import pyfunc as flavor_pyfunc
 from mlflow_eas_savedmodel.registry import promote
-from servers import ServerProcess, free_port, mlflow_command, server_env
-from stores import sqlite_store
+from support.servers import ServerProcess, free_port, mlflow_command, server_env
+from support.stores import sqlite_store
 
 X = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
 HOUSES = "models:/houses@champion"

@@ -261,8 +261,8 @@ def test_every_install_route_logs_a_model_that_mlflow_serves_with_uv(route, tmp_
     import subprocess
 
     import requests
-    from servers import ServerProcess, free_port, server_env
-    from stores import sqlite_store
+    from support.servers import ServerProcess, free_port, server_env
+    from support.stores import sqlite_store
 
     from mlflow_eas_savedmodel import bundle
 

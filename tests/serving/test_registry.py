@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel.registry import PromotionRefused, diff_signature_defs, promote
-from servers import VENV_BIN, ServerProcess, free_port, mlflow_command, server_env
+from support.servers import VENV_BIN, ServerProcess, free_port, mlflow_command, server_env
 
 pytestmark = pytest.mark.server
 

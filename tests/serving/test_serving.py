@@ -11,15 +11,15 @@ import os
 import re
 
 import mlflow
-import multi_signature
+from support import multi_signature
 import numpy as np
 import pytest
 import requests
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel.registry import promote
-from stores import sqlite_store
-from servers import ServerProcess, free_port, mlflow_command, server_env
+from support.stores import sqlite_store
+from support.servers import ServerProcess, free_port, mlflow_command, server_env
 
 pytestmark = pytest.mark.server
 

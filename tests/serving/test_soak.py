@@ -27,10 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
-from multi_signature import WEIGHTS
+from support.multi_signature import WEIGHTS
 
 import mlflow_eas_savedmodel as mes
-from tests.servers import ServerProcess, free_port, mlflow_command, server_env
+from support.servers import ServerProcess, free_port, mlflow_command, server_env
 
 SOAK_SECONDS = float(os.environ.get("MLFLOW_EAS_SOAK_SECONDS", "20"))
 CLIENTS = 4

@@ -18,7 +18,7 @@ import pytest
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel.registry import promote
-from stores import sqlite_store
+from support.stores import sqlite_store
 
 pyspark = pytest.importorskip(
     "pyspark", reason="pyspark is an optional extra: pip install 'mlflow-eas-savedmodel[spark]'"

@@ -102,7 +102,7 @@ def _variables_from_variables_graph(tf):
 
 def _estimator_folder(init):
     def build(tf, folder):
-        from estimator_models import build_estimator_saved_model, original_outputs, serialized_examples
+        from support.estimator_models import build_estimator_saved_model, original_outputs, serialized_examples
 
         path = build_estimator_saved_model(tf, os.path.join(folder, "export"), init=init)
         examples = serialized_examples(tf, _f32(4, 3), ["red", "blue", "violet", "green"])
@@ -115,7 +115,7 @@ def _estimator_folder(init):
 
 def _old(tf_version, name):
     def build(tf, folder):
-        from old_models import old_model
+        from support.old_models import old_model
 
         model = old_model(tf_version, name)
         return model.export_dir, {}, model.feeds, model.expected

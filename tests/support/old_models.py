@@ -18,11 +18,10 @@ import numpy as np
 from mlflow_eas_savedmodel.runtimes._npz_format import split_array_name, unpack_arrays
 from mlflow_eas_savedmodel.runtimes.environments import ensure_runtime
 from mlflow_eas_savedmodel.runtimes.venvs import cache_root
+from support.paths import REPO
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "old_runtime_models.py")
-FORMAT = os.path.join(
-    os.path.dirname(os.path.dirname(SCRIPT)), "mlflow_eas_savedmodel", "runtimes", "_npz_format.py"
-)
+FORMAT = str(REPO / "mlflow_eas_savedmodel" / "runtimes" / "_npz_format.py")
 
 OldModel = collections.namedtuple("OldModel", "export_dir feeds expected")
 

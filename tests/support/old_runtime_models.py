@@ -34,7 +34,9 @@ warnings.simplefilter("ignore")
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+# tests/support/ -> the repository root: this script runs in an old runtime's own interpreter,
+# which has neither this package nor tests/ on its path.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "mlflow_eas_savedmodel", "runtimes"))
 from _npz_format import array_name, pack_arrays  # noqa: E402
 

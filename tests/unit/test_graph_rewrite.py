@@ -8,7 +8,7 @@ rewritten graph gives the same outputs and passes the static check against TF 1.
 import numpy as np
 import pytest
 
-from frozen_graphs import frozen as _frozen, run as _run
+from support.frozen_graphs import frozen as _frozen, run as _run
 
 from mlflow_eas_savedmodel.graph import rewrite
 from mlflow_eas_savedmodel.runtimes import check_graph

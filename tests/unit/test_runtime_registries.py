@@ -5,11 +5,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 REGISTRY_DIR = REPO / "mlflow_eas_savedmodel" / "runtimes" / "registries"
 REFERENCE_DIR = REPO.parent / "shared" / "reference" / "eas-runtimes"
 VERSIONS = ("1.12", "1.14", "1.15", "2.3", "2.4", "2.7")
