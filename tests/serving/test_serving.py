@@ -7,7 +7,6 @@ CSV, see ``metadata.mlflow_signature``), so this flavor checks each request agai
 SignatureDef it names. Expected values come from the original model or from numpy.
 """
 
-import os
 import re
 
 import mlflow
@@ -23,7 +22,6 @@ from support.servers import ServerProcess, free_port, mlflow_command, server_env
 
 pytestmark = pytest.mark.server
 
-SESSION_SOURCE = os.path.join(os.path.dirname(mes.__file__), "sources", "session.py")
 # The multi-signature session model's weights: serving_default computes image @ W.
 W = multi_signature.WEIGHTS
 X = np.array([[1, 2, 3, 4], [0, 0, 0, 1], [0.5, -1, 2, 0]], dtype=np.float32)
@@ -65,9 +63,6 @@ def mnist_server(store, mlp):
 def multi_session(tf):
     """A TF1 session: ``image`` -> ``scores`` and (``a`` float32[?,2], ``b`` int64[?]) ->
     (``total`` = sum(a) + b, ``doubled`` = 2a)."""
-    if not os.path.exists(SESSION_SOURCE):
-        pytest.skip("sources/session.py (the TF1 session source) has not landed yet; it is "
-                    "what builds a multi-signature model")
     with multi_signature.session(tf, {"serving_default": "scores", "other": "pair_int64"}) as (session, signatures):
         yield session, signatures
 

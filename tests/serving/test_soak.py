@@ -315,7 +315,6 @@ def _eas_request(rng, i):
 
 
 def test_soak_local_eas_endpoint(multi_signature_model, tmp_path):
-    pytest.importorskip("mlflow_eas_savedmodel.eas.endpoint", reason="the EAS endpoint is not written yet")
     port = free_port()
     script = os.path.join(os.path.dirname(sys.executable), "mlflow-eas-savedmodel")
     command = [script, "serve-eas", str(multi_signature_model), "--name", "soak", "--port", str(port)]

@@ -24,7 +24,6 @@ pyspark = pytest.importorskip(
     "pyspark", reason="pyspark is an optional extra: pip install 'mlflow-eas-savedmodel[spark]'"
 )
 
-SESSION_SOURCE = os.path.join(os.path.dirname(mes.__file__), "sources", "session.py")
 ROWS = 40
 X = np.random.default_rng(0).random((ROWS, 4), dtype=np.float32)
 A = np.random.default_rng(1).normal(size=(ROWS, 2)).astype(np.float32)
@@ -77,9 +76,6 @@ def mnist(store, mlp):
 @pytest.fixture(scope="module")
 def multi(store, tf):
     """``serving_default``: image -> scores; ``other``: (a, b) -> (total, doubled)."""
-    if not os.path.exists(SESSION_SOURCE):
-        pytest.skip("sources/session.py (the TF1 session source) has not landed yet; it is "
-                    "what builds a multi-signature model")
     graph = tf.Graph()
     with graph.as_default():
         image = tf.compat.v1.placeholder(tf.float32, [None, 4], name="image")
