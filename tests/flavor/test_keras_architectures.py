@@ -48,7 +48,7 @@ class Case:
 
 def _params(cases):
     return [
-        pytest.param(c, id=c.name, marks=[pytest.mark.xfail(reason=c.xfail, strict=False)] if c.xfail else [])
+        pytest.param(c, id=c.name, marks=[pytest.mark.xfail(reason=c.xfail, strict=True)] if c.xfail else [])
         for c in cases
     ]
 
@@ -411,7 +411,7 @@ def _runtime_params():
     for name in RUNTIME_CASES:
         versions = ["1.15", "2.3"] + (["1.12", "1.14", "2.4", "2.7"] if ALL_RUNTIMES else [])
         xfail = BY_NAME[name].xfail
-        marks = [pytest.mark.xfail(reason=xfail, strict=False)] if xfail else []
+        marks = [pytest.mark.xfail(reason=xfail, strict=True)] if xfail else []
         params.extend(pytest.param(name, v, id=f"{name}-tf{v}", marks=marks) for v in versions)
     return params
 
