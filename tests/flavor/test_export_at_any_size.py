@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import tensor_bundle
 from mlflow_eas_savedmodel.graph import weights as weight_values
+from support.mlmodel import read_flavor
 
 LARGE = os.environ.get("MLFLOW_EAS_SAVEDMODEL_LARGE") == "1"
 RUNTIME_VERSIONS = ["1.15", "2.3"] + (
@@ -163,11 +164,8 @@ def test_every_source_exports_and_answers_like_the_source(exported, source, size
 
 
 def test_variables_sha256s_computed_while_writing_match_the_files(exported):
-    import yaml
-
     path, _, _ = exported("keras3", "100mib")
-    with open(os.path.join(path, "MLmodel")) as f:
-        recorded = yaml.safe_load(f)["flavors"]["eas_savedmodel"]["file_sha256"]
+    recorded = read_flavor(path)["file_sha256"]
     saved_model = os.path.join(path, "savedmodel")
     files = sorted(
         os.path.relpath(os.path.join(d, n), saved_model).replace(os.sep, "/")

@@ -6,12 +6,12 @@ import os
 import mlflow
 import numpy as np
 import pytest
-import yaml
 from mlflow.exceptions import MlflowException
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import bundle
 from mlflow_eas_savedmodel import runtimes
+from support.mlmodel import read_mlmodel
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,7 @@ def saved(tmp_path_factory, mlp):
 
 
 def _mlmodel(path):
-    with open(os.path.join(path, "MLmodel")) as f:
-        return yaml.safe_load(f)
+    return read_mlmodel(path)
 
 
 def test_metadata_records_every_signature_def_field(saved, tf):

@@ -11,10 +11,10 @@ import os
 
 import numpy as np
 import pytest
-import yaml
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import runtimes
+from support.mlmodel import read_flavor
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("MLFLOW_EAS_SAVEDMODEL_APPLICATIONS") != "1",
@@ -43,8 +43,7 @@ def saved(request, tmp_path_factory):
 
 def test_application_answers_like_keras_and_claims_every_processor(saved):
     _, path, images, expected = saved
-    with open(os.path.join(path, "MLmodel")) as f:
-        assert yaml.safe_load(f)["flavors"][mes.FLAVOR_NAME]["eas_processors"] == list(runtimes.PROCESSORS)
+    assert read_flavor(path)["eas_processors"] == list(runtimes.PROCESSORS)
     (actual,) = mes.load_model(path).predict(images).values()
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
 

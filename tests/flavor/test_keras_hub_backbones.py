@@ -4,14 +4,12 @@ Skipped unless ``keras_hub`` is importable; it is not a dependency of this packa
 ``uv pip install --python .venv/bin/python --no-deps keras-hub regex tokenizers``.
 """
 
-import os
-
 import numpy as np
 import pytest
-import yaml
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import runtimes
+from support.mlmodel import read_flavor
 
 # ImportError too: keras_hub installed without regex or tokenizers fails to import.
 keras_hub = pytest.importorskip("keras_hub", exc_type=ImportError)
@@ -57,8 +55,7 @@ def _single(outputs):
 @pytest.mark.parametrize("name", BACKBONES)
 def test_backbone_answers_like_keras_and_claims_every_processor(saved, name):
     path, inputs, expected = saved[name]
-    with open(os.path.join(path, "MLmodel")) as f:
-        assert yaml.safe_load(f)["flavors"][mes.FLAVOR_NAME]["eas_processors"] == list(runtimes.PROCESSORS)
+    assert read_flavor(path)["eas_processors"] == list(runtimes.PROCESSORS)
     actual = mes.load_model(path).predict(inputs)
     if isinstance(expected, dict):
         assert set(actual) == set(expected)

@@ -10,6 +10,7 @@ from mlflow.exceptions import MlflowException
 
 import mlflow_eas_savedmodel as mes
 import mlflow_eas_savedmodel.pyfunc  # noqa: F401 - mes.pyfunc below
+from support.mlmodel import read_mlmodel, write_mlmodel
 
 
 @pytest.fixture(scope="module")
@@ -215,9 +216,7 @@ def test_output_labels_gives_class_indices_from_config_or_params(multi_path, two
 def test_the_default_signature_is_recorded_once_and_older_models_config_still_counts(two_signature_path, tmp_path):
     import shutil
 
-    import yaml
-
-    mlmodel = yaml.safe_load(open(f"{two_signature_path}/MLmodel"))
+    mlmodel = read_mlmodel(two_signature_path)
     assert mlmodel["flavors"]["eas_savedmodel"]["default_signature"] == "sig_a"
     assert mlmodel["flavors"]["python_function"]["config"]["signature_name"] is None
     # Saves before the default was stored once wrote it into model_config as well; one that
@@ -226,7 +225,7 @@ def test_the_default_signature_is_recorded_once_and_older_models_config_still_co
         old = tmp_path / written
         shutil.copytree(two_signature_path, old)
         mlmodel["flavors"]["python_function"]["config"]["signature_name"] = written
-        (old / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+        write_mlmodel(old, mlmodel)
         model = mlflow.pyfunc.load_model(str(old))
         np.testing.assert_array_equal(model.predict({"x": X2} if written == "sig_a" else {"z": Z3}), expected)
         np.testing.assert_array_equal(model.predict({"x": X2}, params={"signature_name": "sig_a"}), X2 * 2)

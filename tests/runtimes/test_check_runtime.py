@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-import yaml
 from click.testing import CliRunner
 from mlflow.exceptions import MlflowException
 
@@ -21,6 +20,7 @@ from mlflow_eas_savedmodel import integrity, metadata
 from mlflow_eas_savedmodel.cli import cli
 from mlflow_eas_savedmodel.eas.runtime_check import compare
 from mlflow_eas_savedmodel.runtimes.environments import get_runtime_spec
+from support.mlmodel import read_mlmodel, write_mlmodel
 
 ALL = os.environ.get("MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES") == "1"
 VERSIONS = ["1.12", "1.14", "1.15", "2.3", "2.4", "2.7"] if ALL else ["1.15", "2.3"]
@@ -162,7 +162,7 @@ def tf2_style_copy(tmp_path_factory, keras_model_path, tf):
     tf.saved_model.save(module, str(saved_model), signatures={"serving_default": module.serve})
     with tf.compat.v1.Session(graph=tf.Graph()) as sess:
         meta_graph = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(saved_model))
-    mlmodel = yaml.safe_load((path / "MLmodel").read_text())
+    mlmodel = read_mlmodel(path)
     conf = mlmodel["flavors"][mes.FLAVOR_NAME]
     del meta_graph.signature_def["__saved_model_init_op"]  # TF2's init hook, not a serving signature
     conf["signature_defs"] = metadata.describe_signature_defs(meta_graph)
@@ -171,7 +171,7 @@ def tf2_style_copy(tmp_path_factory, keras_model_path, tf):
     # so that the check reaches the runtime (without it check-runtime refuses before running).
     conf["allow_ops"] = ["MergeV2Checkpoints", "RestoreV2", "SaveV2", "ShardedFilename"]
     assert "tensorflow_cpu_1.15" in conf["eas_processors"]
-    (path / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    write_mlmodel(path, mlmodel)
     return str(path)
 
 

@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 import pytest
-import yaml
 
 import mlflow_eas_savedmodel as mes
 from support.differential_rows import ROWS
+from support.mlmodel import read_flavor
 from mlflow_eas_savedmodel.runtimes import RUNTIME_VERSIONS, processor_version
 from mlflow_eas_savedmodel.runtimes.runtime_process import run_many_in_runtime
 from mlflow_eas_savedmodel.runtimes.semantic import RULES
@@ -51,8 +51,7 @@ def _convert(tf, row, folder):
     finally:
         if hasattr(source, "close"):
             source.close()
-    with open(os.path.join(path, "MLmodel")) as fh:
-        conf = yaml.safe_load(fh)["flavors"]["eas_savedmodel"]
+    conf = read_flavor(path)
     claimed = {processor_version(p) for p in conf["eas_processors"]}
     return Converted(
         row, os.path.join(path, "savedmodel"), feeds, expected, claimed, conf["eas_incompatibilities"]

@@ -7,13 +7,13 @@ TF 1.12's op registry (so the static check claims 1.12) but 1.12 registers no in
 
 import numpy as np
 import pytest
-import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel.registry_tags import require_passing_checks
 from mlflow_eas_savedmodel.verify_runtimes import SAVE_VERIFY_ENV
+from support.mlmodel import read_flavor
 
 X = np.arange(8, dtype=np.int64).reshape(2, 4)
 
@@ -30,8 +30,7 @@ def _int64_matmul_session(tf):
 
 
 def _conf(path):
-    with open(f"{path}/MLmodel") as fh:
-        return yaml.safe_load(fh)["flavors"]["eas_savedmodel"]
+    return read_flavor(path)
 
 
 @pytest.mark.runtime

@@ -9,11 +9,11 @@ import shutil
 import mlflow
 import numpy as np
 import pytest
-import yaml
 from mlflow.exceptions import MlflowException
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel.eas.package import write_eas_package
+from support.mlmodel import read_mlmodel, write_mlmodel
 
 
 class _Payload:
@@ -57,10 +57,9 @@ def copy_of(tmp_path):
 
 
 def _edit_flavor(model, edit):
-    mlmodel = model / "MLmodel"
-    doc = yaml.safe_load(mlmodel.read_text())
+    doc = read_mlmodel(model)
     edit(doc["flavors"]["eas_savedmodel"])
-    mlmodel.write_text(yaml.safe_dump(doc))
+    write_mlmodel(model, doc)
 
 
 def _refused(model, match, **kwargs):

@@ -18,10 +18,10 @@ import sys
 import mlflow
 import numpy as np
 import pytest
-import yaml
 from support.eas_standins import EasStandin, OssStandin
 from mlflow.exceptions import MlflowException
 from support.servers import free_port, mlflow_command, server_env
+from support.mlmodel import read_mlmodel, write_mlmodel
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import integrity
@@ -49,9 +49,9 @@ def _builder_save(tf, export_dir, make):
 
 
 def _edit_flavor(model, edit):
-    doc = yaml.safe_load((model / "MLmodel").read_text())
+    doc = read_mlmodel(model)
     edit(doc["flavors"]["eas_savedmodel"])
-    (model / "MLmodel").write_text(yaml.safe_dump(doc))
+    write_mlmodel(model, doc)
 
 
 def _swap_graph(model, hostile_dir):

@@ -8,11 +8,11 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
-import yaml
 from mlflow.exceptions import MlflowException
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import integrity
+from support.mlmodel import read_flavor
 
 DATA_FILE = "variables/variables.data-00000-of-00001"
 
@@ -44,8 +44,7 @@ def model_copy(saved, tmp_path):
 
 
 def _recorded(model_dir):
-    with open(os.path.join(model_dir, "MLmodel")) as f:
-        return yaml.safe_load(f)["flavors"]["eas_savedmodel"]["file_sha256"]
+    return read_flavor(model_dir)["file_sha256"]
 
 
 def test_save_records_the_sha256_of_every_savedmodel_file(saved):

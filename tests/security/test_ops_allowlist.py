@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from mlflow.exceptions import MlflowException
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import integrity, runtimes
 from mlflow_eas_savedmodel.graph import ops_policy
 from support.paths import REPO
+from support.mlmodel import read_flavor, read_mlmodel, write_mlmodel
 
 
 
@@ -75,9 +75,9 @@ def _tamper_artifact(model_dir, edit):
     load-time check exists for)."""
     saved_model_dir = Path(model_dir) / "savedmodel"
     _edit_pb(saved_model_dir, edit)
-    doc = yaml.safe_load((Path(model_dir) / "MLmodel").read_text())
+    doc = read_mlmodel(model_dir)
     doc["flavors"]["eas_savedmodel"]["file_sha256"] = integrity.hash_tree(saved_model_dir)
-    (Path(model_dir) / "MLmodel").write_text(yaml.safe_dump(doc))
+    write_mlmodel(model_dir, doc)
 
 
 def _refused(source, target, *patterns, **kwargs):
@@ -271,14 +271,14 @@ def test_sql_dataset_reading_the_servers_database_is_refused(tmp_path, tf):
     assert "the-servers-secret" not in message
     # The opt-in the message names converts it: the owner trusts this model.
     mes.save_model(str(source), tmp_path / "m", allow_ops=["DatasetToSingleElement", "SqlDataset", "TakeDataset"])
-    conf = yaml.safe_load((tmp_path / "m" / "MLmodel").read_text())["flavors"]["eas_savedmodel"]
+    conf = read_flavor(tmp_path / "m")
     assert conf["allow_ops"] == ["DatasetToSingleElement", "SqlDataset", "TakeDataset"]
     handle = mes.load_model(str(tmp_path / "m"), device="cpu")
     assert handle.predict({"x": np.array(["a"], object)})["rows"] == b"the-servers-secret"
     # Dropping the opt-in from MLmodel (hashes intact) makes the load refuse the graph.
-    doc = yaml.safe_load((tmp_path / "m" / "MLmodel").read_text())
+    doc = read_mlmodel(tmp_path / "m")
     del doc["flavors"]["eas_savedmodel"]["allow_ops"]
-    (tmp_path / "m" / "MLmodel").write_text(yaml.safe_dump(doc))
+    write_mlmodel(tmp_path / "m", doc)
     _load_refused(tmp_path / "m", "(SqlDataset: not on the allowlist")
 
 

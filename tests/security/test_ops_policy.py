@@ -17,6 +17,7 @@ import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import runtimes
 from mlflow_eas_savedmodel.graph import ops_policy
 from support.paths import REPO
+from support.mlmodel import read_mlmodel, write_mlmodel
 
 
 
@@ -109,7 +110,6 @@ def test_artifact_whose_graph_was_replaced_is_refused_at_load(tmp_path, tf, secr
     import shutil
 
     import mlflow
-    import yaml
 
     from mlflow_eas_savedmodel import integrity
 
@@ -124,9 +124,9 @@ def test_artifact_whose_graph_was_replaced_is_refused_at_load(tmp_path, tf, secr
     saved_model_dir = tmp_path / "m" / "savedmodel"
     shutil.rmtree(saved_model_dir)
     shutil.copytree(hostile, saved_model_dir)
-    doc = yaml.safe_load((tmp_path / "m" / "MLmodel").read_text())
+    doc = read_mlmodel(tmp_path / "m")
     doc["flavors"]["eas_savedmodel"]["file_sha256"] = integrity.hash_tree(saved_model_dir)
-    (tmp_path / "m" / "MLmodel").write_text(yaml.safe_dump(doc))
+    write_mlmodel(tmp_path / "m", doc)
     for load in (lambda: mes.load_model(str(tmp_path / "m"), device="cpu"),
                  lambda: mlflow.pyfunc.load_model(str(tmp_path / "m"))):
         with pytest.raises(MlflowException, match=r"(?s)The SavedModel of the model at .*it was not loaded:.*node 'leak' \(ReadFile"):

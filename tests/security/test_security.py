@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import mlflow_eas_savedmodel as mes
+from support.mlmodel import read_flavor
 
 PACKAGE_DIR = Path(mes.__file__).parent
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".cloudpickle", ".joblib", ".dill")
@@ -43,13 +44,10 @@ def unpickling_forbidden(monkeypatch):
 
 
 def test_model_without_custom_objects_has_no_pickle_file(plain_model):
-    import yaml
-
     files = [os.path.join(d, f) for d, _, fs in os.walk(plain_model) for f in fs]
     assert files, "nothing saved"
     assert not [f for f in files if f.endswith(PICKLE_SUFFIXES)]
-    with open(plain_model / "MLmodel") as f:
-        flavor = yaml.safe_load(f)["flavors"]["eas_savedmodel"]
+    flavor = read_flavor(plain_model)
     assert "custom_objects" not in flavor
     # No pickle protocol header (0x80 0x02..0x05) at the start of any file either.
     for path in files:

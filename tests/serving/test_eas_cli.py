@@ -11,7 +11,6 @@ import zipfile
 import mlflow
 import numpy as np
 import pytest
-import yaml
 from click.testing import CliRunner
 from mlflow.exceptions import MlflowException
 
@@ -21,6 +20,7 @@ from mlflow_eas_savedmodel.cli import cli
 from mlflow_eas_savedmodel.eas.inspection import describe_model
 from mlflow_eas_savedmodel.eas.package import read_archive_names, verify_manifest, write_eas_package
 from mlflow_eas_savedmodel.eas.service_config import service_config, service_name_from
+from support.mlmodel import read_flavor, read_mlmodel, write_mlmodel
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +50,7 @@ def saved(tmp_path_factory, two_headed):
 
 
 def _conf(path):
-    with open(os.path.join(path, "MLmodel")) as f:
-        return yaml.safe_load(f)["flavors"][mes.FLAVOR_NAME]
+    return read_flavor(path)
 
 
 def _invoke(*args):
@@ -274,11 +273,11 @@ def test_eas_config_refuses_a_processor_the_model_cannot_run_on(saved, tmp_path)
     # The same model, but its metadata records that TF 1.12 cannot run it.
     restricted = tmp_path / "restricted"
     shutil.copytree(saved, restricted)
-    mlmodel = yaml.safe_load((restricted / "MLmodel").read_text())
+    mlmodel = read_mlmodel(restricted)
     conf = mlmodel["flavors"][mes.FLAVOR_NAME]
     conf["eas_processors"] = [p for p in conf["eas_processors"] if not p.endswith("1.12")]
     conf["eas_incompatibilities"] = {"1.12": ["op SelectV2 does not exist in TF 1.12"]}
-    (restricted / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    write_mlmodel(restricted, mlmodel)
 
     result = CliRunner().invoke(cli, ["eas-config", str(restricted), "--processor", "tensorflow_cpu_1.12",
                                       "--model-path", "oss://b/m/"])

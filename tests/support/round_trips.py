@@ -19,10 +19,10 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import mlflow
 import numpy as np
 import pytest
-import yaml
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel import runtimes
+from support.mlmodel import read_flavor
 
 # Every export must load on these two (the processors the runtime tests run by default).
 EAS_PROCESSORS = {"tensorflow_cpu_1.15", "tensorflow_cpu_2.3"}
@@ -119,8 +119,7 @@ def saved_graph_def(saved_model_dir):
 
 
 def flavor_conf(local_dir):
-    with open(os.path.join(local_dir, "MLmodel")) as f:
-        return yaml.safe_load(f)["flavors"][mes.FLAVOR_NAME]
+    return read_flavor(local_dir)
 
 
 def _assert_close(actual, expected, rtol, atol=0.0, err_msg=""):

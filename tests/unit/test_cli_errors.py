@@ -5,12 +5,12 @@ import socket
 import time
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 import mlflow_eas_savedmodel as mes
 from mlflow_eas_savedmodel.cli import cli
 from mlflow_eas_savedmodel.cli_errors import NETWORK_DEFAULTS
+from support.mlmodel import read_mlmodel, write_mlmodel
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +95,9 @@ def test_mlmodel_with_a_key_removed(model, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(model, copy)
-    doc = yaml.safe_load((copy / "MLmodel").read_text())
+    doc = read_mlmodel(copy)
     del doc["flavors"]["eas_savedmodel"]["signature_defs"]
-    (copy / "MLmodel").write_text(yaml.safe_dump(doc))
+    write_mlmodel(copy, doc)
     for command in (["inspect", str(copy)], ["export", str(copy), str(tmp_path / "up")],
                     ["warmup", str(copy), str(tmp_path / "w")]):
         _fails(command, "is damaged: the key eas_savedmodel.signature_defs is missing")
