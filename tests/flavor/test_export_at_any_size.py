@@ -11,7 +11,7 @@ slices, which the old loaders must put back together.
 ``MLFLOW_EAS_SAVEDMODEL_LARGE=1`` adds the same cases above protobuf's 2 GiB (two
 ``600000 x 512`` float32 tables, 2.29 GiB) and a graph whose own constants pass 2 GiB; run them
 one at a time on a machine with ~12 GiB free, e.g.
-``MLFLOW_EAS_SAVEDMODEL_LARGE=1 python -m pytest tests/test_export_at_any_size.py -k large``.
+``MLFLOW_EAS_SAVEDMODEL_LARGE=1 python -m pytest tests/flavor/test_export_at_any_size.py -k large``.
 """
 
 import hashlib

@@ -2,7 +2,7 @@
 
 Each row exports a model the way its owner would, converts the folder with ``save_model`` and
 compares the artifact's answers with the original model's, in the handle and in TF's TF1 loader
-by the saved SignatureDef's tensor names (``tests/round_trips.py``). Keras' ``export()`` writes
+by the saved SignatureDef's tensor names (``tests/support/round_trips.py``). Keras' ``export()`` writes
 two signatures (``serve`` and ``serving_default``), so the converter merges two frozen graphs
 under name prefixes; the embedding, batch-norm, lookup and two-tower models carry colocation
 hints (``_class: loc:@ids``) that used to keep the unprefixed name, and the merged graph did not

@@ -4,7 +4,7 @@ Six architectures users bring (MobileNetV3Small, EfficientNetB0, ResNet50, Dense
 ConvNeXtTiny, NASNetMobile) at 64x64, compared on logits (``classifier_activation=None``:
 softmax of an untrained head is nearly uniform and would hide differences). 2.5 minutes on
 2 cores (measured), so opt-in: ``MLFLOW_EAS_SAVEDMODEL_APPLICATIONS=1 python -m pytest
-tests/test_keras_applications.py``. Results of one run are in ``docs/models-tested.md``.
+tests/flavor/test_keras_applications.py``. Results of one run are in ``docs/models-tested.md``.
 """
 
 import os

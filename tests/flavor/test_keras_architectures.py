@@ -9,7 +9,7 @@ compatible list is not a lie: TF 1.15 and 2.3 by default, every runtime (1.12 in
 the rewrites matter) with ``MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES=1``.
 
 Beside Keras models the table holds sources nobody here wrote the graph of: ``keras.applications``
-models (``weights=None``) and Estimator-era SavedModels (``tests/estimator_models.py``), whose
+models (``weights=None``) and Estimator-era SavedModels (``tests/support/estimator_models.py``), whose
 expected outputs come from the original SavedModel in TF's own TF1 loader.
 """
 

@@ -5,7 +5,7 @@ Each converts, answers like the original model (floats within 1e-5, top-k titles
 equal), claims every EAS processor statically, and the ``runtime`` tests run the claim in the
 real old runtimes (TF 1.12 or 2.3 per model by default; every claimed CPU one with
 ``MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES=1``). tensorflow-recommenders needs ``tf.keras`` to be Keras
-2, so its models are built and saved in a child process (``tests/recsys_models.py``); they are
+2, so its models are built and saved in a child process (``tests/support/recsys_models.py``); they are
 loaded and compared here. Both packages are installed by ``dev.py setup`` (``--no-deps``);
 without them these tests skip, naming the install command.
 """

@@ -1,7 +1,7 @@
 """Checkpoints as sources: Saver + .meta, Saver + build_fn, TF2 tf.train.Checkpoint, bad input.
 
 The round trips are rows of ``CHECKPOINT_CASES``, run by one generic test through
-``tests/round_trips.py``; the bad-input tests assert the messages and that nothing is left on disk.
+``tests/support/round_trips.py``; the bad-input tests assert the messages and that nothing is left on disk.
 """
 
 import contextlib

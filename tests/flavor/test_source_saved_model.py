@@ -1,7 +1,7 @@
 """Existing SavedModel folders as sources: TF1 (Builder, simple_save, .pbtxt, assets), TF2, Estimator.
 
 The round trips are rows of ``SAVED_MODEL_CASES``, run by one generic test through
-``tests/round_trips.py``; the bad-input tests assert the messages and that nothing is left on disk.
+``tests/support/round_trips.py``; the bad-input tests assert the messages and that nothing is left on disk.
 """
 
 import contextlib

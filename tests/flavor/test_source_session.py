@@ -1,7 +1,7 @@
 """TF1 sessions as sources: simple_save and builder semantics, tables, devices, bad input.
 
 The round trips are rows of ``SESSION_CASES``, run by one generic test through
-``tests/round_trips.py``; the bad-input tests assert the messages and that nothing is left on disk.
+``tests/support/round_trips.py``; the bad-input tests assert the messages and that nothing is left on disk.
 """
 
 import contextlib

@@ -1,6 +1,6 @@
 """Warm-up files: EAS .bin and TF Serving's TFRecord, parsed back with the official protos and replayed.
 
-The model is ``tests/multi_signature.py``'s ``EAS_MODEL`` without the string output ``echo``
+The model is ``tests/support/multi_signature.py``'s ``EAS_MODEL`` without the string output ``echo``
 (the replays compare outputs as numbers).
 """
 

@@ -34,7 +34,7 @@ ALL_KEYS = sorted({k for keys in INPUT_KEYS.values() for k in keys})
 
 @pytest.fixture(scope="module")
 def handle(multi_signature_model):
-    """``tests/multi_signature.py``'s ``DECODER_MODEL``: float, float+int32 (two outputs), string
+    """``tests/support/multi_signature.py``'s ``DECODER_MODEL``: float, float+int32 (two outputs), string
     and unknown-rank inputs."""
     return mes.load_model(str(multi_signature_model), device="cpu")
 

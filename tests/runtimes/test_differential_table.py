@@ -1,6 +1,6 @@
 """The differential table: every stateful construct, rewrite and rule, run in the real runtimes.
 
-Each row of ``tests/differential_rows.py`` is converted once by ``save_model`` in TF 2.21
+Each row of ``tests/support/differential_rows.py`` is converted once by ``save_model`` in TF 2.21
 (``converted`` rows) or written as a plain SavedModel (``rule`` rows); then, per runtime, ALL
 rows run in ONE runtime process (:func:`run_many_in_runtime`), and each row must be:
 

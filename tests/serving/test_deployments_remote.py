@@ -1,14 +1,14 @@
 """``mlflow deployments create|update|delete|get|list|predict -t eas`` through Alibaba Cloud's SDKs.
 
 The SDKs (alibabacloud-eas20210701, alibabacloud-oss-v2, alibabacloud-credentials) run for real
-against local stand-ins of the EAS OpenAPI and OSS (``tests/eas_standins.py``): the requests they
+against local stand-ins of the EAS OpenAPI and OSS (``tests/support/eas_standins.py``): the requests they
 send are checked field by field, and the stand-ins answer in the documented shapes. None of this
 has run against a live EAS service.
 
-Opt-in: ``MLFLOW_EAS_SAVEDMODEL_ALIPAI=1 python -m pytest tests/test_deployments_remote.py -k alipai -s``
+Opt-in: ``MLFLOW_EAS_SAVEDMODEL_ALIPAI=1 python -m pytest tests/serving/test_deployments_remote.py -k alipai -s``
 installs Alibaba's PAI Python SDK (``alipai==0.4.13``, ``--no-deps``, plus what its import needs)
 into a fresh venv from the package index, has it deploy the same models against the same stand-in
-(``tests/alipai_driver.py``) and compares its CreateService body with this package's, field by
+(``tests/support/alipai_driver.py``) and compares its CreateService body with this package's, field by
 field (about 1.5 min on 2 busy cores).
 """
 

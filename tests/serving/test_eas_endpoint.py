@@ -1,6 +1,6 @@
 """The local EAS endpoint, answered for the official eas-prediction client (no mocks).
 
-The model is ``tests/multi_signature.py``'s ``EAS_MODEL``: ``serving_default`` (x float32 -> y
+The model is ``tests/support/multi_signature.py``'s ``EAS_MODEL``: ``serving_default`` (x float32 -> y
 float32, n int64) and ``lookup`` (strings s -> ids, echo).
 """
 

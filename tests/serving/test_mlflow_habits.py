@@ -8,9 +8,9 @@ issue 22 live beside their concern and may be appended here as sections:
 * tabular inputs: a DataFrame of numeric columns, a list of lists, a 2-D array, CSV through
   ``mlflow models predict --content-type csv`` and ``/invocations`` with ``text/csv``;
 * ``mlflow.models.evaluate`` for a regressor and a classifier, on a DataFrame and on arrays
-  (``examples/evaluate_*.py`` run the same in ``tests/test_examples.py``);
+  (``examples/evaluate_*.py`` run the same in ``tests/docs/test_examples.py``);
 * ``spark_udf(spark, "models:/mnist@champion")`` as the README writes it:
-  ``tests/test_spark.py::test_readme_spark_udf_example_runs_as_written`` (it shares that
+  ``tests/serving/test_spark.py::test_readme_spark_udf_example_runs_as_written`` (it shares that
   module's Spark session);
 * batch scoring: a model loaded again in the same process (what ``spark_udf`` does for every
   task) reuses the loaded, verified handle unless a file changed.

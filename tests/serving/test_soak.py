@@ -1,6 +1,6 @@
 """Soak: servers under a steady mix of valid and abusive requests from 4 concurrent clients.
 
-The model is ``tests/multi_signature.py``'s ``DECODER_MODEL`` (``serving_default``: image ->
+The model is ``tests/support/multi_signature.py``'s ``DECODER_MODEL`` (``serving_default``: image ->
 scores; ``pair``: a, b -> total, doubled; the soak sends those two). Each soak sends a fixed
 number of requests, paced over about ``SOAK_SECONDS`` (20 s by default,
 ``MLFLOW_EAS_SOAK_SECONDS`` overrides), to a real server process on 127.0.0.1:

@@ -1,6 +1,6 @@
 """Deploys one model with Alibaba's PAI Python SDK (``alipai`` 0.4.13, import name ``pai``).
 
-Run by ``tests/test_deployments_remote.py::test_create_service_body_matches_alipai`` in a venv of its
+Run by ``tests/serving/test_deployments_remote.py::test_create_service_body_matches_alipai`` in a venv of its
 own that holds alipai (``--no-deps``) and what its import needs, never the project. alipai builds
 every request itself (``Model.deploy`` -> ``_build_service_config`` -> ``ServiceAPI.create``, then
 ``Predictor.wait_for_ready``, gateway wait included); only two things are swapped, so that it talks

@@ -1,4 +1,4 @@
-"""The rows of the differential table (``tests/test_differential_table.py``).
+"""The rows of the differential table (``tests/runtimes/test_differential_table.py``).
 
 A row is one stateful construct, one rewrite of ``graph/rewrite.py`` or one rule of
 ``runtimes/semantic.py``, as the smallest model that holds it:
@@ -220,7 +220,7 @@ ROWS = [
         _session_row(_variables_from_variables_graph, {"x": _f32(3, 2)})),
     Row("legacy_init_op + asset vocabulary", "converted", _estimator_folder("legacy_init_op")),
     Row("main_op + asset vocabulary", "converted", _estimator_folder("main_op")),
-    # Estimators trained and exported by the old runtimes themselves (tests/old_runtime_models.py)
+    # Estimators trained and exported by the old runtimes themselves (tests/support/old_runtime_models.py)
     # (TF 1.12's exports of the same four with MLFLOW_EAS_SAVEDMODEL_ALL_RUNTIMES=1: CI time)
     *[
         Row(f"Estimator {name} (TF {version} export)", "converted", _old(version, name))

@@ -1,6 +1,6 @@
 """SavedModels that the cached old runtimes wrote themselves, built once and cached.
 
-``old_model("1.15", "wide_deep")`` runs ``tests/old_runtime_models.py`` with the TF 1.15
+``old_model("1.15", "wide_deep")`` runs ``tests/support/old_runtime_models.py`` with the TF 1.15
 runtime's own interpreter (built by :func:`ensure_runtime`) unless the cache already holds that
 model, and returns ``OldModel(export_dir, feeds, expected)``: the export as that TensorFlow
 wrote it, what its clients send, and what that TensorFlow answered. The cache lives under

@@ -1,8 +1,8 @@
 """SavedModels written by the old TensorFlow runtimes themselves (run with THEIR interpreter).
 
-Usage (by ``tests/old_models.py``, which caches the result)::
+Usage (by ``tests/support/old_models.py``, which caches the result)::
 
-    <runtime>/bin/python tests/old_runtime_models.py OUT_DIR NAME [NAME ...]
+    <runtime>/bin/python tests/support/old_runtime_models.py OUT_DIR NAME [NAME ...]
 
 For each NAME it writes ``OUT_DIR/NAME/export`` (the SavedModel, as that TensorFlow wrote it),
 ``OUT_DIR/NAME/feeds.npz`` (``<signature>/<input key>`` arrays a client sends) and

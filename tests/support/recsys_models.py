@@ -3,7 +3,7 @@
 tensorflow-recommenders (tfrs) is written against ``tf.keras`` being Keras 2: it refuses to import
 unless ``TF_USE_LEGACY_KERAS=1`` was set before TensorFlow resolved ``tf.keras``, which would
 change ``tf.keras`` for every other test in the pytest process. So this module runs as a child
-(``python tests/recsys_models.py WORKDIR``) with that variable set. It builds the tutorials'
+(``python tests/support/recsys_models.py WORKDIR``) with that variable set. It builds the tutorials'
 shapes with a tiny vocabulary (no downloads): the ranking model (two ``StringLookup`` +
 ``Embedding`` towers and a ranking MLP inside a ``tfrs.models.Model`` taking a dict of string
 features), the retrieval model's query tower, and a ``BruteForce`` top-k index over the candidate
@@ -12,7 +12,7 @@ tower, each trained one epoch on four rows. Each is saved with ``save_model`` in
 (tf_keras' SavedModel format) and ``tf.saved_model.save`` write. Per case it leaves
 ``WORKDIR/<case>/model`` (the MLflow model), ``inputs.npz`` and ``expected.npz`` (the original
 model's own answer), or ``error.txt``; ``cases.json`` lists them. The tests
-(``tests/test_recsys_models.py``) load and compare in the parent.
+(``tests/flavor/test_recsys_models.py``) load and compare in the parent.
 """
 
 import json

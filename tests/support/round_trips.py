@@ -4,7 +4,7 @@ A test file declares its models as :class:`Case` rows; one generic test per sour
 every row through :func:`run`: ``save_model`` (or ``log_model`` into a real sqlite tracking store),
 then ``mlflow_eas_savedmodel.load_model``, ``mlflow.pyfunc`` and TF's own TF1 loader by tensor
 names (what EAS does), each compared numerically with the answers of the original model, plus
-what the MLmodel must record about the export. ``tests/test_keras_architectures.py`` is the
+what the MLmodel must record about the export. ``tests/flavor/test_keras_architectures.py`` is the
 same idea for Keras models.
 
 A case's ``build`` is a context manager: it builds the source (or takes it from a fixture),
