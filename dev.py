@@ -31,7 +31,7 @@ STAMP = os.path.join(VENV, ".mlflow-eas-savedmodel-installed")
 NO_DEPS = [
     "tf-keras==2.21.0",
     "tensorflow-serving-api==2.21.0",
-    # Recommender models the tests convert (tests/test_recsys_models.py); test-only.
+    # Recommender models the tests convert (tests/flavor/test_recsys_models.py); test-only.
     "tensorflow-recommenders==0.7.7",
     "keras-rs==0.4.0",
 ]

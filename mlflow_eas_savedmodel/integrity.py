@@ -9,7 +9,7 @@ are refused (:func:`refuse_symlinks`) whether or not hashes are checked.
 
 Hashing streams each file in 1 MiB blocks into a reused buffer: memory stays flat for
 multi-GB ``variables.data`` shards and ``hashlib`` releases the GIL while it hashes, so the cost
-is close to the disk's read speed (see ``tests/test_integrity.py`` for a measurement). For very
+is close to the disk's read speed (see ``tests/security/test_integrity.py`` for a measurement). For very
 large models the check can be skipped:
 
 * ``mlflow_eas_savedmodel.load_model(uri, verify_integrity=False)``;

@@ -4,8 +4,8 @@
 Applies :func:`mlflow_eas_savedmodel.graph.ops_policy.derive_allowlist` (the rule is in that
 module's docstring and docs/security.md) to the op registries the package carries (TF 1.12-2.7,
 ``mlflow_eas_savedmodel/runtimes/registries/``) and to the installed TensorFlow's (2.21), with
-the op families read from TF 2.21's generated wrapper modules. ``tests/test_ops_allowlist.py``
-re-derives it and compares.
+the op families read from TF 2.21's generated wrapper modules.
+``tests/security/test_ops_allowlist.py`` re-derives it and compares.
 
 Usage::
 
@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 HEADER = """\
 # The ops policy's allowlist (mlflow_eas_savedmodel/graph/ops_policy.py, docs/security.md).
-# Written by scripts/derive_ops_allowlist.py; tests/test_ops_allowlist.py re-derives it and
+# Written by scripts/derive_ops_allowlist.py; tests/security/test_ops_allowlist.py re-derives it and
 # compares. Do not edit by hand: change the rule (ALLOWED_FAMILIES, REFUSED_FAMILIES,
 # HAND_ALLOWED, HAND_REFUSED in ops_policy.py) and run the script again.
 #

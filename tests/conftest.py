@@ -1,13 +1,13 @@
 """Shared fixtures: a real sqlite MLflow store per test, small Keras models, and the two
-multi-signature session models of ``tests/multi_signature.py`` (saved once per session; the
+multi-signature session models of ``tests/support/multi_signature.py`` (saved once per session; the
 tests only read them)."""
 
 import os
 
 import numpy as np
-import multi_signature
+from support import multi_signature
 import pytest
-from stores import sqlite_store
+from support.stores import sqlite_store
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -43,7 +43,7 @@ def runtime_versions(ci_default=CI_RUNTIMES, ci_first=False):
 def no_mlruns_outside_tmp():
     """Fails the session when a test left MLflow artifacts in ``./mlruns`` of the repository or of
     the folder pytest started in: a sqlite tracking URI alone puts an experiment's artifacts there.
-    Tests keep them in their tmp folder (``tests/stores.py``: an explicit ``artifact_location``)."""
+    Tests keep them in their tmp folder (``tests/support/stores.py``: an explicit ``artifact_location``)."""
     folders = sorted({os.getcwd(), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})
 
     def entries(folder):
@@ -55,7 +55,7 @@ def no_mlruns_outside_tmp():
     left = {os.path.join(f, "mlruns"): sorted(entries(f) - before[f]) for f in folders if entries(f) - before[f]}
     assert not left, (
         f"Tests wrote MLflow artifacts outside their tmp folder: {left}. A sqlite tracking URI alone puts "
-        "them in ./mlruns; use tests/stores.py's sqlite_store(tmp_path, ...) or create the experiment with "
+        "them in ./mlruns; use tests/support/stores.py's sqlite_store(tmp_path, ...) or create the experiment with "
         "artifact_location under tmp_path."
     )
 

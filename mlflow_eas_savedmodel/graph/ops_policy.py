@@ -14,7 +14,7 @@ for every source, including a live session).
 **An allowlist, not a denylist.** A node (of the main graph or of any function of the library),
 and every op a function-valued attr names, must be an op of :data:`ALLOWED_OPS`, the list
 committed in ``ops_allowlist.txt`` beside this module. How that list is made
-(:func:`derive_allowlist`, re-run by ``tests/test_ops_allowlist.py`` on the registries this
+(:func:`derive_allowlist`, re-run by ``tests/security/test_ops_allowlist.py`` on the registries this
 package carries and TF 2.21's, so it cannot drift):
 
 1. An op's *family* is the generated Python wrapper module that wraps it in TF 2.21

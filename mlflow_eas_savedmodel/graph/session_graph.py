@@ -19,7 +19,7 @@ deep model's two parts hold one table twice) are ONE resource at load; TF 1.12 a
 a second ``InitializeTableV2`` of a filled table ("Table already initialized", where the text
 file initializer they replace tolerated it), so only the first initializer of each shared table
 is kept and the others become ``NoOp``\s that wait for it (measured in the differential table,
-``tests/test_differential_table.py``).
+``tests/runtimes/test_differential_table.py``).
 """
 
 import logging

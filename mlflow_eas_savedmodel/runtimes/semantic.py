@@ -30,7 +30,7 @@ What was measured in the official wheels (``tensorflow==1.12.0``, ``1.14.0``,
 Checked and not turned into rules: the other CPU-kernel limits of the 1.12-2.7 release notes
 are about ops that are not on a serving path (``Conv2DBackpropFilter``, ``FractionalMaxPool``
 gradients) or that Keras 3 does not emit (quantized ops, ``NCHW_VECT_C``). The probe scripts'
-results are what ``tests/test_semantic_rules.py`` runs again with ``runtime`` marked tests.
+results are what ``tests/runtimes/test_semantic_rules.py`` runs again with ``runtime`` marked tests.
 """
 
 import dataclasses

@@ -16,7 +16,7 @@ calls in a scratch ``tf.Graph`` whose placeholders stand for the replaced node's
 rewired to the original inputs, and the final node takes the replaced node's name, so consumers
 are untouched. Builders call only ops 1.12 has (``tf.raw_ops.Select``/``BatchMatMul`` where the
 Python API would emit the V2 op; ``Tile`` rather than ``BroadcastTo`` for broadcasting);
-``tests/test_keras_architectures.py`` checks the rewritten graphs against the 1.12 registry.
+``tests/flavor/test_keras_architectures.py`` checks the rewritten graphs against the 1.12 registry.
 
 A node that needs no rewrite is left alone (``SelectV2`` whose inputs have one static shape is
 only renamed; one whose inputs' ranks are unknown is broadcast at run time), and a node that

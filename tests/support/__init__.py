@@ -1,0 +1,1 @@
+"""Helper modules of the tests (models, servers, stores, stand-ins, paths); no tests here."""
