@@ -150,7 +150,7 @@ def check_runtime_command(
     if not claimed and not all_runtimes:
         processor = processor or DEFAULT_PROCESSOR
     inputs = load_inputs_file(input_file) if input_file else None
-    with _progress_on_stderr():
+    with progress_on_stderr():
         report = check_runtime(
             model_uri, processor=processor, all_runtimes=all_runtimes, inputs=inputs, timeout=timeout,
             rtol=rtol, atol=atol,
@@ -163,7 +163,7 @@ def check_runtime_command(
 
 
 @contextlib.contextmanager
-def _progress_on_stderr():
+def progress_on_stderr():
     """The runtime environments' build stages (INFO log lines) on stderr, for this command."""
     logger = logging.getLogger("mlflow_eas_savedmodel.runtimes.environments")
     handler = logging.StreamHandler(sys.stderr)

@@ -40,15 +40,15 @@ def prepare_runtimes_command(versions, timeout, as_json):
     """Build the runtimes ``versions`` (default: all), each once; see ``_HELP``."""
     from mlflow.exceptions import MlflowException
 
-    from mlflow_eas_savedmodel.eas.commands import _progress_on_stderr
-    from mlflow_eas_savedmodel.runtimes.environments import RUNTIMES, _version_key, ensure_runtime, get_runtime_spec
+    from mlflow_eas_savedmodel.eas.commands import progress_on_stderr
+    from mlflow_eas_savedmodel.runtimes.environments import RUNTIMES, version_key, ensure_runtime, get_runtime_spec
 
-    chosen = [get_runtime_spec(v).tf_version for v in versions] or sorted(RUNTIMES, key=_version_key)
+    chosen = [get_runtime_spec(v).tf_version for v in versions] or sorted(RUNTIMES, key=version_key)
     failed = []
     for version in dict.fromkeys(chosen):
         started = time.monotonic()
         try:
-            with _progress_on_stderr():
+            with progress_on_stderr():
                 env = ensure_runtime(version, timeout=timeout)
         except MlflowException as e:
             failed.append(version)

@@ -42,6 +42,7 @@ __all__ = [
     "runtime_dir",
     "get_runtime_spec",
     "ensure_runtime",
+    "version_key",
 ]
 
 
@@ -94,12 +95,12 @@ def get_runtime_spec(tf_version: str) -> RuntimeSpec:
     if key not in RUNTIMES:
         raise invalid_parameter_value(
             f"Unknown EAS TensorFlow runtime {tf_version!r}; known: "
-            f"{', '.join(sorted(RUNTIMES, key=_version_key))}"
+            f"{', '.join(sorted(RUNTIMES, key=version_key))}"
         )
     return RUNTIMES[key]
 
 
-def _version_key(v: str) -> tuple[int, ...]:
+def version_key(v: str) -> tuple[int, ...]:
     return tuple(int(p) for p in v.split("."))
 
 
@@ -149,7 +150,7 @@ def ensure_runtime(tf_version: str, timeout: float | None = None) -> RuntimeEnv:
 
 if __name__ == "__main__":  # python -m mlflow_eas_savedmodel.runtimes.environments 1.15 2.3
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for v in sys.argv[1:] or sorted(RUNTIMES, key=_version_key):
+    for v in sys.argv[1:] or sorted(RUNTIMES, key=version_key):
         t0 = time.monotonic()
         env = ensure_runtime(v)
         print(json.dumps(dict(env.__dict__, seconds=round(time.monotonic() - t0, 1))))
