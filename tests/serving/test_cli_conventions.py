@@ -91,16 +91,26 @@ def test_model_uri_option_and_positional_give_the_same_result(saved, tmp_path):
 
 def test_tracking_uri_option_reads_the_registry(registered, tmp_path):
     uri, _ = registered
-    proc = subprocess.run(
+    # The two runs are independent (the first names its store, the second reads ./mlflow.db):
+    # started together, their MLflow imports overlap.
+    with_option = subprocess.Popen(
         [SCRIPT, "inspect", "-m", "models:/mnist/1", "--json", "--tracking-uri", uri, "--registry-uri", uri],
-        capture_output=True, text=True, env=_script_env(), cwd=str(tmp_path), timeout=300,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_script_env(), cwd=str(tmp_path),
     )
-    assert proc.returncode == 0, proc.stderr
-    assert list(json.loads(proc.stdout)["signature_defs"]) == ["serving_default"]
     # Without it, MLflow's default store (./mlflow.db here, empty) has no such model.
-    proc = subprocess.run([SCRIPT, "inspect", "models:/mnist/1"], capture_output=True, text=True,
-                          env=_script_env(), cwd=str(tmp_path), timeout=300)
-    assert proc.returncode == 1 and "Registered Model with name=mnist not found" in proc.stderr, proc.stderr
+    without = subprocess.Popen([SCRIPT, "inspect", "models:/mnist/1"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=_script_env(), cwd=str(tmp_path))
+    try:
+        stdout, stderr = with_option.communicate(timeout=300)
+        assert with_option.returncode == 0, stderr
+        assert list(json.loads(stdout)["signature_defs"]) == ["serving_default"]
+        _, stderr = without.communicate(timeout=300)
+        assert without.returncode == 1 and "Registered Model with name=mnist not found" in stderr, stderr
+    finally:
+        for process in (with_option, without):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 @pytest.mark.server
