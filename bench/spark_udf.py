@@ -14,7 +14,8 @@ collected):
 
 Each candidate runs once untimed on a small frame first (Spark starts its Python workers, which
 import TensorFlow: no flavor's cost), then timed in :data:`ROUNDS` rounds, the order reversed
-every other round, the fastest run counting. Rows are split into one partition (one task,
+every other round (interleaved, so other jobs' load on a shared machine falls on every candidate
+alike), the median run counting; every run is kept in ``runs``. Rows are split into one partition (one task,
 one ``spark_udf`` model load in local mode) per :data:`ROWS_PER_TASK` rows. Predictions of ours
 and the hand-written UDF are compared bit for bit, mlflow.tensorflow's within float tolerance.
 
@@ -23,6 +24,7 @@ Needs pyspark and Java; ``measure`` returns ``{"skipped": reason}`` without them
 
 import os
 import shutil
+import statistics
 import sys
 import time
 from typing import Iterator
@@ -31,7 +33,7 @@ import numpy as np
 
 FEATURES = 16
 ROWS_PER_TASK = 20_000
-ROUNDS = 2
+ROUNDS = 3
 _HANDWRITTEN_CACHE = {}
 
 
@@ -149,13 +151,13 @@ def measure(workdir, rows):
         for n in rows:
             frame = _frame(spark, n)
             result["tasks"][str(n)] = frame.rdd.getNumPartitions()
-            # ROUNDS rounds, the order reversed every other round; the fastest run of each counts
-            # (the machine is shared: a slow run is other jobs' load, not the candidate's).
+            # ROUNDS rounds, the order reversed every other round; the median run of each counts
+            # (the machine is shared: the runs' spread, kept in "runs", is the noise).
             seconds = {name: [] for name in candidates}
             for round_ in range(ROUNDS):
                 for name in (list(candidates) if round_ % 2 == 0 else list(candidates)[::-1]):
                     seconds[name].append(_timed(frame, candidates[name]))
-            result["rows"][str(n)] = {name: min(runs) for name, runs in seconds.items()}
+            result["rows"][str(n)] = {name: statistics.median(runs) for name, runs in seconds.items()}
             result.setdefault("runs", {})[str(n)] = seconds
         return result
     finally:
