@@ -2,7 +2,8 @@
 """Set up `.venv` at the repo root (created once, reused after) and run the demo or the tests.
 
     python3.11 dev.py demo      # the main job, end to end, on a local sqlite store
-    python3.11 dev.py test      # the whole test suite (what .ci/run runs)
+    python3.11 dev.py test      # the whole test suite (what .ci/run runs), on 2 pytest-xdist
+                                # workers, one test file per worker (-n 0 runs it serially)
     python3.11 dev.py bench     # the benchmark table (bench/RESULTS.md)
     python3.11 dev.py wheel     # dist/mlflow_eas_savedmodel-<version>-py3-none-any.whl, to install elsewhere
                                 # (PEP 517 build, `pip wheel --no-deps`: no .venv, no dependencies)
@@ -110,6 +111,15 @@ def _env():
     return env
 
 
+def _workers(args):
+    """Two workers, each given whole files (module fixtures are built once, servers and old
+    runtimes overlap); arguments that choose the workers themselves win."""
+    if any(a in ("-n", "--numprocesses", "--dist") or a.startswith(("-n", "--numprocesses=", "--dist="))
+           or a == "no:xdist" for a in args):
+        return []
+    return ["-n", "2", "--dist", "loadfile"]
+
+
 def main(argv):
     command, args = (argv[0], argv[1:]) if argv else ("help", [])
     if command not in ("setup", "demo", "test", "bench", "wheel"):
@@ -126,7 +136,7 @@ def main(argv):
     elif command == "bench":
         cmd = [PYTHON, "-m", "bench"] + args
     else:
-        cmd = [PYTHON, "-m", "pytest"] + args
+        cmd = [PYTHON, "-m", "pytest"] + _workers(args) + args
     code = subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
     if command == "test" and code == 5:
         print("pytest collected no tests: failing, a suite that runs nothing proves nothing.")

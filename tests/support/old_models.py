@@ -9,6 +9,7 @@ moves it with the runtimes), so editing the script rebuilds.
 """
 
 import collections
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -46,9 +47,17 @@ def _read(path):
 def build_old_models(tf_version, names):
     """Builds what the cache lacks of ``names`` in ONE run of the runtime's interpreter."""
     folder = _cache_dir(tf_version)
+    os.makedirs(folder, exist_ok=True)
+    # Test workers run in parallel (pytest-xdist): one builds, the others wait and then find it.
+    with open(folder + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _build_missing(tf_version, folder, names)
+    return {n: old_model(tf_version, n) for n in names}
+
+
+def _build_missing(tf_version, folder, names):
     missing = [n for n in names if not os.path.isdir(os.path.join(folder, n))]
     if missing:
-        os.makedirs(folder, exist_ok=True)
         env = ensure_runtime(tf_version)
         # TF2_BEHAVIOR=1 is set by importing TF 2.21 here; it would make TF 1.15 eager.
         environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "TF2_BEHAVIOR")}
@@ -59,7 +68,6 @@ def build_old_models(tf_version, names):
         )
         if proc.returncode != 0:
             raise RuntimeError(f"TF {tf_version} could not build {missing}:\n{proc.stderr[-4000:]}")
-    return {n: old_model(tf_version, n) for n in names}
 
 
 def old_model(tf_version, name):
