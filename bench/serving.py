@@ -13,7 +13,7 @@ import sys
 
 from bench.isolation import REPO_ROOT, RESULT_MARKER, worker_env
 from bench.models import example_batch
-from tests.servers import ServerProcess, free_port, mlflow_command
+from tests.support.servers import ServerProcess, free_port, mlflow_command
 
 CLIENTS = (1, 4)
 
