@@ -70,7 +70,8 @@ def log_once(workdir, flavor, kind, with_example):
         "seconds": seconds,
         "artifact_bytes": _tree_size(local),
         "requirements": requirements,
-        "pinned": all("==" in r for r in requirements),
+        # A bundled wheel (wheels/<name>-<version>-...whl, issue 22) pins as exactly as "==".
+        "pinned": all("==" in r or r.endswith(".whl") for r in requirements),
     }
 
 
