@@ -32,11 +32,6 @@ MODULE_NAMES_WITHOUT_IMPORT = {
     },
 }
 
-# Violations accepted for now (none): an entry is "MODULE uses MODULE._name"; a fixed entry still
-# listed fails too, so the set cannot go stale.
-KNOWN_PENDING = set()
-
-
 def _is_private(name):
     return name.startswith("_") and not name.startswith("__")
 
@@ -122,14 +117,8 @@ def find_violations(sources):
 
 
 def test_no_module_uses_another_modules_private_names():
-    found = find_violations(package_sources())
-    new = sorted(found - KNOWN_PENDING)
-    assert not new, "private names used across modules (make them public or keep them in one module):\n" + "\n".join(new)
-
-
-def test_known_pending_lists_only_what_is_still_there():
-    stale = sorted(KNOWN_PENDING - find_violations(package_sources()))
-    assert not stale, f"fixed; remove from KNOWN_PENDING: {stale}"
+    found = sorted(find_violations(package_sources()))
+    assert not found, "private names used across modules (make them public or keep them in one module):\n" + "\n".join(found)
 
 
 def test_designed_private_modules_exist():
