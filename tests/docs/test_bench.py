@@ -89,3 +89,34 @@ def test_every_bench_module_imports():
         [sys.executable, "-c", code, *names], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
     )
     assert "serving" in names and proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_spark_rows_render_every_model_the_worker_measured(monkeypatch, tmp_path):
+    """The spark_udf rows only run in a full bench (minutes of Spark): their table code runs here
+    on a result shaped like ``bench.spark_udf.measure``'s, with made-up seconds."""
+    import bench.__main__ as bench_main
+    from bench.spark_udf import CTR, MLP, PER_TASK_STEPS
+
+    candidates = ("ours", "ours, no load cache", "hand-written pandas_udf", "mlflow.tensorflow")
+
+    def model(scale):
+        seconds = {c: scale * (i + 1) for i, c in enumerate(candidates)}
+        return {"rows": {"200000": seconds}, "tasks": {"200000": 10},
+                "runs": {"200000": {c: [s] * 3 for c, s in seconds.items()}},
+                "max_abs_diff": dict.fromkeys(candidates, 0.0), "bit_identical": dict.fromkeys(candidates, True),
+                "per_task_ms": dict.fromkeys(PER_TASK_STEPS, 4.0),
+                "two_tasks": {"rows": 200000, "seconds": {"ours": 2.0, "hand-written pandas_udf": 1.0},
+                              "runs": {"ours": [2.0], "hand-written pandas_udf": [1.0]}}}
+
+    result = {"models": {MLP: model(1.0), CTR: model(2.0)}}
+    monkeypatch.setattr(bench_main, "run_worker", lambda *args, **kwargs: result)
+    details = []
+    rows = bench_main._spark_rows(str(tmp_path), [200000], details)
+    by_label = {(r.measurement, r.baseline_label): r for r in rows}
+    assert len(rows) == 8 and len(details) == 2
+    target = by_label[(f"spark_udf {CTR}, 200,000 rows (10 tasks)", "hand-written pandas_udf")]
+    assert (target.ratio, target.target, target.result) == (pytest.approx(2 / 6), "<= 1.10", "PASS")
+    two = by_label[(f"spark_udf {MLP}, 200,000 rows (2 tasks, one per core)", "hand-written pandas_udf")]
+    assert two.ratio == pytest.approx(2.0) and two.target == ""
+    assert "MLflow's requirements check 4.0 ms" in details[0][0]
+    assert "| 200,000 | 2 | 2.00 s | | 1.00 s | |" in details[0][1]
