@@ -18,8 +18,8 @@ Candidates for each model:
   same graph with no MLflow in the way, the best a user could write;
 * ``mlflow.tensorflow``: ``spark_udf`` of the same Keras model logged with MLflow's flavor.
 
-Each candidate runs once untimed on a small frame first (Spark starts its Python workers, which
-import TensorFlow: no flavor's cost), and the hand-written UDF once untimed on each timed frame
+Each candidate runs once untimed on 8 small tasks first, after its sample predictions (Spark
+starts its Python workers, which import TensorFlow: no flavor's cost), and the hand-written UDF once untimed on each timed frame
 (Spark's first job on a frame); then every candidate is timed in :data:`ROUNDS` rounds, the order
 reversed every other round (interleaved, so other jobs' load on a shared machine falls on every
 candidate alike), the median run counting; every run is kept in ``runs``. Rows are split into one
@@ -70,8 +70,8 @@ def build_ctr():
     return keras.Model(ids, keras.layers.Dense(1, activation="sigmoid", name="ctr")(x), name="ctr")
 
 
-# model label -> (builder, input column, Spark column expression of partition-independent values)
 def _column(model_label):
+    """The model's input column: values from seeded ``rand``, the same for any partitioning."""
     from pyspark.sql import functions as F
 
     if model_label == MLP:
@@ -79,6 +79,7 @@ def _column(model_label):
     return F.array(*[(F.rand(seed=i) * CTR_VOCABULARY).cast("long") for i in range(CTR_FIELDS)]).alias("ids")
 
 
+# model label -> (builder, input column)
 MODELS = {MLP: (build_mlp, "features"), CTR: (build_ctr, "ids")}
 
 
@@ -244,15 +245,14 @@ def _measure_model(spark, workdir, label, rows, mes, mlflow):
         frame = _frame(spark, label, n)
         result["tasks"][str(n)] = frame.rdd.getNumPartitions()
         _timed(frame, candidates[handwritten], column)  # Spark's first job on this frame
-        # ROUNDS rounds, the order reversed every other round; the median run of each counts
-        # (the machine is shared: the runs' spread, kept in "runs", is the noise).
+        # The median run of each counts (the machine is shared: the spread, kept in "runs", is noise).
         seconds = {name: [] for name in candidates}
         _rounds(frame, candidates, column, seconds)
         result["rows"][str(n)] = {name: statistics.median(runs) for name, runs in seconds.items()}
         result.setdefault("runs", {})[str(n)] = seconds
+    result["per_task_ms"] = _per_task_costs(spark, label, ours_path)
     # The most rows again in one task per core (local[2]: 2 tasks, what Spark's default
     # parallelism gives spark.range): per-task costs vanish, what is left is the per-batch cost.
-    result["per_task_ms"] = _per_task_costs(spark, label, ours_path)
     n = max(rows)
     frame = _frame(spark, label, n, partitions=2)
     _timed(frame, candidates[handwritten], column)  # Spark's first job on this frame
